@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class MessagingConfig(AppConfig):
+    name = "messaging"
+    verbose_name = _("Messaging")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from messaging import channels
+        from messaging.channels.email import EmailChannel
+
+        channels.register(EmailChannel())

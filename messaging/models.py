@@ -1,0 +1,317 @@
+"""The data model of the messaging engine (SPEC §2).
+
+Models hold fields, choices, querysets and the methods the contract names; every status
+transition lives in `messaging.services`, which these methods call.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from messaging import channels
+
+
+class MessageQuerySet(models.QuerySet):
+    def filter_message_with_no_message_receivers(self) -> MessageQuerySet:
+        return self.filter(~models.Exists(MessageReceiver.objects.filter(message=models.OuterRef("pk"))))
+
+    def drafts(self) -> MessageQuerySet:
+        return self.filter(status=Message.Status.DRAFT)
+
+    def in_progress(self) -> MessageQuerySet:
+        return self.filter(status__in=[Message.Status.PREPARING, Message.Status.SENDING])
+
+
+class Message(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", _("Draft")
+        PREPARING = "preparing", _("Preparing")
+        SENDING = "sending", _("Sending")
+        ERROR = "error", _("Error")
+        SENT = "sent", _("Sent")
+
+    class ContextType(models.TextChoices):
+        OTHER = "other", _("Other")
+        COMMENT = "comment", _("Comment")
+        DEADLINE_MOVED = "deadline_moved", _("Deadline moved")
+        FEEDBACK = "feedback", _("Feedback")
+        FEEDBACK_UPDATED = "feedback_updated", _("Feedback updated")
+
+    created_datetime = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("created by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    status = models.CharField(_("status"), max_length=30, choices=Status, default=Status.DRAFT, db_index=True)
+    status_data = models.JSONField(_("status data"), default=dict, blank=True)
+    metadata = models.JSONField(_("metadata"), default=dict, blank=True)
+    virtual_message_receivers = models.JSONField(_("virtual message receivers"), default=dict, blank=True)
+    context_type = models.CharField(
+        _("context type"),
+        max_length=30,
+        choices=ContextType,
+        default=ContextType.OTHER,
+        db_index=True,
+    )
+    message_type = models.JSONField(_("message type"), default=list, blank=True)
+    # Staff-composed content: {language: {"subject": str, "body": str}}; empty for messages
+    # created by other apps, whose content comes from a template.
+    composed_content = models.JSONField(_("content"), default=dict, blank=True)
+
+    objects = MessageQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
+        ordering = ["-created_datetime", "-id"]
+        permissions = [
+            ("compose_message", _("Can compose and edit draft messages")),
+            ("send_message", _("Can send messages")),
+            ("resend_message", _("Can resend failed receivers")),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.display_subject}"
+
+    @property
+    def display_subject(self) -> str:
+        content = self.composed_content.get(settings.LANGUAGE_CODE) or next(
+            iter(self.composed_content.values()), {}
+        )
+        return content.get("subject") or self.get_context_type_display()
+
+    @property
+    def is_draft(self) -> bool:
+        return self.status == self.Status.DRAFT
+
+    def clean_message_type(self) -> None:
+        if not self.message_type:
+            self.message_type = ["email"]
+        if not isinstance(self.message_type, list):
+            raise ValidationError({"message_type": _("Must be a list of message types.")})
+        unknown = [t for t in self.message_type if t not in channels.registered_types()]
+        if unknown:
+            raise ValidationError(
+                {
+                    "message_type": _("Unknown message type(s): %(types)s.")
+                    % {"types": ", ".join(map(str, unknown))}
+                }
+            )
+
+    def clean(self) -> None:
+        self.clean_message_type()
+
+    def validate_virtual_message_receivers(self) -> None:
+        data = self.virtual_message_receivers
+        if not isinstance(data, dict) or "user_ids" not in data:
+            raise ValueError('virtual_message_receivers must be a dict with a "user_ids" key.')
+        user_ids = data["user_ids"]
+        if not isinstance(user_ids, list):
+            raise ValueError('virtual_message_receivers["user_ids"] must be a list.')
+        if not user_ids:
+            raise ValueError('virtual_message_receivers["user_ids"] must not be empty.')
+        bad = [v for v in user_ids if isinstance(v, bool) or not isinstance(v, int)]
+        if bad:
+            raise ValueError(f'virtual_message_receivers["user_ids"] holds non-integer values: {bad[:5]!r}.')
+
+    def prepare_message_receivers(self, subject_generator, template_name, template_context):
+        from messaging.services import preparing
+
+        return preparing.iter_receiver_batches(self, subject_generator, template_name, template_context)
+
+    def create_message_receivers(self, **kwargs) -> int:
+        from messaging.services import preparing
+
+        return preparing.create_message_receivers(self, **kwargs)
+
+    def prepare_and_send(self, subject_generator, template_name, template_context) -> None:
+        from messaging.services import sending
+
+        sending.prepare_and_send(self, subject_generator, template_name, template_context)
+
+
+class MessageReceiverQuerySet(models.QuerySet):
+    def create_receiver(
+        self, user, message, message_type, subject_generator, template_name, template_context
+    ) -> MessageReceiver:
+        from messaging.services import preparing
+
+        return preparing.create_receiver(
+            user, message, message_type, subject_generator, template_name, template_context
+        )
+
+    def filter_old_receivers(self, datetime_obj: datetime) -> MessageReceiverQuerySet:
+        return self.filter(created_datetime__lt=datetime_obj)
+
+    def resendable(self) -> MessageReceiverQuerySet:
+        """Receivers staff may resend by hand: every failure, never one already sent."""
+        return self.filter(status__in=[MessageReceiver.Status.FAILED, MessageReceiver.Status.ERROR])
+
+    def due_for_retry(self, now: datetime | None = None) -> MessageReceiverQuerySet:
+        """Failed receivers whose backoff is over and whose failure was not permanent."""
+        now = now or timezone.now()
+        return self.filter(
+            status=MessageReceiver.Status.FAILED,
+            permanent_failure=False,
+            next_attempt_datetime__lte=now,
+        )
+
+    def claimable(self, now: datetime | None = None) -> MessageReceiverQuerySet:
+        now = now or timezone.now()
+        return self.filter(status=MessageReceiver.Status.NOT_SENT).filter(
+            Q(lease_expires_datetime__isnull=True) | Q(lease_expires_datetime__lt=now)
+        )
+
+
+class MessageReceiver(models.Model):
+    class Status(models.TextChoices):
+        NOT_SENT = "not_sent", _("Not sent")
+        ERROR = "error", _("Error")
+        FAILED = "failed", _("Failed")
+        SENT = "sent", _("Sent")
+
+    created_datetime = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
+    status = models.CharField(_("status"), max_length=10, choices=Status, default=Status.NOT_SENT)
+    status_data = models.JSONField(_("status data"), default=dict, blank=True)
+    metadata = models.JSONField(_("metadata"), default=dict, blank=True)
+    subject = models.CharField(_("subject"), max_length=255, blank=True)
+    message_content_plain = models.TextField(_("plain text content"), blank=True)
+    message_content_html = models.TextField(_("HTML content"), blank=True)
+    message = models.ForeignKey(
+        Message, verbose_name=_("message"), on_delete=models.CASCADE, related_name="receivers"
+    )
+    message_type = models.CharField(_("message type"), max_length=30, default="email")
+    send_to = models.CharField(_("send to"), max_length=255, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("user"),
+        on_delete=models.CASCADE,
+        related_name="+",
+    )
+    language = models.CharField(_("language"), max_length=10, blank=True)
+    sent_datetime = models.DateTimeField(_("sent"), null=True, blank=True)
+    sending_failed_count = models.PositiveIntegerField(_("failed attempts"), default=0)
+    sending_success_count = models.PositiveIntegerField(_("successful attempts"), default=0)
+    # Delivery bookkeeping: a worker owns a receiver while its lease runs; a failed receiver
+    # is retried automatically after next_attempt_datetime unless the failure was permanent.
+    lease_expires_datetime = models.DateTimeField(null=True, blank=True, editable=False)
+    claimed_by = models.CharField(max_length=64, blank=True, editable=False)
+    next_attempt_datetime = models.DateTimeField(null=True, blank=True, editable=False)
+    permanent_failure = models.BooleanField(_("permanent failure"), default=False)
+
+    objects = MessageReceiverQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("message receiver")
+        verbose_name_plural = _("message receivers")
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["message", "status"], name="receiver_message_status"),
+            models.Index(fields=["status", "next_attempt_datetime"], name="receiver_retry_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.send_to or self.user_id} ({self.get_status_display()})"
+
+    def clean_message_content_fields(self) -> None:
+        from messaging.rendering import html_to_text
+
+        if self.message_content_html and not self.message_content_plain:
+            self.message_content_plain = html_to_text(self.message_content_html)
+        self.subject = (self.subject or "").strip()
+        self.message_content_plain = (self.message_content_plain or "").strip()
+
+    def clean_message_type(self) -> None:
+        if not self.message_type:
+            self.message_type = "email"
+
+    def clean(self) -> None:
+        self.clean_message_content_fields()
+        self.clean_message_type()
+
+    def send(self) -> None:
+        from messaging.services import delivery
+
+        delivery.send_one(self)
+
+    @property
+    def errors(self) -> list[dict]:
+        return self.status_data.get("errors", [])
+
+
+class MessagingProfile(models.Model):
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messaging_profile"
+    )
+    languagecode = models.CharField(_("language"), max_length=10, blank=True)
+
+    class Meta:
+        verbose_name = _("messaging profile")
+        verbose_name_plural = _("messaging profiles")
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.languagecode or '-'})"
+
+
+class UserEmail(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messaging_emails"
+    )
+    email = models.EmailField(_("email"), max_length=255)
+    use_for_notifications = models.BooleanField(_("use for notifications"), default=True)
+    is_primary = models.BooleanField(_("primary"), default=False)
+
+    class Meta:
+        verbose_name = _("user email")
+        verbose_name_plural = _("user emails")
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class AuditEvent(models.Model):
+    """Who did what to a message, and when (created, edited, sent, resent, ...)."""
+
+    class Action(models.TextChoices):
+        CREATED = "created", _("Created")
+        EDITED = "edited", _("Edited")
+        DUPLICATED = "duplicated", _("Duplicated")
+        SENT = "sent", _("Sent")
+        TEST_SENT = "test_sent", _("Test sent")
+        RESENT = "resent", _("Resent")
+        RESENT_ALL = "resent_all", _("Resent all failed")
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="audit_events")
+    receiver = models.ForeignKey(
+        MessageReceiver, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    action = models.CharField(_("action"), max_length=20, choices=Action)
+    created_datetime = models.DateTimeField(_("when"), default=timezone.now)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
+        ordering = ["-created_datetime", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} #{self.message_id}"

@@ -1,0 +1,1 @@
+"""The state machine of messages and receivers. Every status transition lives here."""

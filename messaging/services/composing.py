@@ -1,0 +1,184 @@
+"""Staff-composed messages: drafts, duplicates, sending, test sends and previews."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+
+from messaging import channels, recipients
+from messaging.channels import ChannelUnavailable, DeliveryResult
+from messaging.models import AuditEvent, Message, MessageReceiver
+from messaging.rendering import ContentRenderer, RenderedContent
+from messaging.services import sending
+from messaging.services.status import exception_entry, with_error
+from messaging.subject_generator import ComposedSubjectGenerator
+
+COMPOSED_TEMPLATE = "messaging/email/composed.html"
+
+
+def chosen_user_ids(message: Message) -> list[int]:
+    return list(message.virtual_message_receivers.get("chosen_user_ids", []))
+
+
+def chosen_group_ids(message: Message) -> list[int]:
+    return list(message.virtual_message_receivers.get("group_ids", []))
+
+
+def resolved_user_ids(message: Message) -> list[int]:
+    return recipients.resolve_user_ids(chosen_user_ids(message), chosen_group_ids(message))
+
+
+def languages_with_content(message: Message) -> list[str]:
+    return [
+        code
+        for code in recipients.supported_languages()
+        if message.composed_content.get(code, {}).get("body")
+    ]
+
+
+def content_language(message: Message, language: str) -> str:
+    """The language whose content a receiver in `language` gets (itself, or the default)."""
+    return language if language in languages_with_content(message) else settings.LANGUAGE_CODE
+
+
+def renderer_for(message: Message) -> ContentRenderer:
+    default = settings.LANGUAGE_CODE
+    subjects = {lang: c.get("subject", "") for lang, c in message.composed_content.items() if c.get("body")}
+    bodies = {lang: c["body"] for lang, c in message.composed_content.items() if c.get("body")}
+    return ContentRenderer(
+        ComposedSubjectGenerator(subjects=subjects, default_language=default),
+        COMPOSED_TEMPLATE,
+        {"bodies": bodies, "default_language": default},
+    )
+
+
+def record(message: Message, action: str, actor=None, **details) -> None:
+    AuditEvent.objects.create(message=message, actor=actor, action=action, details=details)
+
+
+def save_draft(message: Message, actor=None) -> Message:
+    if not message.is_draft:
+        raise ValueError(f"Message #{message.pk} is {message.status}; only drafts can be edited.")
+    creating = message.pk is None
+    if creating:
+        message.created_by = actor
+    message.full_clean()
+    with transaction.atomic():
+        message.save()
+        record(message, AuditEvent.Action.CREATED if creating else AuditEvent.Action.EDITED, actor)
+    return message
+
+
+def duplicate(message: Message, actor=None) -> Message:
+    copy = Message(
+        created_by=actor,
+        context_type=message.context_type,
+        message_type=list(message.message_type),
+        composed_content=dict(message.composed_content),
+        virtual_message_receivers={
+            "chosen_user_ids": chosen_user_ids(message),
+            "group_ids": chosen_group_ids(message),
+        },
+    )
+    with transaction.atomic():
+        copy.save()
+        record(copy, AuditEvent.Action.DUPLICATED, actor, source=message.pk)
+    return copy
+
+
+def queue_send(message: Message, actor=None) -> int:
+    """Freeze the recipients to user ids and hand the message to a worker after commit."""
+    from messaging import tasks
+
+    if not message.is_draft:
+        raise ValueError(f"Message #{message.pk} is {message.status}; it has already been sent.")
+    user_ids = resolved_user_ids(message)
+    with transaction.atomic():
+        message.virtual_message_receivers = {**message.virtual_message_receivers, "user_ids": user_ids}
+        message.save(update_fields=["virtual_message_receivers"])
+        record(message, AuditEvent.Action.SENT, actor, receivers=len(user_ids))
+        transaction.on_commit(lambda: tasks.send_composed_message(message.pk))
+    return len(user_ids)
+
+
+def send_composed(message: Message) -> None:
+    """The worker's side of queue_send."""
+    try:
+        sending.prepare_and_send(message, **prepare_arguments(message))
+    except ValueError as exc:
+        if message.status != Message.Status.DRAFT:
+            return  # already sent by another worker: nothing to do
+        message.status = Message.Status.ERROR
+        message.status_data = with_error(message.status_data, exception_entry(exc))
+        Message.objects.filter(pk=message.pk, status=Message.Status.DRAFT).update(
+            status=message.status, status_data=message.status_data
+        )
+
+
+def prepare_arguments(message: Message) -> dict:
+    renderer = renderer_for(message)
+    return {
+        "subject_generator": renderer.subject_generator,
+        "template_name": renderer.template_name,
+        "template_context": renderer.template_context,
+    }
+
+
+@dataclass(frozen=True)
+class Preview:
+    language: str
+    content_language: str
+    sample_user: object
+    address: str
+    content: RenderedContent | None
+    error: str = ""
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.language != self.content_language
+
+
+def preview(message: Message, language: str, sample_user) -> Preview:
+    renderer = renderer_for(message)
+    content, error = None, ""
+    try:
+        content = renderer.render(sample_user, language)
+    except Exception as exc:  # shown to staff on the preview instead of a crash
+        error = f"{type(exc).__name__}: {exc}"
+    return Preview(
+        language=language,
+        content_language=content_language(message, language),
+        sample_user=sample_user,
+        address=recipients.notification_address(sample_user),
+        content=content,
+        error=error,
+    )
+
+
+def send_test(message: Message, actor) -> DeliveryResult:
+    """Deliver the draft to the staff member's own address; the draft stays untouched."""
+    language = recipients.preferred_language(actor)
+    receiver = MessageReceiver(
+        message=message, user=actor, language=language, send_to=recipients.notification_address(actor)
+    )
+    try:
+        content = renderer_for(message).render(actor, language)
+        receiver.subject = content.subject
+        receiver.message_content_html = content.html
+        receiver.message_content_plain = content.plain
+        _receiver, result = next(iter(channels.get_channel("email").deliver([receiver])))
+    except ChannelUnavailable as exc:
+        result = DeliveryResult(delivered=False, reason=str(exc))
+    except ValueError as exc:
+        result = DeliveryResult(delivered=False, permanent=True, reason=str(exc))
+    record(
+        message,
+        AuditEvent.Action.TEST_SENT,
+        actor,
+        to=receiver.send_to,
+        delivered=result.delivered,
+        reason=result.reason,
+    )
+    return result

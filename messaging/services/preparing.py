@@ -1,0 +1,74 @@
+"""Preparing receivers: one per distinct user and message type, rendered in the user's language."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from django.db import transaction
+
+from messaging.models import Message, MessageReceiver
+from messaging.recipients import iter_users_in_batches, notification_address, preferred_language
+from messaging.rendering import ContentRenderer
+
+BATCH_SIZE = 500
+
+
+def build_receiver(renderer: ContentRenderer, user, message: Message, message_type: str):
+    language = preferred_language(user)
+    content = renderer.render(user, language)
+    receiver = MessageReceiver(
+        message=message,
+        user=user,
+        message_type=message_type,
+        language=language,
+        send_to=notification_address(user),
+        subject=content.subject,
+        message_content_html=content.html,
+        message_content_plain=content.plain,
+    )
+    # Foreign keys come from loaded objects; validating them would cost a query per receiver.
+    receiver.full_clean(exclude=["message", "user"], validate_unique=False, validate_constraints=False)
+    return receiver
+
+
+def create_receiver(
+    user, message, message_type, subject_generator, template_name, template_context
+) -> MessageReceiver:
+    renderer = ContentRenderer(subject_generator, template_name, template_context)
+    return build_receiver(renderer, user, message, message_type)
+
+
+def distinct_user_ids(message: Message) -> list[int]:
+    return list(dict.fromkeys(message.virtual_message_receivers["user_ids"]))
+
+
+def iter_receiver_batches(
+    message: Message, subject_generator, template_name, template_context
+) -> Iterator[list[MessageReceiver]]:
+    """Yield unsaved receivers batch by batch; ids of users that do not exist are recorded
+    in message.status_data["skipped_user_ids"] once every batch has been yielded."""
+    renderer = ContentRenderer(subject_generator, template_name, template_context)
+    user_ids = distinct_user_ids(message)
+    found: set[int] = set()
+    for users in iter_users_in_batches(user_ids, BATCH_SIZE):
+        found.update(u.pk for u in users)
+        yield [
+            build_receiver(renderer, user, message, message_type)
+            for user in users
+            for message_type in message.message_type
+        ]
+    skipped = [uid for uid in user_ids if uid not in found]
+    if skipped:
+        message.status_data = {**message.status_data, "skipped_user_ids": skipped}
+
+
+def create_message_receivers(message: Message, **kwargs) -> int:
+    """Bulk-create what prepare_message_receivers returns, in one transaction, batch by batch."""
+    prepared = message.prepare_message_receivers(**kwargs)
+    batches = [prepared] if isinstance(prepared, list) else prepared
+    created = 0
+    with transaction.atomic():
+        for batch in batches:
+            MessageReceiver.objects.bulk_create(batch, batch_size=BATCH_SIZE)
+            created += len(batch)
+    return created

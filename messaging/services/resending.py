@@ -1,0 +1,73 @@
+"""Resending: staff resends (one receiver or all failed ones) and automatic retries.
+
+A resend only moves failed/error receivers back to not_sent with one conditional UPDATE;
+delivery then claims them like any other. A receiver already sent is never touched, and
+a second click finds nothing left to move.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from messaging.models import AuditEvent, Message, MessageReceiver
+from messaging.services.status import refresh_message_status
+
+RESET_FIELDS = {
+    "status": MessageReceiver.Status.NOT_SENT,
+    "next_attempt_datetime": None,
+    "permanent_failure": False,
+    "claimed_by": "",
+    "lease_expires_datetime": None,
+}
+
+
+def _queue_delivery(message_ids) -> None:
+    from messaging import tasks
+
+    for message_id in set(message_ids):
+        refresh_message_status(message_id)
+        transaction.on_commit(lambda mid=message_id: tasks.deliver_message(mid))
+
+
+def resend_receiver(receiver: MessageReceiver, actor=None) -> bool:
+    """Queue one failed/error receiver again. False if it was not resendable (e.g. sent)."""
+    with transaction.atomic():
+        moved = MessageReceiver.objects.resendable().filter(pk=receiver.pk).update(**RESET_FIELDS)
+        if not moved:
+            return False
+        AuditEvent.objects.create(
+            message_id=receiver.message_id, receiver=receiver, actor=actor, action=AuditEvent.Action.RESENT
+        )
+        _queue_delivery([receiver.message_id])
+    receiver.refresh_from_db()
+    return True
+
+
+def resend_failed(message: Message, actor=None) -> int:
+    """Queue every failed/error receiver of a message again; returns how many."""
+    with transaction.atomic():
+        moved = MessageReceiver.objects.filter(message=message).resendable().update(**RESET_FIELDS)
+        if moved:
+            AuditEvent.objects.create(
+                message=message,
+                actor=actor,
+                action=AuditEvent.Action.RESENT_ALL,
+                details={"receivers": moved},
+            )
+            _queue_delivery([message.pk])
+    message.refresh_from_db(fields=["status", "status_data"])
+    return moved
+
+
+def retry_due_receivers() -> int:
+    """Automatic retries: failed, not permanent, backoff over (and so within the resend limit,
+    because receivers past it are error, not failed)."""
+    now = timezone.now()
+    with transaction.atomic():
+        due = MessageReceiver.objects.due_for_retry(now)
+        message_ids = list(due.order_by().values_list("message_id", flat=True).distinct())
+        moved = due.update(**RESET_FIELDS)
+        if moved:
+            _queue_delivery(message_ids)
+    return moved
