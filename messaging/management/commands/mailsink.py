@@ -1,0 +1,33 @@
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from messaging.mailsink import REFUSALS, MailSink
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a local SMTP sink for development: every accepted email is stored as a .eml file "
+        "under var/mail/. Addresses at tempfail.example get 451 and at bounce.example get 550, "
+        "so failures can be tried out."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8025)
+        parser.add_argument("--dir", default=str(settings.MESSAGING_MAIL_DIR),
+                            help="Where to store .eml files (default: %(default)s).")
+
+    def handle(self, *args, host, port, dir, **options):
+        sink = MailSink(host=host, port=port, mail_dir=dir).start()
+        refusals = ", ".join(f"*{suffix} → {reply[:3]}" for suffix, reply in REFUSALS.items())
+        self.stdout.write(f"Mail sink listening on {sink.url}; storing mail in {dir} ({refusals}).")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sink.stop()
+            self.stdout.write(f"Mail sink stopped after receiving {len(sink.received)} email(s).")

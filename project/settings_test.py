@@ -1,0 +1,12 @@
+"""Test settings: the same as production-shaped settings, with a separate huey queue."""
+
+import os
+
+from project.settings import *  # noqa: F403
+from project.settings import HUEY, VAR_DIR
+
+HUEY = {**HUEY, "name": "messaging-test", "immediate": os.environ.get("HUEY_IMMEDIATE", "1") == "1"}
+if HUEY["huey_class"] == "huey.SqliteHuey":
+    HUEY["filename"] = str(VAR_DIR / "test-huey.sqlite3")
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+MESSAGING_MAIL_DIR = VAR_DIR / "test-mail"

@@ -1,0 +1,116 @@
+"""Shared fixtures: users, a real SMTP sink, and a real huey consumer process."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from messaging.mailsink import MailSink
+from messaging.models import MessagingProfile, UserEmail
+
+ROOT = Path(__file__).resolve().parent.parent
+_counter = itertools.count(1)
+
+
+@pytest.fixture
+def make_user(db):
+    """make_user(language="nb", emails=["a@x.org"], primary="a@x.org", email="user@x.org")"""
+
+    def make(language: str | None = "en", emails=(), primary: str | None = None,
+             email: str | None = None, **fields):
+        n = next(_counter)
+        fields.setdefault("username", f"user{n}")
+        fields.setdefault("first_name", f"First{n}")
+        fields.setdefault("last_name", f"Last{n}")
+        user = get_user_model().objects.create_user(
+            email=f"user{n}@example.org" if email is None else email, **fields
+        )
+        if language is not None:
+            MessagingProfile.objects.create(user=user, languagecode=language)
+        for address in emails:
+            UserEmail.objects.create(user=user, email=address, is_primary=(address == primary))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def smtp_sink():
+    """A real SMTP server on loopback: *@tempfail.example → 451, *@bounce.example → 550."""
+    with MailSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def smtp_mailer(settings, smtp_sink):
+    """Route Django's default mailer to the in-process sink over real SMTP."""
+    settings.MAILERS = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {"host": smtp_sink.host, "port": smtp_sink.port, "timeout": 10},
+        }
+    }
+    return smtp_sink
+
+
+def test_database_url() -> str:
+    params = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{params['NAME']}"
+    user = params.get("USER") or ""
+    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{params.get('HOST') or '127.0.0.1'}:{params.get('PORT') or 5432}/{params['NAME']}"
+
+
+def wait_until(predicate, timeout: float = 60, interval: float = 0.2, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"Timed out after {timeout}s waiting for {message}.")
+
+
+@pytest.fixture
+def huey_consumer(transactional_db, smtp_sink):
+    """A real `manage.py run_huey` process on the test database, delivering to smtp_sink.
+
+    The test process enqueues into the same storage (SqliteHuey file or Redis)."""
+    from huey.contrib.djhuey import HUEY
+
+    HUEY.immediate = False
+    HUEY.flush()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings_test",
+        "DATABASE_URL": test_database_url(),
+        "HUEY_IMMEDIATE": "0",
+        "EMAIL_URL": smtp_sink.url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = (ROOT / "var" / "test-consumer.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "run_huey", "--workers", "2", "--worker-type", "thread",
+         "--no-periodic"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        HUEY.flush()
+        HUEY.immediate = True
