@@ -294,8 +294,9 @@ class AuditEvent(models.Model):
         RESENT_ALL = "resent_all", _("Resent all failed")
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="audit_events")
+    # SET_NULL: deleting old receivers (retention) keeps the audit trail.
     receiver = models.ForeignKey(
-        MessageReceiver, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+        MessageReceiver, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -10,3 +10,4 @@ if HUEY["huey_class"] == "huey.SqliteHuey":
     HUEY["filename"] = str(VAR_DIR / "test-huey.sqlite3")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MESSAGING_MAIL_DIR = VAR_DIR / "test-mail"
+TEMPLATES[0]["DIRS"] = [*TEMPLATES[0]["DIRS"], BASE_DIR / "tests" / "templates"]  # noqa: F405

@@ -24,8 +24,9 @@ _counter = itertools.count(1)
 def make_user(db):
     """make_user(language="nb", emails=["a@x.org"], primary="a@x.org", email="user@x.org")"""
 
-    def make(language: str | None = "en", emails=(), primary: str | None = None,
-             email: str | None = None, **fields):
+    def make(
+        language: str | None = "en", emails=(), primary: str | None = None, email: str | None = None, **fields
+    ):
         n = next(_counter)
         fields.setdefault("username", f"user{n}")
         fields.setdefault("first_name", f"First{n}")
@@ -68,7 +69,8 @@ def test_database_url() -> str:
     user = params.get("USER") or ""
     password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
     auth = f"{user}{password}@" if user else ""
-    return f"postgres://{auth}{params.get('HOST') or '127.0.0.1'}:{params.get('PORT') or 5432}/{params['NAME']}"
+    host = params.get("HOST") or "127.0.0.1"
+    return f"postgres://{auth}{host}:{params.get('PORT') or 5432}/{params['NAME']}"
 
 
 def wait_until(predicate, timeout: float = 60, interval: float = 0.2, message: str = "condition"):
@@ -99,9 +101,20 @@ def huey_consumer(transactional_db, smtp_sink):
     }
     log = (ROOT / "var" / "test-consumer.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "run_huey", "--workers", "2", "--worker-type", "thread",
-         "--no-periodic"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "manage.py",
+            "run_huey",
+            "--workers",
+            "2",
+            "--worker-type",
+            "thread",
+            "--no-periodic",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         yield process

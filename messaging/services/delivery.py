@@ -19,7 +19,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from messaging import channels
@@ -90,13 +89,15 @@ def _flag_abandoned(receivers: list, previous_claims: dict[int, str]) -> None:
 
 
 def record_result(receiver: MessageReceiver, result: DeliveryResult, worker_id: str = "") -> bool:
-    """Store one attempt's outcome. False if another worker owns the receiver now."""
+    """Store one attempt's outcome in one UPDATE, committed before the next receiver is sent:
+    that is what bounds a crash to one uncertain receiver. False if another worker owns the
+    receiver now (its lease ran out and it was claimed again)."""
     now = timezone.now()
     fields = {"claimed_by": "", "lease_expires_datetime": None}
     if result.delivered:
         fields |= {
             "status": MessageReceiver.Status.SENT,
-            "sending_success_count": F("sending_success_count") + 1,
+            "sending_success_count": receiver.sending_success_count + 1,
             "sent_datetime": now,
             "next_attempt_datetime": None,
             "permanent_failure": False,
@@ -116,7 +117,8 @@ def record_result(receiver: MessageReceiver, result: DeliveryResult, worker_id: 
     if not updated:
         logger.warning("Receiver %s was claimed by another worker; result not recorded.", receiver.pk)
         return False
-    receiver.refresh_from_db()
+    for name, value in fields.items():
+        setattr(receiver, name, value)
     return True
 
 

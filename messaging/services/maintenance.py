@@ -17,8 +17,8 @@ logger = logging.getLogger(__name__)
 
 def delete_old_receivers(days: int) -> int:
     cutoff = timezone.now() - timedelta(days=days)
-    deleted, _by_model = MessageReceiver.objects.filter_old_receivers(cutoff).delete()
-    return deleted
+    _total, by_model = MessageReceiver.objects.filter_old_receivers(cutoff).delete()
+    return by_model.get(MessageReceiver._meta.label, 0)
 
 
 def delete_messages_without_receivers() -> int:
@@ -26,8 +26,8 @@ def delete_messages_without_receivers() -> int:
     orphans = Message.objects.filter_message_with_no_message_receivers().exclude(
         status__in=[Message.Status.DRAFT, Message.Status.PREPARING]
     )
-    deleted, _by_model = orphans.delete()
-    return deleted
+    _total, by_model = orphans.delete()
+    return by_model.get(Message._meta.label, 0)
 
 
 def messages_needing_delivery() -> list[int]:
