@@ -16,8 +16,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8025)
-        parser.add_argument("--dir", default=str(settings.MESSAGING_MAIL_DIR),
-                            help="Where to store .eml files (default: %(default)s).")
+        parser.add_argument(
+            "--dir",
+            default=str(settings.MESSAGING_MAIL_DIR),
+            help="Where to store .eml files (default: %(default)s).",
+        )
 
     def handle(self, *args, host, port, dir, **options):
         sink = MailSink(host=host, port=port, mail_dir=dir).start()
