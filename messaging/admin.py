@@ -1,0 +1,442 @@
+"""The Django admin for the messaging app (SPEC §3: "every message and receiver in the admin").
+
+Content and status are read-only here: staff change state only through the actions, which
+call `messaging.services.resending` like every other caller does.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from messaging import channels
+from messaging.models import AuditEvent, Message, MessageReceiver, MessagingProfile, UserEmail
+from messaging.services import resending
+
+RESENDABLE = [MessageReceiver.Status.FAILED, MessageReceiver.Status.ERROR]
+
+
+def status_page_url(message_id: int) -> str | None:
+    """The live status page of a message, once the staff UI provides it."""
+    try:
+        return reverse("messaging:message_status", args=[message_id])
+    except NoReverseMatch:
+        return None
+
+
+def receiver_changelist_url(**filters) -> str:
+    return f"{reverse('admin:messaging_messagereceiver_changelist')}?{urlencode(filters)}"
+
+
+def receiver_count(**filters) -> Coalesce:
+    """A correlated count of a message's receivers: evaluated only for the rows on the page,
+    through the (message, status) index, instead of a GROUP BY over every receiver."""
+    counts = (
+        MessageReceiver.objects.filter(message=OuterRef("pk"), **filters)
+        .order_by()
+        .values("message")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counts, output_field=IntegerField()), Value(0))
+
+
+def pretty_json(value) -> str:
+    if not value:
+        return "-"
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True))
+
+
+class LanguageListFilter(admin.SimpleListFilter):
+    """The languages of settings.LANGUAGES, without a query for the choices."""
+
+    title = _("language")
+    parameter_name = "language"
+    field_name = "language"
+
+    def lookups(self, request, model_admin):
+        return [*settings.LANGUAGES, ("-", _("(none)"))]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value is None:
+            return queryset
+        return queryset.filter(**{self.field_name: "" if value == "-" else value})
+
+
+class ProfileLanguageListFilter(LanguageListFilter):
+    field_name = "languagecode"
+
+
+class MessageTypeListFilter(admin.SimpleListFilter):
+    """Message.message_type is a JSON list; match an element by its quoted JSON text."""
+
+    title = _("message type")
+    parameter_name = "message_type"
+
+    def lookups(self, request, model_admin):
+        return [(t, t) for t in channels.registered_types()]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value is None:
+            return queryset
+        return queryset.filter(message_type__icontains=json.dumps(value))
+
+
+class ReadOnlyAdminMixin:
+    """Viewable and searchable, never added or edited by hand."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class ResendPermissionMixin:
+    def has_resend_permission(self, request) -> bool:
+        return request.user.has_perm("messaging.resend_message")
+
+
+class AuditEventInline(admin.TabularInline):
+    model = AuditEvent
+    extra = 0
+    can_delete = False
+    fields = ["created_datetime", "action", "actor", "receiver", "details"]
+    readonly_fields = fields
+    ordering = ["-created_datetime", "-id"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("actor", "receiver")
+
+
+@admin.register(Message)
+class MessageAdmin(ResendPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "subject",
+        "status",
+        "context_type",
+        "created_by",
+        "created_datetime",
+        "receiver_total",
+        "receiver_sent",
+        "receiver_failed",
+        "status_page",
+    ]
+    list_display_links = ["id", "subject"]
+    list_filter = [
+        "status",
+        "context_type",
+        MessageTypeListFilter,
+        ("created_datetime", admin.DateFieldListFilter),
+    ]
+    # composed_content and status_data are JSON: icontains searches their text (subjects,
+    # bodies, error messages).
+    search_fields = ["=id", "composed_content", "status_data", "created_by__username"]
+    list_select_related = ["created_by"]
+    list_per_page = 50
+    actions = ["resend_failed_receivers"]
+    inlines = [AuditEventInline]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "subject",
+                    "status",
+                    "status_page",
+                    "context_type",
+                    "message_type",
+                    "created_by",
+                    "created_datetime",
+                    "receiver_summary",
+                ]
+            },
+        ),
+        (_("Content"), {"fields": ["composed_content_display"]}),
+        (
+            _("Data"),
+            {
+                "fields": [
+                    "virtual_message_receivers_display",
+                    "status_data_display",
+                    "metadata_display",
+                ],
+                "classes": ["collapse"],
+            },
+        ),
+    ]
+    readonly_fields = [
+        "subject",
+        "status",
+        "status_page",
+        "context_type",
+        "message_type",
+        "created_by",
+        "created_datetime",
+        "receiver_summary",
+        "composed_content_display",
+        "virtual_message_receivers_display",
+        "status_data_display",
+        "metadata_display",
+    ]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                n_receivers=receiver_count(),
+                n_sent=receiver_count(status=MessageReceiver.Status.SENT),
+                n_failed=receiver_count(status__in=RESENDABLE),
+            )
+        )
+
+    def view_on_site(self, obj):
+        return status_page_url(obj.pk)
+
+    @admin.display(description=_("subject"))
+    def subject(self, obj: Message) -> str:
+        return obj.display_subject
+
+    @admin.display(description=_("receivers"), ordering="n_receivers")
+    def receiver_total(self, obj: Message):
+        if not obj.n_receivers:
+            return 0
+        return format_html(
+            '<a href="{}">{}</a>', receiver_changelist_url(message__id__exact=obj.pk), obj.n_receivers
+        )
+
+    @admin.display(description=_("sent"), ordering="n_sent")
+    def receiver_sent(self, obj: Message) -> int:
+        return obj.n_sent
+
+    @admin.display(description=_("failed/error"), ordering="n_failed")
+    def receiver_failed(self, obj: Message):
+        if not obj.n_failed:
+            return 0
+        url = receiver_changelist_url(message__id__exact=obj.pk, status__in=",".join(RESENDABLE))
+        return format_html('<a href="{}">{}</a>', url, obj.n_failed)
+
+    @admin.display(description=_("status page"))
+    def status_page(self, obj: Message):
+        url = status_page_url(obj.pk)
+        if url is None:
+            return "-"
+        return format_html('<a href="{}">{}</a>', url, _("live status"))
+
+    @admin.display(description=_("receivers"))
+    def receiver_summary(self, obj: Message) -> str:
+        return _("%(total)s in total, %(sent)s sent, %(failed)s failed or error") % {
+            "total": obj.n_receivers,
+            "sent": obj.n_sent,
+            "failed": obj.n_failed,
+        }
+
+    @admin.display(description=_("content"))
+    def composed_content_display(self, obj: Message) -> str:
+        return pretty_json(obj.composed_content)
+
+    @admin.display(description=_("virtual message receivers"))
+    def virtual_message_receivers_display(self, obj: Message) -> str:
+        return pretty_json(obj.virtual_message_receivers)
+
+    @admin.display(description=_("status data"))
+    def status_data_display(self, obj: Message) -> str:
+        return pretty_json(obj.status_data)
+
+    @admin.display(description=_("metadata"))
+    def metadata_display(self, obj: Message) -> str:
+        return pretty_json(obj.metadata)
+
+    @admin.action(description=_("Resend failed/error receivers"), permissions=["resend"])
+    def resend_failed_receivers(self, request, queryset):
+        queued = 0
+        messages_with_failures = 0
+        for message in queryset.order_by("pk"):
+            moved = resending.resend_failed(message, actor=request.user)
+            queued += moved
+            messages_with_failures += bool(moved)
+        skipped = queryset.count() - messages_with_failures
+        text = ngettext(
+            "Queued %(queued)d receiver for resending",
+            "Queued %(queued)d receivers for resending",
+            queued,
+        ) % {"queued": queued}
+        text += ngettext(" from %(n)d message; ", " from %(n)d messages; ", messages_with_failures) % {
+            "n": messages_with_failures
+        }
+        text += ngettext(
+            "skipped %(n)d message with no failed or error receivers.",
+            "skipped %(n)d messages with no failed or error receivers.",
+            skipped,
+        ) % {"n": skipped}
+        self.message_user(request, text, messages.SUCCESS if queued else messages.WARNING)
+
+
+@admin.register(MessageReceiver)
+class MessageReceiverAdmin(ResendPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "message_link",
+        "user",
+        "send_to",
+        "language",
+        "status",
+        "sending_failed_count",
+        "sending_success_count",
+        "sent_datetime",
+    ]
+    list_filter = [
+        "status",
+        "message_type",
+        LanguageListFilter,
+        "permanent_failure",
+        "message__context_type",
+        ("created_datetime", admin.DateFieldListFilter),
+    ]
+    search_fields = [
+        "send_to",
+        "subject",
+        "user__username",
+        "user__email",
+        "user__first_name",
+        "user__last_name",
+        "=message__id",
+    ]
+    list_select_related = ["message", "user"]
+    list_per_page = 100
+    # A message may have hundreds of thousands of receivers: skip the unfiltered count.
+    show_full_result_count = False
+    actions = ["resend_receivers"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "message",
+                    "user",
+                    "send_to",
+                    "language",
+                    "message_type",
+                    "status",
+                    "created_datetime",
+                    "sent_datetime",
+                    "sending_failed_count",
+                    "sending_success_count",
+                    "permanent_failure",
+                    "next_attempt_datetime",
+                ]
+            },
+        ),
+        (_("Content"), {"fields": ["subject", "message_content_plain", "message_content_html"]}),
+        (_("Errors"), {"fields": ["errors_display", "status_data_display", "metadata_display"]}),
+    ]
+    readonly_fields = [
+        "message",
+        "user",
+        "send_to",
+        "language",
+        "message_type",
+        "status",
+        "created_datetime",
+        "sent_datetime",
+        "sending_failed_count",
+        "sending_success_count",
+        "permanent_failure",
+        "next_attempt_datetime",
+        "subject",
+        "message_content_plain",
+        "message_content_html",
+        "errors_display",
+        "status_data_display",
+        "metadata_display",
+    ]
+
+    def view_on_site(self, obj):
+        return status_page_url(obj.message_id)
+
+    @admin.display(description=_("message"), ordering="message_id")
+    def message_link(self, obj: MessageReceiver):
+        url = reverse("admin:messaging_message_change", args=[obj.message_id])
+        return format_html('<a href="{}">{}</a>', url, str(obj.message))
+
+    @admin.display(description=_("errors"))
+    def errors_display(self, obj: MessageReceiver) -> str:
+        errors = obj.errors
+        if not errors:
+            return "-"
+        lines = [f"{e.get('timestamp', '')}  {e.get('error_message', '')}" for e in errors]
+        return format_html("<pre>{}</pre>", "\n".join(lines))
+
+    @admin.display(description=_("status data"))
+    def status_data_display(self, obj: MessageReceiver) -> str:
+        return pretty_json(obj.status_data)
+
+    @admin.display(description=_("metadata"))
+    def metadata_display(self, obj: MessageReceiver) -> str:
+        return pretty_json(obj.metadata)
+
+    @admin.action(description=_("Resend failed/error receivers"), permissions=["resend"])
+    def resend_receivers(self, request, queryset):
+        queued = skipped = 0
+        for receiver in queryset.order_by("pk"):
+            if resending.resend_receiver(receiver, actor=request.user):
+                queued += 1
+            else:
+                skipped += 1
+        text = ngettext(
+            "Queued %(queued)d receiver for resending; ",
+            "Queued %(queued)d receivers for resending; ",
+            queued,
+        ) % {"queued": queued}
+        text += ngettext(
+            "skipped %(skipped)d that was not failed or error (already sent or still pending).",
+            "skipped %(skipped)d that were not failed or error (already sent or still pending).",
+            skipped,
+        ) % {"skipped": skipped}
+        self.message_user(request, text, messages.SUCCESS if queued else messages.WARNING)
+
+
+@admin.register(MessagingProfile)
+class MessagingProfileAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "user", "languagecode"]
+    list_filter = [ProfileLanguageListFilter]
+    search_fields = ["user__username", "user__email", "user__first_name", "user__last_name"]
+    list_select_related = ["user"]
+
+
+@admin.register(UserEmail)
+class UserEmailAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "email", "user", "is_primary", "use_for_notifications"]
+    list_filter = ["is_primary", "use_for_notifications"]
+    search_fields = ["email", "user__username", "user__email"]
+    list_select_related = ["user"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "created_datetime", "action", "message", "receiver", "actor"]
+    list_filter = ["action", ("created_datetime", admin.DateFieldListFilter)]
+    search_fields = ["=message__id", "actor__username"]
+    list_select_related = ["message", "receiver", "actor"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False
