@@ -39,6 +39,7 @@ class SinkHandler:
         self.mail_dir = Path(mail_dir) if mail_dir else None
         self.refusals = REFUSALS if refusals is None else refusals
         self.received: list[SunkMail] = []
+        self.sessions = 0
         self._lock = threading.Lock()
         if self.mail_dir:
             self.mail_dir.mkdir(parents=True, exist_ok=True)
@@ -49,6 +50,12 @@ class SinkHandler:
             if address.endswith(suffix):
                 return reply
         return None
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        with self._lock:
+            self.sessions += 1
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         refusal = self.refusal_for(address)

@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.12 || command -v python3.13 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+SERVICES_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/messaging
+SERVICES_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: venv run test test-services lint bench migrate messages
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 12), "Python 3.12+ is required"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+migrate: venv
+	$(BIN)/python manage.py migrate --noinput
+
+# Web server, one huey consumer and the mail sink, with demo data; Ctrl-C stops all three.
+run: migrate
+	$(BIN)/python manage.py messaging_demo
+	$(BIN)/python scripts/run.py
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# The whole suite on the embedded default (SQLite + SqliteHuey).
+test: lint
+	$(BIN)/python -m pytest
+
+# The same suite against PostgreSQL and Redis (started, or installed, on loopback if needed).
+test-services: venv
+	bash scripts/services.sh
+	DATABASE_URL=$(SERVICES_DATABASE_URL) REDIS_URL=$(SERVICES_REDIS_URL) $(BIN)/python -m pytest
+
+messages: venv
+	cd messaging && ../$(BIN)/python ../manage.py makemessages -l nb --no-obsolete
+	$(BIN)/python manage.py compilemessages
