@@ -163,6 +163,8 @@ MESSAGING_RESEND_LIMIT = int(os.environ.get("MESSAGING_RESEND_LIMIT", "2"))
 _retention = os.environ.get("MESSAGING_RECEIVER_RETENTION_DAYS")
 MESSAGING_RECEIVER_RETENTION_DAYS = int(_retention) if _retention else None
 MESSAGING_MAIL_DIR = VAR_DIR / "mail"
+MESSAGING_LEASE_SECONDS = int(os.environ.get("MESSAGING_LEASE_SECONDS", "300"))
+MESSAGING_RETRY_BASE_SECONDS = int(os.environ.get("MESSAGING_RETRY_BASE_SECONDS", "60"))
 
 # Content Security Policy: nothing inline, nothing from elsewhere.
 SECURE_CSP = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -82,48 +83,73 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.2, message: s
     raise AssertionError(f"Timed out after {timeout}s waiting for {message}.")
 
 
-@pytest.fixture
-def huey_consumer(transactional_db, smtp_sink):
-    """A real `manage.py run_huey` process on the test database, delivering to smtp_sink.
+class Consumer:
+    """A real `manage.py run_huey` process on the test database, delivering over SMTP."""
 
-    The test process enqueues into the same storage (SqliteHuey file or Redis)."""
+    def __init__(self, email_url: str, workers: int = 2, **env):
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "project.settings_test",
+            "DATABASE_URL": test_database_url(),
+            "HUEY_IMMEDIATE": "0",
+            "EMAIL_URL": email_url,
+            "PYTHONUNBUFFERED": "1",
+            **{k: str(v) for k, v in env.items()},
+        }
+        self.workers = workers
+        self.process: subprocess.Popen | None = None
+        self.log = (ROOT / "var" / "test-consumer.log").open("ab")
+
+    def start(self) -> Consumer:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "run_huey",
+                "--workers",
+                str(self.workers),
+                "--worker-type",
+                "thread",
+                "--no-periodic",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as on power loss."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=15)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def huey_queue(transactional_db):
+    """The test process enqueues into the consumer's storage (SqliteHuey file or Redis)."""
     from huey.contrib.djhuey import HUEY
 
     HUEY.immediate = False
     HUEY.flush()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "project.settings_test",
-        "DATABASE_URL": test_database_url(),
-        "HUEY_IMMEDIATE": "0",
-        "EMAIL_URL": smtp_sink.url,
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = (ROOT / "var" / "test-consumer.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "run_huey",
-            "--workers",
-            "2",
-            "--worker-type",
-            "thread",
-            "--no-periodic",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    yield HUEY
+    HUEY.flush()
+    HUEY.immediate = True
+
+
+@pytest.fixture
+def huey_consumer(huey_queue, smtp_sink):
+    consumer = Consumer(smtp_sink.url).start()
     try:
-        yield process
+        yield consumer
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-        HUEY.flush()
-        HUEY.immediate = True
+        consumer.stop()
