@@ -2,7 +2,7 @@
 
 from django.conf import settings
 from huey import crontab
-from huey.contrib.djhuey import db_periodic_task, db_task, lock_task
+from huey.contrib.djhuey import db_periodic_task, db_task
 
 from messaging.models import Message
 from messaging.services import composing, delivery, maintenance, resending
@@ -41,8 +41,9 @@ def resume_stalled_messages() -> None:
             send_composed_message(message.pk)
 
 
+# No huey lock_task anywhere: a lock left by a killed consumer would block its task forever,
+# and every task here is idempotent.
 @db_periodic_task(crontab(minute="17", hour="3"))
-@lock_task("messaging-retention")
 def delete_old_receivers() -> None:
     days = settings.MESSAGING_RECEIVER_RETENTION_DAYS
     if days:
