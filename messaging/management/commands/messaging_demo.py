@@ -1,0 +1,455 @@
+"""Demo data for trying the app by hand (`make run` runs it after migrate).
+
+Idempotent: users, groups and addresses are derived from a fixed seed and brought to the same
+state on every run; sample drafts are created only when no draft of the same sample exists.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import unicodedata
+from dataclasses import dataclass, field
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from messaging.models import Message, MessagingProfile, UserEmail
+from messaging.services import composing
+
+SEED = 1000
+STAFF_USERNAME = "staff"
+DOMAIN = "example.org"
+TEMPFAIL_DOMAIN = "tempfail.example"  # the dev mail sink answers 451
+BOUNCE_DOMAIN = "bounce.example"  # the dev mail sink answers 550
+
+NORWEGIAN_FIRST = [
+    "Ingrid",
+    "Ole",
+    "Kari",
+    "Lars",
+    "Nora",
+    "Emma",
+    "Jakob",
+    "Sofie",
+    "Henrik",
+    "Ida",
+    "Magnus",
+    "Thea",
+    "Sindre",
+    "Marte",
+    "Eirik",
+    "Silje",
+    "Håkon",
+    "Ragnhild",
+    "Øystein",
+    "Åse",
+    "Torbjørn",
+    "Solveig",
+    "Bjørn",
+    "Sigrid",
+    "Kristian",
+    "Maja",
+    "Mathias",
+    "Hedda",
+    "Vetle",
+    "Tuva",
+    "Aksel",
+    "Live",
+    "Jonas",
+    "Synnøve",
+    "Espen",
+    "Guro",
+    "Anders",
+    "Frida",
+    "Halvor",
+    "Linnea",
+    "Sverre",
+    "Astrid",
+    "Trond",
+    "Mari",
+]
+NORWEGIAN_LAST = [
+    "Hansen",
+    "Johansen",
+    "Olsen",
+    "Larsen",
+    "Andersen",
+    "Pedersen",
+    "Nilsen",
+    "Kristiansen",
+    "Jensen",
+    "Karlsen",
+    "Johnsen",
+    "Pettersen",
+    "Eriksen",
+    "Berg",
+    "Haugen",
+    "Hagen",
+    "Johannessen",
+    "Andreassen",
+    "Jacobsen",
+    "Dahl",
+    "Jørgensen",
+    "Halvorsen",
+    "Henriksen",
+    "Lund",
+    "Sørensen",
+    "Strand",
+    "Moen",
+    "Solberg",
+    "Bakken",
+    "Kristoffersen",
+    "Aasen",
+    "Lie",
+    "Nygård",
+    "Ødegård",
+    "Bråten",
+    "Løken",
+    "Fjeld",
+    "Sæther",
+    "Vik",
+    "Myhre",
+]
+ENGLISH_FIRST = [
+    "Oliver",
+    "Amelia",
+    "George",
+    "Isla",
+    "Harry",
+    "Ava",
+    "Jack",
+    "Mia",
+    "Charlie",
+    "Grace",
+    "Thomas",
+    "Emily",
+    "James",
+    "Olivia",
+    "William",
+    "Sophie",
+    "Daniel",
+    "Hannah",
+    "Samuel",
+    "Chloe",
+    "Priya",
+    "Arjun",
+    "Wei",
+    "Mei",
+    "Carlos",
+    "Lucía",
+    "Ahmed",
+    "Fatima",
+    "Liam",
+    "Zoe",
+]
+ENGLISH_LAST = [
+    "Smith",
+    "Jones",
+    "Williams",
+    "Taylor",
+    "Brown",
+    "Davies",
+    "Evans",
+    "Wilson",
+    "Thomas",
+    "Johnson",
+    "Roberts",
+    "Walker",
+    "Wright",
+    "Robinson",
+    "Thompson",
+    "White",
+    "Hughes",
+    "Edwards",
+    "Green",
+    "Hall",
+    "Wood",
+    "Harris",
+    "Clarke",
+    "Patel",
+    "Chen",
+    "Nguyen",
+    "Garcia",
+    "Khan",
+]
+
+GROUPS = ["INF1000 students", "INF1000 examiners", "MAT1100 students", "Staff"]
+
+# Address kinds, so that every path of the engine can be seen from the UI.
+NORMAL, NO_ADDRESS, SEVERAL, TEMPFAIL, BOUNCE = "normal", "none", "several", "tempfail", "bounce"
+SPECIAL_ADDRESSES = {NO_ADDRESS: 4, SEVERAL: 6, TEMPFAIL: 3, BOUNCE: 3}
+EXAMINERS = 8
+
+SAMPLES = {
+    "inf1000-welcome": {
+        "context_type": Message.ContextType.OTHER,
+        "groups": ["INF1000 students", "INF1000 examiners"],
+        "chosen": "failures",
+        "content": {
+            "en": {
+                "subject": "Welcome to INF1000",
+                "body": (
+                    "<p>Hello {{ recipient_first_name }},</p>"
+                    "<p>Welcome to <strong>INF1000 &ndash; Introduction to programming</strong>. "
+                    "The first lecture is on Monday at 10:15 in Store auditorium.</p>"
+                    "<p>Your username is <code>{{ recipient_username }}</code>.</p>"
+                    "<p>Best regards,<br>The INF1000 team</p>"
+                ),
+            },
+            "nb": {
+                "subject": "Velkommen til INF1000",
+                "body": (
+                    "<p>Hei {{ recipient_first_name }},</p>"
+                    "<p>Velkommen til <strong>INF1000 &ndash; Grunnkurs i programmering</strong>. "
+                    "Første forelesning er mandag kl. 10.15 i Store auditorium.</p>"
+                    "<p>Brukernavnet ditt er <code>{{ recipient_username }}</code>.</p>"
+                    "<p>Hilsen INF1000-teamet</p>"
+                ),
+            },
+        },
+    },
+    "mat1100-deadline": {
+        "context_type": Message.ContextType.DEADLINE_MOVED,
+        "groups": ["MAT1100 students"],
+        "chosen": "",
+        "content": {
+            "en": {
+                "subject": "MAT1100: the deadline for assignment 2 has moved",
+                "body": (
+                    "<p>Dear {{ recipient_name }},</p>"
+                    "<p>The deadline for <em>Mandatory assignment 2</em> has moved to "
+                    "<strong>Friday 14 March at 23:59</strong>.</p>"
+                    '<p>See <a href="https://www.example.org/mat1100">the course page</a> for details.</p>'
+                ),
+            },
+            # No Norwegian variant: nb receivers get the English text (the fallback).
+        },
+    },
+}
+
+
+@dataclass
+class UserSpec:
+    username: str
+    first_name: str
+    last_name: str
+    language: str
+    kind: str = NORMAL
+    groups: set[str] = field(default_factory=set)
+
+    @property
+    def email(self) -> str:
+        """user.email; the UserEmail rows come from addresses()."""
+        return {
+            NO_ADDRESS: "",
+            TEMPFAIL: f"{self.username}@{TEMPFAIL_DOMAIN}",
+            BOUNCE: f"{self.username}@{BOUNCE_DOMAIN}",
+        }.get(self.kind, f"{self.username}@{DOMAIN}")
+
+    def addresses(self) -> dict[str, bool]:
+        """{email: is_primary} of the UserEmail rows this user should have."""
+        if self.kind == SEVERAL:
+            return {
+                f"{self.username}@{DOMAIN}": False,
+                f"{self.username}@mail.{DOMAIN}": True,
+                f"{self.username}.old@{DOMAIN}": False,
+            }
+        if self.kind == BOUNCE:  # the bounce is the primary notification address
+            return {f"{self.username}@{BOUNCE_DOMAIN}": True}
+        return {}
+
+
+def ascii_slug(text: str) -> str:
+    text = text.lower().replace("ø", "o").replace("æ", "ae").replace("å", "a")
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return "".join(c for c in text if c.isalnum())
+
+
+def plan_users(count: int) -> list[UserSpec]:
+    """The same list of users for the same count, on every run."""
+    rng = random.Random(SEED)
+    specs: list[UserSpec] = []
+    taken: set[str] = {STAFF_USERNAME}
+    for _ in range(count):
+        norwegian = rng.random() < 0.65
+        first = rng.choice(NORWEGIAN_FIRST if norwegian else ENGLISH_FIRST)
+        last = rng.choice(NORWEGIAN_LAST if norwegian else ENGLISH_LAST)
+        roll = rng.random()
+        if norwegian:
+            language = "nb" if roll < 0.8 else ("en" if roll < 0.95 else "")
+        else:
+            language = "en" if roll < 0.85 else ("nb" if roll < 0.95 else "")
+        base = f"{ascii_slug(first)}.{ascii_slug(last)}"
+        username, n = base, 1
+        while username in taken:
+            n += 1
+            username = f"{base}{n}"
+        taken.add(username)
+        specs.append(UserSpec(username, first, last, language))
+
+    for i, spec in enumerate(specs):
+        if i < EXAMINERS:
+            spec.groups.add("INF1000 examiners")
+            if i < 3:
+                spec.groups.add("Staff")
+            continue
+        if i < count * 0.7:
+            spec.groups.add("INF1000 students")
+        if i >= count * 0.5:
+            spec.groups.add("MAT1100 students")
+
+    # Special addresses among INF1000 students, so sending the welcome draft shows them.
+    candidates = [s for s in specs if "INF1000 students" in s.groups]
+    needed = sum(SPECIAL_ADDRESSES.values())
+    chosen = rng.sample(candidates, min(needed, len(candidates)))
+    for kind, how_many in SPECIAL_ADDRESSES.items():
+        for spec in chosen[:how_many]:
+            spec.kind = kind
+        chosen = chosen[how_many:]
+    return specs
+
+
+class Command(BaseCommand):
+    help = (
+        "Create or refresh demo data: a staff superuser 'staff' (new random password printed on "
+        "every run), about 200 users with English/Norwegian names and languages, the groups "
+        f"{', '.join(GROUPS)}, users without any address, with several addresses, and with "
+        f"addresses at {TEMPFAIL_DOMAIN} (the dev mail sink answers 451) and {BOUNCE_DOMAIN} (550), "
+        "and sample draft messages. Running it again does not duplicate anything."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--users", type=int, default=200, help="Number of demo users (default: 200).")
+        parser.add_argument(
+            "--password",
+            help="Password for the staff user (default: a new random one on every run).",
+        )
+
+    def handle(self, *args, users: int, password: str | None, **options):
+        password = password or secrets.token_urlsafe(9)
+        specs = plan_users(users)
+        with transaction.atomic():
+            staff = self.sync_staff(password)
+            created, updated = self.sync_users(specs)
+            groups = self.sync_groups(specs, staff)
+            drafts = self.sync_drafts(specs, groups, staff)
+        counts = {kind: sum(s.kind == kind for s in specs) for kind in SPECIAL_ADDRESSES}
+        languages = {code or "default": sum(s.language == code for s in specs) for code in ("en", "nb", "")}
+        self.stdout.write(
+            f"Demo data: {len(specs)} users ({created} created, {updated} updated; "
+            + ", ".join(f"{code} {n}" for code, n in languages.items())
+            + f"), {len(groups)} groups, {counts[NO_ADDRESS]} without any address, "
+            f"{counts[SEVERAL]} with several, {counts[TEMPFAIL]} at {TEMPFAIL_DOMAIN} (451), "
+            f"{counts[BOUNCE]} at {BOUNCE_DOMAIN} (550); {len(SAMPLES)} sample drafts ({drafts} created)."
+        )
+        self.stdout.write(
+            self.style.SUCCESS(f"Sign in at http://127.0.0.1:8000/ as {STAFF_USERNAME} / {password}")
+        )
+
+    def sync_staff(self, password: str):
+        User = get_user_model()
+        staff, _created = User.objects.get_or_create(**{User.USERNAME_FIELD: STAFF_USERNAME})
+        staff.first_name, staff.last_name = "Sam", "Staff"
+        staff.email = f"{STAFF_USERNAME}@{DOMAIN}"
+        staff.is_staff = staff.is_superuser = staff.is_active = True
+        staff.set_password(password)
+        staff.save()
+        MessagingProfile.objects.update_or_create(user=staff, defaults={"languagecode": "en"})
+        return staff
+
+    def sync_users(self, specs: list[UserSpec]) -> tuple[int, int]:
+        User = get_user_model()
+        usernames = [s.username for s in specs]
+        existing = {u.get_username(): u for u in User.objects.filter(username__in=usernames)}
+        to_create, to_update = [], []
+        for spec in specs:
+            values = {
+                "first_name": spec.first_name,
+                "last_name": spec.last_name,
+                "email": spec.email,
+                "is_active": True,
+            }
+            user = existing.get(spec.username)
+            if user is None:
+                user = User(username=spec.username, **values)
+                user.set_unusable_password()  # demo users never sign in
+                to_create.append(user)
+            elif any(getattr(user, name) != value for name, value in values.items()):
+                for name, value in values.items():
+                    setattr(user, name, value)
+                to_update.append(user)
+        User.objects.bulk_create(to_create)
+        User.objects.bulk_update(to_update, ["first_name", "last_name", "email", "is_active"])
+        users = {u.get_username(): u for u in User.objects.filter(username__in=usernames)}
+        self.users_by_username = users
+        self.sync_profiles(specs, users)
+        self.sync_addresses(specs, users)
+        return len(to_create), len(to_update)
+
+    def sync_profiles(self, specs, users) -> None:
+        profiles = {p.user_id: p for p in MessagingProfile.objects.filter(user__in=users.values())}
+        new, changed = [], []
+        for spec in specs:
+            user = users[spec.username]
+            profile = profiles.get(user.pk)
+            if profile is None:
+                new.append(MessagingProfile(user=user, languagecode=spec.language))
+            elif profile.languagecode != spec.language:
+                profile.languagecode = spec.language
+                changed.append(profile)
+        MessagingProfile.objects.bulk_create(new)
+        MessagingProfile.objects.bulk_update(changed, ["languagecode"])
+
+    def sync_addresses(self, specs, users) -> None:
+        current: dict[int, dict[str, UserEmail]] = {}
+        for row in UserEmail.objects.filter(user__in=users.values()):
+            current.setdefault(row.user_id, {})[row.email] = row
+        new, changed, stale = [], [], []
+        for spec in specs:
+            user = users[spec.username]
+            have = current.get(user.pk, {})
+            want = spec.addresses()
+            stale += [row.pk for email, row in have.items() if email not in want]
+            for email, primary in want.items():
+                row = have.get(email)
+                if row is None:
+                    new.append(UserEmail(user=user, email=email, is_primary=primary))
+                elif row.is_primary != primary or not row.use_for_notifications:
+                    row.is_primary, row.use_for_notifications = primary, True
+                    changed.append(row)
+        UserEmail.objects.filter(pk__in=stale).delete()
+        UserEmail.objects.bulk_create(new)
+        UserEmail.objects.bulk_update(changed, ["is_primary", "use_for_notifications"])
+
+    def sync_groups(self, specs, staff) -> dict[str, Group]:
+        groups = {name: Group.objects.get_or_create(name=name)[0] for name in GROUPS}
+        users = self.users_by_username
+        for name, group in groups.items():
+            members = [users[s.username] for s in specs if name in s.groups]
+            if name == "Staff":
+                members.append(staff)
+            group.user_set.add(*members)  # adds only the missing ones
+        return groups
+
+    def sync_drafts(self, specs, groups, staff) -> int:
+        users = self.users_by_username
+        failures = [users[s.username].pk for s in specs if s.kind in (NO_ADDRESS, TEMPFAIL, BOUNCE)]
+        created = 0
+        for key, sample in SAMPLES.items():
+            if Message.objects.drafts().filter(metadata__demo_sample=key).exists():
+                continue  # staff may have edited it: leave it alone
+            message = Message(
+                context_type=sample["context_type"],
+                composed_content=sample["content"],
+                metadata={"demo_sample": key},
+                virtual_message_receivers={
+                    "chosen_user_ids": [*failures, staff.pk] if sample["chosen"] == "failures" else [],
+                    "group_ids": [groups[name].pk for name in sample["groups"]],
+                },
+            )
+            composing.save_draft(message, actor=staff)
+            created += 1
+        return created

@@ -1,0 +1,165 @@
+"""manage.py messaging_demo: idempotent demo data that shows every path of the engine."""
+
+from __future__ import annotations
+
+import re
+from io import StringIO
+
+import pytest
+from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+
+from messaging.models import Message, MessageReceiver, MessagingProfile, UserEmail
+from messaging.recipients import notification_address
+from messaging.services import composing
+
+pytestmark = pytest.mark.django_db
+User = get_user_model()
+SIGN_IN = re.compile(r"Sign in at http://127\.0\.0\.1:8000/ as staff / (\S+)")
+
+
+def run_demo(*args) -> str:
+    out = StringIO()
+    call_command("messaging_demo", *args, stdout=out)
+    return out.getvalue()
+
+
+def snapshot() -> dict:
+    return {
+        "users": sorted(User.objects.values_list("username", "first_name", "last_name", "email")),
+        "profiles": sorted(MessagingProfile.objects.values_list("user__username", "languagecode")),
+        "emails": sorted(UserEmail.objects.values_list("user__username", "email", "is_primary")),
+        "groups": sorted(Group.objects.values_list("name", "user__username")),
+        "messages": sorted(Message.objects.values_list("id", "status", "metadata")),
+    }
+
+
+@pytest.fixture
+def demo() -> str:
+    return run_demo()
+
+
+def test_counts(demo):
+    assert User.objects.count() == 201
+    assert set(Group.objects.values_list("name", flat=True)) >= {
+        "INF1000 students",
+        "INF1000 examiners",
+        "MAT1100 students",
+        "Staff",
+    }
+    for group in Group.objects.all():
+        assert group.user_set.exists(), group.name
+    assert Message.objects.drafts().count() == 2
+    assert "200 users (200 created" in demo
+
+
+def test_running_twice_changes_nothing(demo):
+    before = snapshot()
+    output = run_demo()
+    assert snapshot() == before
+    assert "0 created, 0 updated" in output and "(0 created)" in output
+
+
+def test_rerun_restores_changed_demo_users(demo):
+    before = snapshot()
+    several = UserEmail.objects.filter(is_primary=True).exclude(email__endswith=".example").first().user
+    several.messaging_emails.filter(is_primary=True).delete()
+    UserEmail.objects.create(user=several, email="extra@example.org")
+    several.email = "changed@example.org"
+    several.save()
+    MessagingProfile.objects.filter(user=several).update(languagecode="xx")
+    run_demo()
+    after = snapshot()
+    assert after["users"] == before["users"]
+    assert after["profiles"] == before["profiles"]
+    assert [e[1:] for e in after["emails"]] == [e[1:] for e in before["emails"]]
+
+
+def test_languages_are_mixed(demo):
+    languages = list(
+        MessagingProfile.objects.exclude(user__username="staff").values_list("languagecode", flat=True)
+    )
+    assert languages.count("en") >= 40
+    assert languages.count("nb") >= 40
+    assert len(languages) == 200
+
+
+def test_names_are_realistic(demo):
+    user = User.objects.exclude(username="staff").order_by("pk").first()
+    assert user.first_name and user.last_name
+    assert user.username == user.username.lower() and user.username.isascii()
+    assert any(not name.isascii() for name in User.objects.values_list("first_name", flat=True)) or any(
+        not name.isascii() for name in User.objects.values_list("last_name", flat=True)
+    )
+
+
+def test_addresses_show_every_path(demo):
+    users = User.objects.exclude(username="staff").prefetch_related("messaging_emails")
+    addresses = [notification_address(u) for u in users]
+    no_address = [u for u in users if not u.email and not u.messaging_emails.all()]
+    several = [u for u in users if len(u.messaging_emails.all()) > 1]
+    assert len(no_address) >= 2
+    assert len(several) >= 2
+    for user in several:
+        assert sum(e.is_primary for e in user.messaging_emails.all()) == 1
+    assert sum(a.endswith("@tempfail.example") for a in addresses) >= 2
+    assert sum(a.endswith("@bounce.example") for a in addresses) >= 2
+
+
+def test_staff_password_is_printed_and_works(demo):
+    (first,) = SIGN_IN.findall(demo)
+    assert authenticate(username="staff", password=first)
+    (second,) = SIGN_IN.findall(run_demo())
+    assert second != first
+    assert authenticate(username="staff", password=second)
+    assert not authenticate(username="staff", password=first)
+    staff = User.objects.get(username="staff")
+    assert staff.is_staff and staff.is_superuser
+
+
+def test_fixed_password_option():
+    output = run_demo("--password", "correct-horse-battery")
+    assert "as staff / correct-horse-battery" in output
+    assert authenticate(username="staff", password="correct-horse-battery")
+
+
+def test_drafts_have_content_and_recipients(demo):
+    for message in Message.objects.drafts():
+        assert message.composed_content["en"]["subject"]
+        assert "{{ recipient_" in message.composed_content["en"]["body"]
+        receivers = message.virtual_message_receivers
+        assert set(receivers) == {"chosen_user_ids", "group_ids"}
+        assert receivers["group_ids"]
+        assert composing.resolved_user_ids(message)
+        message.full_clean()
+    welcome = Message.objects.get(metadata__demo_sample="inf1000-welcome")
+    assert set(welcome.composed_content) == {"en", "nb"}
+
+
+def test_a_sent_draft_is_replaced_not_duplicated(demo):
+    Message.objects.filter(metadata__demo_sample="inf1000-welcome").update(status=Message.Status.SENT)
+    run_demo()
+    run_demo()
+    assert Message.objects.filter(metadata__demo_sample="inf1000-welcome").count() == 2
+    assert Message.objects.drafts().count() == 2
+
+
+def test_the_welcome_draft_can_be_sent(demo, django_capture_on_commit_callbacks, mailoutbox):
+    staff = User.objects.get(username="staff")
+    message = Message.objects.get(metadata__demo_sample="inf1000-welcome")
+    with django_capture_on_commit_callbacks(execute=True):
+        count = composing.queue_send(message, actor=staff)
+    message.refresh_from_db()
+    receivers = MessageReceiver.objects.filter(message=message)
+    assert receivers.count() == count > 100
+    assert set(receivers.values_list("language", flat=True)) == {"en", "nb"}
+    # Users with no address fail clearly; the locmem backend accepts every other address.
+    failed = receivers.exclude(status=MessageReceiver.Status.SENT)
+    assert set(failed.values_list("send_to", flat=True)) == {""}
+    assert failed.count() >= 2
+    assert message.status == Message.Status.ERROR
+    assert len(mailoutbox) == count - failed.count()
+    nb = receivers.filter(language="nb", status=MessageReceiver.Status.SENT).first()
+    assert nb.subject == "Velkommen til INF1000"
+    assert f"Hei {nb.user.first_name}" in nb.message_content_plain
