@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import html2text
@@ -66,8 +67,10 @@ def personalize(text: str, user, *, escape: bool) -> str:
 
 def validate_subject(subject: str) -> str:
     subject = subject.strip()
-    if "\n" in subject or "\r" in subject:
+    if len(subject.splitlines()) > 1:  # \n, \r and every other Unicode line boundary
         raise ValueError(f"The subject contains a line break: {subject!r}.")
+    if any(unicodedata.category(ch) == "Cc" and ch != "\t" for ch in subject):
+        raise ValueError(f"The subject contains a control character: {subject!r}.")
     if len(subject) > SUBJECT_MAX_LENGTH:
         raise ValueError(
             f"The subject is {len(subject)} characters long; at most {SUBJECT_MAX_LENGTH} are allowed."
