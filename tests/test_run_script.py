@@ -1,0 +1,151 @@
+"""scripts/run.py: starts web, worker and mail sink together and stops all of them together."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from messaging.mailsink import free_port
+from tests.conftest import ROOT, wait_until
+
+SCRIPT = ROOT / "scripts" / "run.py"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has exited; it only waits for its parent to reap it.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
+
+
+class RunScript:
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.web_port, self.mail_port = free_port(), free_port()
+        env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "EMAIL_URL"}}
+        env |= {"DJANGO_SETTINGS_MODULE": "project.settings", "VAR_DIR": str(tmp_path), "NO_COLOR": "1"}
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                str(SCRIPT),
+                "--port",
+                str(self.web_port),
+                "--mail-port",
+                str(self.mail_port),
+                *args,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def child_pids(self) -> dict[str, int]:
+        return {name: int(pid) for name, pid in re.findall(r"started (\w+) \(pid (\d+)\)", self.output)}
+
+    def wait_ready(self) -> None:
+        wait_until(lambda: "[run]    ready:" in self.output, timeout=60, message=f"ready\n{self.output}")
+
+    def finish(self, timeout: float = 30) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            self.reader.join(timeout=5)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        for pid in self.child_pids().values():
+            if pid_alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def run_script(tmp_path):
+    started: list[RunScript] = []
+
+    def start(*args: str) -> RunScript:
+        script = RunScript(tmp_path, *args)
+        started.append(script)
+        return script
+
+    yield start
+    for script in started:
+        script.kill()
+
+
+def test_port_in_use_is_a_clear_error():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, str(SCRIPT), "--port", str(port), "--mail-port", str(free_port())],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 2
+    assert f"Port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "started" not in result.stdout
+
+
+def test_starts_all_three_and_ctrl_c_stops_them(run_script):
+    script = run_script()
+    script.wait_ready()
+    pids = script.child_pids()
+    assert set(pids) == {"web", "worker", "mail"}
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{script.web_port}/admin/login/", timeout=10) as r:
+            status = r.status
+    except urllib.error.HTTPError as exc:  # no database here: the server still answers
+        status = exc.code
+    assert status in (200, 500)
+    wait_until(lambda: "[mail]   Mail sink listening" in script.output, timeout=30, message="mail sink")
+    wait_until(lambda: "[worker]" in script.output, timeout=30, message="worker output")
+
+    script.process.send_signal(signal.SIGINT)
+    assert script.finish() == 0
+    assert "SIGINT received; stopping" in script.output
+    assert "all stopped" in script.output
+    assert [name for name, pid in pids.items() if pid_alive(pid)] == []
+
+
+def test_a_child_exiting_stops_the_others(run_script):
+    script = run_script()
+    script.wait_ready()
+    pids = script.child_pids()
+    os.kill(pids["mail"], signal.SIGKILL)
+    assert script.finish() != 0
+    assert "mail exited with status" in script.output
+    assert [name for name, pid in pids.items() if pid_alive(pid)] == []
+    time.sleep(0.2)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", script.web_port))  # nothing listens on the web port any more
