@@ -1,0 +1,87 @@
+// Staff UI behaviour. Loaded from 'self' (CSP: no inline scripts, no inline handlers).
+(function () {
+  "use strict";
+
+  document.documentElement.classList.add("js");
+
+  // Language switcher: submit as soon as a language is chosen.
+  document.addEventListener("change", function (event) {
+    var select = event.target.closest("select[data-autosubmit]");
+    if (select && select.form) {
+      select.form.requestSubmit();
+    }
+  });
+
+  // Recipients: add a chip (with its hidden input) from a search result, remove it again.
+  function chipFor(kind, pk, label, container) {
+    var chip = document.createElement("span");
+    chip.className = "recipient-chip badge rounded-pill " + (kind === "groups" ? "text-bg-info" : "text-bg-light border");
+    chip.dataset.recipient = kind + "-" + pk;
+    var input = document.createElement("input");
+    input.type = "hidden";
+    input.name = kind;
+    input.value = pk;
+    chip.appendChild(input);
+    var prefix = kind === "groups" ? (container.dataset.labelGroup || "Group") + ": " : "";
+    chip.appendChild(document.createTextNode(prefix + label));
+    var remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "btn-close btn-close-sm ms-1";
+    remove.dataset.removeRecipient = "";
+    remove.setAttribute("aria-label", (container.dataset.labelRemove || "Remove") + " " + label);
+    chip.appendChild(remove);
+    return chip;
+  }
+
+  function recipientsChanged() {
+    document.body.dispatchEvent(new CustomEvent("recipients-changed"));
+  }
+
+  document.addEventListener("click", function (event) {
+    var add = event.target.closest("[data-add-recipient]");
+    if (add) {
+      var container = document.getElementById("chosen-recipients");
+      var kind = add.dataset.addRecipient;
+      var pk = add.dataset.pk;
+      if (container && !container.querySelector('[data-recipient="' + kind + "-" + pk + '"]')) {
+        container.appendChild(chipFor(kind, pk, add.dataset.label, container));
+        recipientsChanged();
+      }
+      add.classList.add("active");
+      return;
+    }
+    var remove = event.target.closest("[data-remove-recipient]");
+    if (remove) {
+      remove.closest(".recipient-chip").remove();
+      recipientsChanged();
+      return;
+    }
+    var insert = event.target.closest("[data-insert-placeholder]");
+    if (insert) {
+      insertPlaceholder(insert);
+    }
+  });
+
+  // Placeholders: insert "{{ name }}" at the cursor of the field last focused in the same tab.
+  var lastField = null;
+  document.addEventListener("focusin", function (event) {
+    if (event.target.matches("[data-placeholder-target]")) {
+      lastField = event.target;
+    }
+  });
+
+  function insertPlaceholder(button) {
+    var pane = button.closest("[data-language-pane]");
+    var field = lastField && pane && pane.contains(lastField) ? lastField : pane && pane.querySelector("[data-default-target]");
+    if (!field) {
+      return;
+    }
+    var text = "{{ " + button.dataset.insertPlaceholder + " }}";
+    var start = field.selectionStart == null ? field.value.length : field.selectionStart;
+    var end = field.selectionEnd == null ? field.value.length : field.selectionEnd;
+    field.value = field.value.slice(0, start) + text + field.value.slice(end);
+    field.focus();
+    field.selectionStart = field.selectionEnd = start + text.length;
+    field.dispatchEvent(new Event("input", { bubbles: true }));
+  }
+})();
