@@ -1,4 +1,5 @@
 from django.urls import path
+from django.views.i18n import set_language
 
 from messaging import views
 
@@ -6,4 +7,19 @@ app_name = "messaging"
 
 urlpatterns = [
     path("", views.message_list, name="message_list"),
+    path("new/", views.message_create, name="message_create"),
+    path("<int:pk>/edit/", views.message_edit, name="message_edit"),
+    path("<int:pk>/duplicate/", views.message_duplicate, name="message_duplicate"),
+    path("<int:pk>/delete/", views.message_delete, name="message_delete"),
+    path("<int:pk>/preview/", views.message_preview, name="message_preview"),
+    path("<int:pk>/send-test/", views.message_send_test, name="message_send_test"),
+    path("<int:pk>/send/", views.message_send, name="message_send"),
+    path("<int:pk>/", views.message_status, name="message_status"),
+    path("<int:pk>/resend-failed/", views.message_resend_failed, name="message_resend_failed"),
+    path("receivers/<int:pk>/", views.receiver_detail, name="receiver_detail"),
+    path("receivers/<int:pk>/resend/", views.receiver_resend, name="receiver_resend"),
+    path("recipients/search/", views.recipient_search, name="recipient_search"),
+    path("recipients/summary/", views.recipient_summary, name="recipient_summary"),
+    # Public on purpose (the login page has a language switcher too): it only sets a cookie.
+    path("language/", set_language, name="set_language"),
 ]

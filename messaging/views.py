@@ -1,6 +1,315 @@
+"""Staff web UI (SPEC §3): thin function views over selectors and services.
+
+Every view is wrapped in `staff_permission_required`: anonymous users are sent to the login
+page, signed-in users who are not active staff with the permission get 403 and no data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.cache import patch_vary_headers
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+from django_tables2 import RequestConfig
+
+from messaging import rendering, selectors
+from messaging.forms import MessageForm, RecipientSelectionForm
+from messaging.models import Message
+from messaging.services import composing, resending, status
+from messaging.tables import MessageTable, ReceiverTable
+
+VIEW = "messaging.view_message"
+COMPOSE = "messaging.compose_message"
+SEND = "messaging.send_message"
+RESEND = "messaging.resend_message"
+
+MESSAGES_PER_PAGE = 25
+RECEIVERS_PER_PAGE = 50
+# htmx stops polling when a response has this status code.
+HTMX_STOP_POLLING = 286
+IN_PROGRESS = (Message.Status.PREPARING, Message.Status.SENDING)
 
 
+def staff_permission_required(*perms: str) -> Callable:
+    """Active staff with every permission in `perms`; else login redirect (anonymous) or 403."""
+
+    def decorator(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            user = request.user
+            if not user.is_authenticated:
+                if request.htmx:
+                    return HttpResponseClientRedirect(f"{reverse(settings.LOGIN_URL)}?next={request.path}")
+                return redirect_to_login(request.get_full_path())
+            if not (user.is_active and user.is_staff and user.has_perms(perms)):
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        wrapped.required_permissions = perms
+        return wrapped
+
+    return decorator
+
+
+# Helpers ------------------------------------------------------------------------------------------
+
+
+def _wants_fragment(request: HttpRequest) -> bool:
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+def _render(
+    request: HttpRequest, template: str, context: dict, partial: str | None = None, status: int = 200
+) -> HttpResponse:
+    """The full page, or only `partial` of it for htmx requests (same template, same markup)."""
+    name = f"{template}#{partial}" if partial and _wants_fragment(request) else template
+    response = render(request, name, context, status=status)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+def _redirect(request: HttpRequest, url: str) -> HttpResponse:
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+def _status_url(message: Message) -> str:
+    return reverse("messaging:message_status", args=[message.pk])
+
+
+def _edit_url(message: Message) -> str:
+    return reverse("messaging:message_edit", args=[message.pk])
+
+
+def _read_only(request: HttpRequest, message: Message) -> HttpResponse:
+    messages.info(request, _("This message has been sent and can no longer be changed."))
+    return _redirect(request, _status_url(message))
+
+
+def _compose_context(request: HttpRequest, form: MessageForm, message: Message | None) -> dict:
+    selection = RecipientSelectionForm(
+        {"users": form["users"].value() or [], "groups": form["groups"].value() or []}
+    )
+    user_ids, group_ids = selection.ids("users"), selection.ids("groups")
+    return {
+        "form": form,
+        "message": message,
+        "chosen_users": selectors.users_by_ids(user_ids),
+        "chosen_groups": selectors.groups_by_ids(group_ids),
+        "summary": selectors.recipient_summary(user_ids, group_ids),
+        "placeholders": [(name, label) for name, (label, _fill) in rendering.PLACEHOLDERS.items()],
+        "default_language": settings.LANGUAGE_CODE,
+    }
+
+
+def _compose(request: HttpRequest, message: Message | None) -> HttpResponse:
+    form = MessageForm(request.POST or None, message=message)
+    if request.method == "POST" and form.is_valid():
+        saved = form.save(request.user)
+        messages.success(request, _("Draft saved."))
+        if request.POST.get("next") == "preview":
+            return _redirect(request, reverse("messaging:message_preview", args=[saved.pk]))
+        return _redirect(request, _edit_url(saved))
+    return _render(
+        request, "messaging/compose.html", _compose_context(request, form, message), "compose_form"
+    )
+
+
+def _status_context(request: HttpRequest, message: Message) -> dict:
+    counts = status.receiver_counts(message.pk)
+    receivers = selectors.receiver_filter(message, request.GET)
+    table = ReceiverTable(receivers.qs, can_resend=request.user.has_perm(RESEND))
+    RequestConfig(request, paginate={"per_page": RECEIVERS_PER_PAGE}).configure(table)
+    return {
+        "message": message,
+        "progress": selectors.sending_progress(message, counts),
+        "in_progress": message.status in IN_PROGRESS,
+        "failures": selectors.failure_groups(message),
+        "message_errors": selectors.message_errors(message),
+        "resendable_count": selectors.resendable_count(message),
+        "audit_events": selectors.audit_trail(message),
+        "filter": receivers,
+        "table": table,
+        "query": request.GET.urlencode(),
+    }
+
+
+def _render_status(request: HttpRequest, message: Message) -> HttpResponse:
+    context = _status_context(request, message)
+    polling = request.htmx and request.htmx.trigger == "receiver-results"
+    code = HTMX_STOP_POLLING if polling and not context["in_progress"] else 200
+    return _render(request, "messaging/message_status.html", context, "live", status=code)
+
+
+# Messages -----------------------------------------------------------------------------------------
+
+
+@staff_permission_required(VIEW)
+@require_GET
 def message_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "messaging/message_list.html", {})
+    message_filter = selectors.message_filter(request.GET)
+    table = MessageTable(message_filter.qs)
+    RequestConfig(request, paginate={"per_page": MESSAGES_PER_PAGE}).configure(table)
+    context = {"filter": message_filter, "table": table}
+    return _render(request, "messaging/message_list.html", context, "results")
+
+
+@staff_permission_required(COMPOSE)
+@require_http_methods(["GET", "POST"])
+def message_create(request: HttpRequest) -> HttpResponse:
+    return _compose(request, None)
+
+
+@staff_permission_required(COMPOSE)
+@require_http_methods(["GET", "POST"])
+def message_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    message = selectors.get_message(pk)
+    if not message.is_draft:
+        return _read_only(request, message)
+    return _compose(request, message)
+
+
+@staff_permission_required(COMPOSE)
+@require_POST
+def message_duplicate(request: HttpRequest, pk: int) -> HttpResponse:
+    copy = composing.duplicate(selectors.get_message(pk), actor=request.user)
+    messages.success(request, _("A copy was made as a new draft."))
+    return _redirect(request, _edit_url(copy))
+
+
+@staff_permission_required(COMPOSE)
+@require_http_methods(["GET", "POST"])
+def message_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    message = selectors.get_message(pk)
+    if not message.is_draft:
+        return _read_only(request, message)
+    if request.method == "POST":
+        message.delete()
+        messages.success(request, _("The draft was deleted."))
+        return _redirect(request, reverse("messaging:message_list"))
+    return _render(request, "messaging/message_delete.html", {"message": message})
+
+
+# Recipients (htmx endpoints of the compose form) -------------------------------------------------
+
+
+@staff_permission_required(COMPOSE)
+@require_GET
+def recipient_search(request: HttpRequest) -> HttpResponse:
+    users, groups = selectors.search_recipients(request.GET.get("q", ""))
+    context = {"users": users, "groups": groups, "query": request.GET.get("q", "")}
+    return _render(request, "messaging/recipient_search.html", context)
+
+
+@staff_permission_required(COMPOSE)
+@require_GET
+def recipient_summary(request: HttpRequest) -> HttpResponse:
+    selection = RecipientSelectionForm(request.GET)
+    summary = selectors.recipient_summary(selection.ids("users"), selection.ids("groups"))
+    return _render(request, "messaging/compose.html#recipient_summary", {"summary": summary})
+
+
+# Preview, test and send ---------------------------------------------------------------------------
+
+
+@staff_permission_required(VIEW)
+@require_GET
+def message_preview(request: HttpRequest, pk: int) -> HttpResponse:
+    message = selectors.get_message(pk)
+    samples = {code: request.GET.get(f"sample_{code}", "") for code, _name in settings.LANGUAGES}
+    context = {
+        "message": message,
+        "columns": selectors.preview_columns(message, samples, request.user),
+        "summary": selectors.message_recipient_summary(message),
+    }
+    return _render(request, "messaging/message_preview.html", context, "columns")
+
+
+@staff_permission_required(SEND)
+@require_POST
+def message_send_test(request: HttpRequest, pk: int) -> HttpResponse:
+    message = selectors.get_message(pk)
+    result = composing.send_test(message, request.user)
+    if not request.htmx:
+        if result.delivered:
+            messages.success(request, _("A test was sent to your address."))
+        else:
+            messages.error(request, _("The test could not be sent: %(reason)s") % {"reason": result.reason})
+        return redirect("messaging:message_preview", pk=message.pk)
+    return _render(request, "messaging/message_preview.html#test_result", {"result": result})
+
+
+@staff_permission_required(SEND)
+@require_http_methods(["GET", "POST"])
+def message_send(request: HttpRequest, pk: int) -> HttpResponse:
+    message = selectors.get_message(pk)
+    if not message.is_draft:
+        return _read_only(request, message)
+    has_content = settings.LANGUAGE_CODE in composing.languages_with_content(message)
+    summary = selectors.message_recipient_summary(message)
+    if request.method == "POST":
+        if not summary.total or not has_content:
+            messages.error(request, _("Nothing was sent: the draft needs recipients and content."))
+            return _redirect(request, reverse("messaging:message_send", args=[message.pk]))
+        try:
+            composing.queue_send(message, actor=request.user)
+        except ValueError:
+            messages.info(request, _("This message had already been sent."))
+        return _redirect(request, _status_url(message))
+    context = {"message": message, "summary": summary, "has_content": has_content}
+    return _render(request, "messaging/message_send.html", context)
+
+
+# Status and resending ---------------------------------------------------------------------------
+
+
+@staff_permission_required(VIEW)
+@require_GET
+def message_status(request: HttpRequest, pk: int) -> HttpResponse:
+    return _render_status(request, selectors.get_message(pk))
+
+
+@staff_permission_required(RESEND)
+@require_POST
+def message_resend_failed(request: HttpRequest, pk: int) -> HttpResponse:
+    message = selectors.get_message(pk)
+    moved = resending.resend_failed(message, actor=request.user)
+    if moved:
+        messages.success(request, _("%(count)d receivers were queued again.") % {"count": moved})
+    else:
+        messages.info(request, _("There were no failed receivers to resend."))
+    if request.htmx:
+        return _render_status(request, message)
+    return redirect(_status_url(message))
+
+
+@staff_permission_required(VIEW)
+@require_GET
+def receiver_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    receiver = selectors.get_receiver(pk)
+    context = {"receiver": receiver, "message": receiver.message, "can_resend": request.user.has_perm(RESEND)}
+    return _render(request, "messaging/receiver_detail.html", context)
+
+
+@staff_permission_required(RESEND)
+@require_POST
+def receiver_resend(request: HttpRequest, pk: int) -> HttpResponse:
+    receiver = selectors.get_receiver(pk)
+    resent = resending.resend_receiver(receiver, actor=request.user)
+    if not request.htmx:
+        if not resent:
+            messages.info(request, _("Only failed receivers can be resent."))
+        return redirect(_status_url(receiver.message))
+    receiver = selectors.get_receiver(pk)
+    table = ReceiverTable([receiver], can_resend=True)
+    context = {"row": table.rows[0], "receiver": receiver}
+    return _render(request, "messaging/message_status.html#receiver_row", context)

@@ -1,0 +1,81 @@
+"""FilterSets for the staff UI (messages list, receivers of a message)."""
+
+from __future__ import annotations
+
+import django_filters
+from django import forms
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models import Q, QuerySet
+from django.utils.translation import gettext_lazy as _
+
+from messaging.models import Message, MessageReceiver
+
+User = get_user_model()
+
+
+def _authors(request) -> QuerySet:
+    return User.objects.filter(pk__in=Message.objects.values("created_by")).order_by("username")
+
+
+class DateInput(forms.DateInput):
+    input_type = "date"
+
+
+class BootstrapFilterSet(django_filters.FilterSet):
+    """Bootstrap classes on every widget, so templates can render `{{ field }}` as is."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, field in self.form.fields.items():
+            css = "form-select" if isinstance(field.widget, forms.Select) else "form-control"
+            field.widget.attrs.setdefault("class", css)
+            field.widget.attrs.setdefault("data-testid", f"filter-{name}")
+
+
+class MessageFilter(BootstrapFilterSet):
+    q = django_filters.CharFilter(
+        label=_("Search"),
+        method="filter_search",
+        widget=forms.TextInput(attrs={"placeholder": _("Subject or content"), "type": "search"}),
+    )
+    status = django_filters.ChoiceFilter(label=_("Status"), choices=Message.Status.choices)
+    context_type = django_filters.ChoiceFilter(label=_("Context type"), choices=Message.ContextType.choices)
+    created_by = django_filters.ModelChoiceFilter(label=_("Author"), queryset=_authors)
+    created_after = django_filters.DateFilter(
+        label=_("Created from"), field_name="created_datetime", lookup_expr="date__gte", widget=DateInput
+    )
+    created_before = django_filters.DateFilter(
+        label=_("Created until"), field_name="created_datetime", lookup_expr="date__lte", widget=DateInput
+    )
+
+    class Meta:
+        model = Message
+        fields = ["q", "status", "context_type", "created_by", "created_after", "created_before"]
+
+    def filter_search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        condition = Q()
+        for code, _name in settings.LANGUAGES:
+            condition |= Q(**{f"composed_content__{code}__subject__icontains": value})
+            condition |= Q(**{f"composed_content__{code}__body__icontains": value})
+        return queryset.filter(condition)
+
+
+class ReceiverFilter(BootstrapFilterSet):
+    q = django_filters.CharFilter(
+        label=_("User or email"),
+        method="filter_search",
+        widget=forms.TextInput(attrs={"placeholder": _("Name, username or address"), "type": "search"}),
+    )
+    status = django_filters.ChoiceFilter(label=_("Status"), choices=MessageReceiver.Status.choices)
+    language = django_filters.ChoiceFilter(label=_("Language"), choices=settings.LANGUAGES)
+
+    class Meta:
+        model = MessageReceiver
+        fields = ["q", "status", "language"]
+
+    def filter_search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        condition = Q(send_to__icontains=value)
+        for field in ("username", "first_name", "last_name", "email"):
+            condition |= Q(**{f"user__{field}__icontains": value})
+        return queryset.filter(condition)

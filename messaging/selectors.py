@@ -1,0 +1,273 @@
+"""Read-side queries for the staff UI: filtered lists, recipient summaries, progress, failures."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db.models import Count, Q, QuerySet
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+
+from messaging import recipients
+from messaging.filters import MessageFilter, ReceiverFilter
+from messaging.models import Message, MessageReceiver
+from messaging.services import composing
+
+User = get_user_model()
+
+SEARCH_LIMIT = 10
+SAMPLE_CHOICES_LIMIT = 50
+NO_ADDRESS_LISTED = 20
+
+
+# Messages -----------------------------------------------------------------------------------------
+
+
+def messages_with_counts() -> QuerySet:
+    return Message.objects.select_related("created_by").annotate(
+        receiver_total=Count("receivers"),
+        receiver_sent=Count("receivers", filter=Q(receivers__status=MessageReceiver.Status.SENT)),
+        receiver_failed=Count(
+            "receivers",
+            filter=Q(receivers__status__in=[MessageReceiver.Status.FAILED, MessageReceiver.Status.ERROR]),
+        ),
+    )
+
+
+def message_filter(params) -> MessageFilter:
+    return MessageFilter(params, queryset=messages_with_counts())
+
+
+def get_message(pk: int) -> Message:
+    return get_object_or_404(Message.objects.select_related("created_by"), pk=pk)
+
+
+def get_receiver(pk: int) -> MessageReceiver:
+    return get_object_or_404(MessageReceiver.objects.select_related("user", "message"), pk=pk)
+
+
+def receiver_filter(message: Message, params) -> ReceiverFilter:
+    queryset = MessageReceiver.objects.filter(message=message).select_related("user")
+    return ReceiverFilter(params, queryset=queryset)
+
+
+def audit_trail(message: Message) -> QuerySet:
+    return message.audit_events.select_related("actor", "receiver")
+
+
+def resendable_count(message: Message) -> int:
+    return MessageReceiver.objects.filter(message=message).resendable().count()
+
+
+# Recipients ----------------------------------------------------------------------------------------
+
+
+def search_recipients(query: str, limit: int = SEARCH_LIMIT) -> tuple[list, list]:
+    query = query.strip()
+    if not query:
+        return [], []
+    users = (
+        User.objects.filter(is_active=True)
+        .filter(
+            Q(username__icontains=query)
+            | Q(first_name__icontains=query)
+            | Q(last_name__icontains=query)
+            | Q(email__icontains=query)
+        )
+        .order_by("username")[:limit]
+    )
+    groups = Group.objects.filter(name__icontains=query).annotate(member_count=Count("user")).order_by("name")
+    return list(users), list(groups[:limit])
+
+
+def users_by_ids(ids) -> list:
+    return list(User.objects.filter(pk__in=list(ids)).order_by("username"))
+
+
+def groups_by_ids(ids) -> list:
+    return list(Group.objects.filter(pk__in=list(ids)).annotate(member_count=Count("user")).order_by("name"))
+
+
+@dataclass
+class RecipientSummary:
+    total: int = 0
+    per_language: dict[str, int] = field(default_factory=dict)
+    without_address: list = field(default_factory=list)
+    without_address_count: int = 0
+
+    @property
+    def language_rows(self) -> list[tuple[str, str, int]]:
+        names = dict(settings.LANGUAGES)
+        return [(code, names.get(code, code), n) for code, n in self.per_language.items() if n]
+
+    @property
+    def more_without_address(self) -> int:
+        return self.without_address_count - len(self.without_address)
+
+
+def recipient_summary(user_ids, group_ids) -> RecipientSummary:
+    resolved = recipients.resolve_user_ids(user_ids, group_ids)
+    summary = RecipientSummary(
+        total=len(resolved), per_language={code: 0 for code in recipients.supported_languages()}
+    )
+    for batch in recipients.iter_users_in_batches(resolved, 500):
+        for user in batch:
+            language = recipients.preferred_language(user)
+            summary.per_language[language] = summary.per_language.get(language, 0) + 1
+            if not recipients.notification_address(user):
+                summary.without_address_count += 1
+                if len(summary.without_address) < NO_ADDRESS_LISTED:
+                    summary.without_address.append(user)
+    return summary
+
+
+def message_recipient_summary(message: Message) -> RecipientSummary:
+    return recipient_summary(composing.chosen_user_ids(message), composing.chosen_group_ids(message))
+
+
+# Preview -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PreviewColumn:
+    language: str
+    language_name: str
+    preview: composing.Preview
+    candidates: list
+    recipient_count: int
+    without_address_count: int
+
+
+def _users_per_language(message: Message) -> dict[str, list]:
+    """Resolved recipients grouped by language (at most SAMPLE_CHOICES_LIMIT kept per language)."""
+    grouped: dict[str, list] = {code: [] for code in recipients.supported_languages()}
+    counts: Counter = Counter()
+    no_address: Counter = Counter()
+    for batch in recipients.iter_users_in_batches(composing.resolved_user_ids(message), 500):
+        for user in batch:
+            language = recipients.preferred_language(user)
+            counts[language] += 1
+            if not recipients.notification_address(user):
+                no_address[language] += 1
+            if len(grouped.setdefault(language, [])) < SAMPLE_CHOICES_LIMIT:
+                grouped[language].append(user)
+    return {"users": grouped, "counts": counts, "no_address": no_address}
+
+
+def preview_columns(message: Message, chosen_samples: dict[str, str], fallback_user) -> list[PreviewColumn]:
+    """One column per language in use (every language when nobody is chosen yet)."""
+    data = _users_per_language(message)
+    languages = [code for code in recipients.supported_languages() if data["counts"][code]]
+    if not languages:
+        languages = recipients.supported_languages()
+    names = dict(settings.LANGUAGES)
+    columns = []
+    for language in languages:
+        candidates = data["users"].get(language, [])
+        sample = _pick_sample(candidates, chosen_samples.get(language), fallback_user)
+        columns.append(
+            PreviewColumn(
+                language=language,
+                language_name=str(names.get(language, language)),
+                preview=composing.preview(message, language, sample),
+                candidates=candidates,
+                recipient_count=data["counts"][language],
+                without_address_count=data["no_address"][language],
+            )
+        )
+    return columns
+
+
+def _pick_sample(candidates: list, chosen: str | None, fallback_user):
+    for user in candidates:
+        if str(user.pk) == chosen:
+            return user
+    if chosen and chosen.isdigit():
+        # A recipient beyond the first SAMPLE_CHOICES_LIMIT may be asked for by id.
+        user = recipients.users_with_recipient_data([int(chosen)]).first()
+        if user is not None:
+            return user
+    return candidates[0] if candidates else fallback_user
+
+
+# Status -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Progress:
+    counts: dict[str, int]
+    total: int
+    done: int
+    percent: int
+    rate_per_minute: float | None
+    seconds_left: int | None
+
+    @property
+    def sent_percent(self) -> int:
+        return round(100 * self.counts.get(MessageReceiver.Status.SENT, 0) / self.total) if self.total else 0
+
+    @property
+    def failed_percent(self) -> int:
+        return self.percent - self.sent_percent
+
+    @property
+    def time_left(self) -> tuple[int, int] | None:
+        """(minutes, seconds) left, when it can be estimated."""
+        return divmod(self.seconds_left, 60) if self.seconds_left is not None else None
+
+
+def sending_progress(message: Message, counts: dict[str, int], now: datetime | None = None) -> Progress:
+    total = sum(counts.values())
+    not_sent = counts.get(MessageReceiver.Status.NOT_SENT, 0)
+    done = total - not_sent
+    sent = counts.get(MessageReceiver.Status.SENT, 0)
+    percent = round(100 * done / total) if total else (100 if message.status == Message.Status.SENT else 0)
+    rate, seconds_left = None, None
+    started = _parse_datetime(message.status_data.get("sending_started"))
+    if started and done:
+        elapsed = max(((now or timezone.now()) - started).total_seconds(), 1.0)
+        per_second = done / elapsed
+        rate = round(per_second * 60, 1) if sent or done else None
+        if (
+            not_sent
+            and per_second > 0
+            and message.status in (Message.Status.SENDING, Message.Status.PREPARING)
+        ):
+            seconds_left = round(not_sent / per_second)
+    return Progress(
+        counts=counts,
+        total=total,
+        done=done,
+        percent=percent,
+        rate_per_minute=rate,
+        seconds_left=seconds_left,
+    )
+
+
+def _parse_datetime(value) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def failure_groups(message: Message) -> list[tuple[str, int]]:
+    """The last error of each failed/error receiver, grouped: [("451 4.3.0 Try again later", 12), ...]."""
+    counter: Counter = Counter()
+    rows = MessageReceiver.objects.filter(message=message).resendable().values_list("status_data", flat=True)
+    for status_data in rows.iterator():
+        errors = (status_data or {}).get("errors") or []
+        reason = errors[-1].get("error_message", "") if errors else ""
+        counter[reason or "?"] += 1
+    return counter.most_common()
+
+
+def message_errors(message: Message) -> list[dict]:
+    return message.status_data.get("errors", [])

@@ -1,0 +1,125 @@
+"""django-tables2 tables for the staff UI."""
+
+from __future__ import annotations
+
+import django_tables2 as tables
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from messaging.models import Message, MessageReceiver
+
+
+def status_badge(status: str, label: str) -> str:
+    """The same badge as the templates draw; colours per status are in static/messaging/app.css."""
+    return format_html(
+        '<span class="badge status-badge status-{}" data-status="{}">{}</span>', status, status, label
+    )
+
+
+class MessageTable(tables.Table):
+    display_subject = tables.Column(verbose_name=_("Subject"), empty_values=(), orderable=False)
+    context_type = tables.Column(verbose_name=_("Context type"))
+    status = tables.Column(verbose_name=_("Status"))
+    created_by = tables.Column(verbose_name=_("Author"), order_by=("created_by__username",))
+    created_datetime = tables.DateTimeColumn(verbose_name=_("Created"), format="SHORT_DATETIME_FORMAT")
+    receiver_total = tables.Column(verbose_name=_("Receivers"), attrs={"td": {"class": "text-end"}})
+    receiver_sent = tables.Column(verbose_name=_("Sent"), attrs={"td": {"class": "text-end"}})
+    receiver_failed = tables.Column(verbose_name=_("Failed"), attrs={"td": {"class": "text-end"}})
+
+    class Meta:
+        model = Message
+        fields = ()
+        sequence = (
+            "display_subject",
+            "context_type",
+            "status",
+            "created_by",
+            "created_datetime",
+            "receiver_total",
+            "receiver_sent",
+            "receiver_failed",
+        )
+        order_by = ("-created_datetime",)
+        attrs = {"class": "table table-hover align-middle", "id": "message-table"}
+        row_attrs = {"data-message-id": lambda record: record.pk, "id": lambda record: f"message-{record.pk}"}
+        empty_text = _("No messages match.")
+
+    def render_display_subject(self, record: Message) -> str:
+        if record.is_draft:
+            url = reverse("messaging:message_edit", args=[record.pk])
+        else:
+            url = reverse("messaging:message_status", args=[record.pk])
+        return format_html(
+            '<a href="{}" hx-boost="false" data-testid="message-link">{}</a>', url, record.display_subject
+        )
+
+    def render_status(self, record: Message) -> str:
+        return status_badge(record.status, record.get_status_display())
+
+    def render_created_by(self, value) -> str:
+        return value.get_full_name() or value.get_username()
+
+
+class ReceiverTable(tables.Table):
+    user = tables.Column(verbose_name=_("User"), order_by=("user__username",))
+    send_to = tables.Column(verbose_name=_("Address"), default=_("(no address)"))
+    language = tables.Column(verbose_name=_("Language"))
+    status = tables.Column(verbose_name=_("Status"))
+    attempts = tables.Column(verbose_name=_("Attempts"), empty_values=(), order_by=("sending_failed_count",))
+    sent_datetime = tables.DateTimeColumn(verbose_name=_("Sent"), format="SHORT_DATETIME_FORMAT")
+    last_error = tables.Column(verbose_name=_("Last error"), empty_values=(), orderable=False)
+    actions = tables.TemplateColumn(
+        template_name="messaging/receiver_actions.html",
+        verbose_name="",
+        orderable=False,
+        extra_context=lambda table: {"can_resend": table.can_resend},
+        attrs={"td": {"class": "text-end text-nowrap"}},
+    )
+
+    class Meta:
+        model = MessageReceiver
+        fields = ()
+        sequence = (
+            "user",
+            "send_to",
+            "language",
+            "status",
+            "attempts",
+            "sent_datetime",
+            "last_error",
+            "actions",
+        )
+        attrs = {"class": "table table-sm table-hover align-middle", "id": "receiver-table"}
+        row_attrs = {
+            "id": lambda record: f"receiver-{record.pk}",
+            "data-receiver-id": lambda record: record.pk,
+            "data-status": lambda record: record.status,
+        }
+        empty_text = _("No receivers match.")
+
+    def __init__(self, *args, can_resend: bool = False, **kwargs):
+        self.can_resend = can_resend
+        super().__init__(*args, **kwargs)
+
+    def render_user(self, value) -> str:
+        return value.get_full_name() or value.get_username()
+
+    def render_status(self, record: MessageReceiver) -> str:
+        return status_badge(record.status, record.get_status_display())
+
+    def render_attempts(self, record: MessageReceiver) -> str:
+        return format_html(
+            '<span title="{}">{} / {}</span>',
+            _("successful / failed"),
+            record.sending_success_count,
+            record.sending_failed_count,
+        )
+
+    def render_last_error(self, record: MessageReceiver) -> str:
+        errors = record.errors
+        if not errors:
+            return "—"
+        message = str(errors[-1].get("error_message", ""))
+        short = message if len(message) <= 80 else message[:79] + "…"
+        return format_html('<span class="text-danger small" title="{}">{}</span>', message, short)
