@@ -209,6 +209,17 @@ class MessageAdmin(ResendPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
             )
         )
 
+    def get_search_results(self, request, queryset, search_term):
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        # SQLite stores JSON with non-ASCII characters escaped ("ø" as "\u00f8"): search for that
+        # spelling too, so "Første" finds Norwegian content on every database.
+        escaped = json.dumps(search_term)[1:-1]
+        if escaped != search_term and not search_term.isascii():
+            more, more_duplicates = super().get_search_results(request, queryset, escaped)
+            results = results | more
+            may_have_duplicates = may_have_duplicates or more_duplicates
+        return results, may_have_duplicates
+
     def view_on_site(self, obj):
         return status_page_url(obj.pk)
 

@@ -169,6 +169,12 @@ class TestSearch:
         }
         assert self.search(admin_client, MESSAGE_CHANGELIST, str(mixed["draft"].pk)) >= {mixed["draft"].pk}
 
+    def test_messages_by_non_ascii_content(self, admin_client, mixed):
+        mixed["draft"].composed_content["nb"]["body"] = "<p>Første forelesning på mandag</p>"
+        mixed["draft"].save()
+        assert self.search(admin_client, MESSAGE_CHANGELIST, "første forelesning") == {mixed["draft"].pk}
+        assert self.search(admin_client, MESSAGE_CHANGELIST, "på mandag") == {mixed["draft"].pk}
+
     def test_messages_by_error_text(self, admin_client, mixed):
         mixed["message"].status_data = {"errors": [{"error_message": "TemplateSyntaxError: boom"}]}
         mixed["message"].save()
