@@ -124,7 +124,7 @@ class TestPrepareAndSend:
     def test_errors_are_appended(self, make_user):
         message = draft_for([make_user()], status_data={"errors": [{"error_message": "old"}]})
         send(message, subject_generator=RaisingSubject())
-        assert [e["error_message"] for e in message.status_data["errors"]][0] == "old"
+        assert message.status_data["errors"][0]["error_message"] == "old"
         assert len(message.status_data["errors"]) == 2
 
     def test_subject_with_line_break_is_the_messages_error(self, make_user):
@@ -295,6 +295,13 @@ class TestResending:
         assert sent_message.status == Message.Status.SENT
         event = AuditEvent.objects.get(message=sent_message, action=AuditEvent.Action.RESENT_ALL)
         assert (event.actor, event.details) == (admin_user, {"receivers": 2})
+
+    def test_resend_goes_to_the_users_current_address(self, sent_message, scripted_channel):
+        failed = sent_message.receivers.get(send_to="u2@x.org")
+        failed.user.email = "fixed@x.org"
+        failed.user.save()
+        assert resending.resend_receiver(failed)
+        assert scripted_channel.delivered == ["fixed@x.org"]
 
     def test_resend_one_receiver(self, sent_message, scripted_channel, admin_user):
         failed = sent_message.receivers.get(send_to="u1@x.org")

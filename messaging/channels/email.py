@@ -65,9 +65,6 @@ def _smtp_result(code, text, tb: str) -> DeliveryResult:
     )
 
 
-NO_ADDRESS = "no email address"
-
-
 class EmailChannel(Channel):
     message_type = "email"
 
@@ -91,7 +88,7 @@ class EmailChannel(Channel):
             return DeliveryResult(
                 delivered=False,
                 permanent=True,
-                reason=_("The user has no email address (%(reason)s).") % {"reason": NO_ADDRESS},
+                reason=_("The user has no email address."),
             )
         try:
             connection.open()

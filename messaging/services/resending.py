@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from messaging.models import AuditEvent, Message, MessageReceiver
+from messaging.recipients import notification_address, users_with_recipient_data
 from messaging.services.status import refresh_message_status
 
 RESET_FIELDS = {
@@ -20,6 +21,19 @@ RESET_FIELDS = {
     "claimed_by": "",
     "lease_expires_datetime": None,
 }
+
+
+def _refresh_addresses(receivers) -> None:
+    """A resend goes to the user's current address (it may have been fixed since)."""
+    receivers = list(receivers.select_related(None).only("id", "user_id", "send_to"))
+    users = {u.pk: u for u in users_with_recipient_data({r.user_id for r in receivers})}
+    changed = []
+    for receiver in receivers:
+        address = notification_address(users[receiver.user_id]) if receiver.user_id in users else ""
+        if address != receiver.send_to:
+            receiver.send_to = address
+            changed.append(receiver)
+    MessageReceiver.objects.bulk_update(changed, ["send_to"], batch_size=500)
 
 
 def _queue_delivery(message_ids) -> None:
@@ -33,7 +47,9 @@ def _queue_delivery(message_ids) -> None:
 def resend_receiver(receiver: MessageReceiver, actor=None) -> bool:
     """Queue one failed/error receiver again. False if it was not resendable (e.g. sent)."""
     with transaction.atomic():
-        moved = MessageReceiver.objects.resendable().filter(pk=receiver.pk).update(**RESET_FIELDS)
+        resendable = MessageReceiver.objects.resendable().filter(pk=receiver.pk)
+        _refresh_addresses(resendable)
+        moved = resendable.update(**RESET_FIELDS)
         if not moved:
             return False
         AuditEvent.objects.create(
@@ -47,7 +63,9 @@ def resend_receiver(receiver: MessageReceiver, actor=None) -> bool:
 def resend_failed(message: Message, actor=None) -> int:
     """Queue every failed/error receiver of a message again; returns how many."""
     with transaction.atomic():
-        moved = MessageReceiver.objects.filter(message=message).resendable().update(**RESET_FIELDS)
+        resendable = MessageReceiver.objects.filter(message=message).resendable()
+        _refresh_addresses(resendable)
+        moved = resendable.update(**RESET_FIELDS)
         if moved:
             AuditEvent.objects.create(
                 message=message,
