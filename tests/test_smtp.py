@@ -20,8 +20,7 @@ def send(users):
 
 
 def test_accepted_and_refused_addresses(make_user, smtp_mailer):
-    ok = make_user(language="nb", first_name="Kari", emails=["kari@uni.example"],
-                   primary="kari@uni.example")
+    ok = make_user(language="nb", first_name="Kari", emails=["kari@uni.example"], primary="kari@uni.example")
     later = make_user(email="busy@tempfail.example")
     never = make_user(email="ghost@bounce.example")
     message = send([ok, later, never])
@@ -53,13 +52,21 @@ def test_accepted_and_refused_addresses(make_user, smtp_mailer):
     assert permanent.errors[0]["code"] == 550
     assert message.status == Message.Status.ERROR
     assert message.status_data["summary"]["receiver_counts"] == {
-        "not_sent": 0, "error": 0, "failed": 2, "sent": 1}
+        "not_sent": 0,
+        "error": 0,
+        "failed": 2,
+        "sent": 1,
+    }
 
 
 def test_server_down_charges_nobody_and_completes_when_back(make_user, settings):
     port = free_port()
-    settings.MAILERS = {"default": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend",
-                                    "OPTIONS": {"host": "127.0.0.1", "port": port, "timeout": 5}}}
+    settings.MAILERS = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {"host": "127.0.0.1", "port": port, "timeout": 5},
+        }
+    }
     users = [make_user() for _ in range(3)]
     message = send(users)
     assert message.status == Message.Status.SENDING
