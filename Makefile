@@ -37,6 +37,11 @@ test-services: venv
 	bash scripts/services.sh
 	DATABASE_URL=$(SERVICES_DATABASE_URL) REDIS_URL=$(SERVICES_REDIS_URL) $(BIN)/python -m pytest
 
+# Sending benchmark: ours vs django-post_office vs the raw smtplib ceiling (QUICK=1 stops at 10,000).
+bench: venv
+	$(BIN)/python tests/benchmarks/run.py $(if $(QUICK),--quick)
+
+# Update locale/nb/LC_MESSAGES/django.po from the code, then compile it (needs gettext).
 messages: venv
-	cd messaging && ../$(BIN)/python ../manage.py makemessages -l nb --no-obsolete
-	$(BIN)/python manage.py compilemessages
+	$(BIN)/python manage.py makemessages -l nb --no-obsolete --ignore=.venv --ignore=node_modules --ignore=var
+	$(BIN)/python manage.py compilemessages --ignore=.venv
