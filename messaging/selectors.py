@@ -192,7 +192,8 @@ def _pick_sample(candidates: list, chosen: str | None, fallback_user):
         user = recipients.users_with_recipient_data([int(chosen)]).first()
         if user is not None:
             return user
-    return candidates[0] if candidates else fallback_user
+    with_address = [user for user in candidates if recipients.notification_address(user)]
+    return (with_address or candidates or [fallback_user])[0]
 
 
 # Status -----------------------------------------------------------------------------------------------

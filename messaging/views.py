@@ -18,6 +18,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 from django_tables2 import RequestConfig
@@ -284,7 +285,10 @@ def message_resend_failed(request: HttpRequest, pk: int) -> HttpResponse:
     message = selectors.get_message(pk)
     moved = resending.resend_failed(message, actor=request.user)
     if moved:
-        messages.success(request, _("%(count)d receivers were queued again.") % {"count": moved})
+        text = ngettext(
+            "%(count)d receiver was queued again.", "%(count)d receivers were queued again.", moved
+        )
+        messages.success(request, text % {"count": moved})
     else:
         messages.info(request, _("There were no failed receivers to resend."))
     if request.htmx:
