@@ -121,9 +121,15 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 
-# Email: EMAIL_URL such as smtp://user:pass@host:587/?tls=True, or console: / locmem:.
+# Email: EMAIL_URL such as smtp://user:pass@host:587/?tls=True, console: or memory:.
 # The default is the development sink that `make run` starts (manage.py mailsink).
-_email = dj_email_url.parse(os.environ.get("EMAIL_URL", "smtp://127.0.0.1:8025"))
+_email_url = os.environ.get("EMAIL_URL", "smtp://127.0.0.1:8025")
+_email = dj_email_url.parse(_email_url)
+if "EMAIL_BACKEND" not in _email:
+    raise ImproperlyConfigured(
+        f"EMAIL_URL={_email_url!r}: unknown scheme; use one of "
+        f"{', '.join(sorted(dj_email_url.SCHEMES))} (e.g. smtp://host:25, console:, memory:)."
+    )
 _email_options = {
     "host": _email["EMAIL_HOST"],
     "port": _email["EMAIL_PORT"],
