@@ -10,6 +10,7 @@ import json
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.urls import NoReverseMatch, reverse
@@ -102,6 +103,12 @@ class ReadOnlyAdminMixin:
     def has_change_permission(self, request, obj=None):
         return False
 
+    def get_readonly_fields(self, request, obj=None):
+        # Everything a fieldset shows is read-only; one list to keep up to date, not two.
+        if self.fieldsets:
+            return flatten_fieldsets(self.fieldsets)
+        return super().get_readonly_fields(request, obj)
+
 
 class ResendPermissionMixin:
     def has_resend_permission(self, request) -> bool:
@@ -182,20 +189,6 @@ class MessageAdmin(ResendPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
                 "classes": ["collapse"],
             },
         ),
-    ]
-    readonly_fields = [
-        "subject",
-        "status",
-        "status_page",
-        "context_type",
-        "message_type",
-        "created_by",
-        "created_datetime",
-        "receiver_summary",
-        "composed_content_display",
-        "virtual_message_receivers_display",
-        "status_data_display",
-        "metadata_display",
     ]
 
     def get_queryset(self, request):
@@ -359,26 +352,6 @@ class MessageReceiverAdmin(ResendPermissionMixin, ReadOnlyAdminMixin, admin.Mode
         ),
         (_("Content"), {"fields": ["subject", "message_content_plain", "message_content_html"]}),
         (_("Errors"), {"fields": ["errors_display", "status_data_display", "metadata_display"]}),
-    ]
-    readonly_fields = [
-        "message",
-        "user",
-        "send_to",
-        "language",
-        "message_type",
-        "status",
-        "created_datetime",
-        "sent_datetime",
-        "sending_failed_count",
-        "sending_success_count",
-        "permanent_failure",
-        "next_attempt_datetime",
-        "subject",
-        "message_content_plain",
-        "message_content_html",
-        "errors_display",
-        "status_data_display",
-        "metadata_display",
     ]
 
     def view_on_site(self, obj):
