@@ -209,6 +209,8 @@ class MessageReceiver(models.Model):
     claimed_by = models.CharField(max_length=64, blank=True, editable=False)
     next_attempt_datetime = models.DateTimeField(null=True, blank=True, editable=False)
     permanent_failure = models.BooleanField(_("permanent failure"), default=False)
+    # The newest error's message, as a column so the status page can group failures in SQL.
+    last_error = models.CharField(_("last error"), max_length=255, blank=True)
 
     objects = MessageReceiverQuerySet.as_manager()
 
@@ -219,6 +221,7 @@ class MessageReceiver(models.Model):
         indexes = [
             models.Index(fields=["message", "status"], name="receiver_message_status"),
             models.Index(fields=["status", "next_attempt_datetime"], name="receiver_retry_due"),
+            models.Index(fields=["message", "status", "last_error"], name="receiver_failure_reason"),
         ]
 
     def __str__(self) -> str:

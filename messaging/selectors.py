@@ -261,13 +261,15 @@ def _parse_datetime(value) -> datetime | None:
 
 def failure_groups(message: Message) -> list[tuple[str, int]]:
     """The last error of each failed/error receiver, grouped: [("451 4.3.0 Try again later", 12), ...]."""
-    counter: Counter = Counter()
-    rows = MessageReceiver.objects.filter(message=message).resendable().values_list("status_data", flat=True)
-    for status_data in rows.iterator():
-        errors = (status_data or {}).get("errors") or []
-        reason = errors[-1].get("error_message", "") if errors else ""
-        counter[reason or "?"] += 1
-    return counter.most_common()
+    rows = (
+        MessageReceiver.objects.filter(message=message)
+        .resendable()
+        .order_by()
+        .values_list("last_error")
+        .annotate(n=Count("id"))
+        .order_by("-n", "last_error")
+    )
+    return [(reason or "?", n) for reason, n in rows]
 
 
 def message_errors(message: Message) -> list[dict]:

@@ -110,6 +110,7 @@ def record_result(receiver: MessageReceiver, result: DeliveryResult, worker_id: 
             "status": status_after_failure(failed_count),
             "sending_failed_count": failed_count,
             "status_data": status_data,
+            "last_error": (result.reason or "")[:255],
             "permanent_failure": result.permanent,
             "next_attempt_datetime": None if result.permanent else now + retry_delay(failed_count),
         }
