@@ -1,0 +1,1 @@
+"""Benchmark-only app: makes the engine build emails with FastEmailMultiAlternatives."""

@@ -1,0 +1,107 @@
+"""Postfix's smtp-sink on a free loopback port, installed or unpacked on first use.
+
+Every mail transaction is dumped to one file (`-d`), so deliveries can be counted per
+Message-ID afterwards (the exactly-once check). The dump directory lives on the same disk as
+the benchmark database; writing it is part of the sink's cost, identical for every contender.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+SYSTEM_BINARY = Path("/usr/sbin/smtp-sink")
+MESSAGE_ID_RE = re.compile(rb"^Message-ID:\s*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def ensure_smtp_sink(cache_dir: Path) -> Path:
+    """The smtp-sink binary: the system's, else one unpacked from the postfix .deb into
+    cache_dir (apt-get download + dpkg -x, no root needed for that), else apt-get install."""
+    found = shutil.which("smtp-sink") or (str(SYSTEM_BINARY) if SYSTEM_BINARY.exists() else None)
+    if found:
+        return Path(found)
+    unpacked = cache_dir / "postfix" / "usr" / "sbin" / "smtp-sink"
+    if unpacked.exists():
+        return unpacked
+    print("smtp-sink not found: fetching the postfix package ...", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            subprocess.run(["apt-get", "download", "postfix"], cwd=tmp, check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError):
+            subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+            subprocess.run(["apt-get", "download", "postfix"], cwd=tmp, check=True, capture_output=True)
+        deb = next(Path(tmp).glob("postfix_*.deb"))
+        subprocess.run(["dpkg", "-x", str(deb), str(cache_dir / "postfix")], check=True)
+    if unpacked.exists():
+        return unpacked
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "install", "-y", "-qq", "postfix"], check=True, env=env)
+    return SYSTEM_BINARY
+
+
+class SmtpSink:
+    def __init__(self, work_dir: Path, host: str = "127.0.0.1"):
+        self.work_dir = Path(work_dir)
+        self.dump_dir = self.work_dir / "dump"
+        self.host = host
+        self.port = free_port(host)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    def start(self) -> SmtpSink:
+        binary = ensure_smtp_sink(self.work_dir)
+        shutil.rmtree(self.dump_dir, ignore_errors=True)
+        self.dump_dir.mkdir(parents=True)
+        command = [str(binary), "-d", f"{self.dump_dir}/%H%M%S."]
+        if os.geteuid() == 0:  # smtp-sink refuses to run as root without -u
+            self.dump_dir.chmod(0o777)
+            command += ["-u", "nobody"]
+        command += [f"{self.host}:{self.port}", "1024"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"smtp-sink exited: {self.process.stderr.read().decode()}")
+            try:
+                socket.create_connection((self.host, self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("smtp-sink did not start listening")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def message_ids(self) -> Counter:
+        """Deliveries per Message-ID since the last clear()."""
+        counts: Counter = Counter()
+        for entry in os.scandir(self.dump_dir):
+            with open(entry.path, "rb") as fh:
+                match = MESSAGE_ID_RE.search(fh.read(8192))
+            counts[match.group(1).decode() if match else None] += 1
+        return counts
+
+    def delivered(self) -> int:
+        return sum(1 for _ in os.scandir(self.dump_dir))
+
+    def clear(self) -> None:
+        for entry in os.scandir(self.dump_dir):
+            os.unlink(entry.path)
