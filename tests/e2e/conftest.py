@@ -1,0 +1,147 @@
+"""Browser fixtures for the end-to-end tests: Debian's Chromium driven by Playwright's sync API.
+
+Playwright cannot download browsers here, so the system Chromium is launched directly. When
+it is missing the tests are skipped, unless REQUIRE_BROWSER=1 (CI), where that is a failure.
+
+The fixture names are prefixed with `e2e_` so that they never collide with the fixtures of the
+pytest-playwright plugin (`browser`, `page`, ...) when that plugin happens to be installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+# Playwright's sync API runs an event loop in this thread; the live_server tests touch the ORM
+# from the same thread, which Django's async-safety check would otherwise refuse.
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "var" / "screenshots"
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "correct-horse-battery-staple-42"  # a throwaway test password
+
+# Generous: the consumer process needs a second or two to start, and CI machines are slow.
+TIMEOUT_MS = 30_000
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.browser)
+
+
+def browser_required() -> bool:
+    return os.environ.get("REQUIRE_BROWSER", "") == "1"
+
+
+@pytest.fixture(scope="session")
+def e2e_playwright():
+    if not CHROMIUM.exists():
+        reason = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"
+        if browser_required():
+            pytest.fail(f"REQUIRE_BROWSER=1 but {reason}.", pytrace=False)
+        pytest.skip(reason)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:  # pragma: no cover - playwright is in requirements-dev.txt
+        if browser_required():
+            pytest.fail(f"REQUIRE_BROWSER=1 but playwright cannot be imported: {exc}", pytrace=False)
+        pytest.skip(f"playwright is not installed: {exc}")
+    pw = sync_playwright().start()
+    try:
+        yield pw
+    finally:
+        pw.stop()
+
+
+@pytest.fixture(scope="session")
+def e2e_browser(e2e_playwright):
+    browser = e2e_playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@dataclass
+class PageProblems:
+    """Console errors and uncaught exceptions seen by a page."""
+
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+
+    @property
+    def csp_violations(self) -> list[str]:
+        return [m for m in self.console_errors if re.search("content security policy", m, re.I)]
+
+
+@pytest.fixture
+def e2e_problems() -> PageProblems:
+    return PageProblems()
+
+
+@pytest.fixture
+def e2e_page(e2e_browser, e2e_problems):
+    """A fresh context and page; console errors and page errors are collected in e2e_problems."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+    context = e2e_browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-GB")
+    context.set_default_timeout(TIMEOUT_MS)
+    context.set_default_navigation_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.on(
+        "console",
+        lambda msg: (
+            e2e_problems.console_errors.append(f"{msg.text} @ {msg.location}")
+            if msg.type == "error"
+            else None
+        ),
+    )
+    page.on("pageerror", lambda exc: e2e_problems.page_errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def screenshot(e2e_page):
+    """screenshot("01-login") saves var/screenshots/01-login.png of the whole page."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def take(name: str) -> Path:
+        path = SCREENSHOTS / f"{name}.png"
+        e2e_page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.failed:
+        page = getattr(item, "funcargs", {}).get("e2e_page")
+        if page is not None and not page.is_closed():
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            try:
+                page.screenshot(path=str(SCREENSHOTS / f"failed-{item.name}.png"), full_page=True)
+            except Exception as exc:  # the report matters more than the screenshot
+                report.sections.append(("failure screenshot", f"could not be taken: {exc}"))
+    return report
