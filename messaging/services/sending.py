@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -75,10 +76,11 @@ def prepare_and_send(message: Message, subject_generator, template_name, templat
     start_preparing(message)
     if not prepare(message, subject_generator, template_name, template_context):
         return
-    # Other consumers may join in; claims keep them disjoint.
+    # Other workers join in (claims keep them disjoint): one helper per extra worker.
     from messaging import tasks
 
-    transaction.on_commit(lambda: tasks.deliver_message(message.pk))
+    for _helper in range(settings.MESSAGING_DELIVERY_HELPERS):
+        transaction.on_commit(lambda: tasks.deliver_message(message.pk))
     delivery.deliver_message(message.pk, wait_for_others=True)
     refresh_message_status(message.pk)
     message.refresh_from_db(fields=["status", "status_data"])
