@@ -52,7 +52,12 @@ def get_receiver(pk: int) -> MessageReceiver:
 
 
 def receiver_filter(message: Message, params) -> ReceiverFilter:
-    queryset = MessageReceiver.objects.filter(message=message).select_related("user")
+    # The table shows no content: leave the (large) rendered bodies and JSON in the database.
+    queryset = (
+        MessageReceiver.objects.filter(message=message)
+        .select_related("user")
+        .defer("message_content_html", "message_content_plain", "status_data", "metadata")
+    )
     return ReceiverFilter(params, queryset=queryset)
 
 

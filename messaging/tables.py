@@ -117,9 +117,8 @@ class ReceiverTable(tables.Table):
         )
 
     def render_last_error(self, record: MessageReceiver) -> str:
-        errors = record.errors
-        if not errors:
+        if record.status == MessageReceiver.Status.SENT or not record.last_error:
             return "—"
-        message = str(errors[-1].get("error_message", ""))
+        message = record.last_error
         short = message if len(message) <= 80 else message[:79] + "…"
         return format_html('<span class="text-danger small" title="{}">{}</span>', message, short)

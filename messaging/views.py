@@ -35,7 +35,7 @@ SEND = "messaging.send_message"
 RESEND = "messaging.resend_message"
 
 MESSAGES_PER_PAGE = 25
-RECEIVERS_PER_PAGE = 50
+RECEIVERS_PER_PAGE = 25
 # htmx stops polling when a response has this status code.
 HTMX_STOP_POLLING = 286
 IN_PROGRESS = (Message.Status.PREPARING, Message.Status.SENDING)
