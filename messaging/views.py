@@ -265,6 +265,9 @@ def message_send(request: HttpRequest, pk: int) -> HttpResponse:
             composing.queue_send(message, actor=request.user)
         except ValueError:
             messages.info(request, _("This message had already been sent."))
+        except composing.QueueUnavailable:
+            messages.error(request, _("The task queue could not be reached; nothing was sent. Try again."))
+            return _redirect(request, reverse("messaging:message_send", args=[message.pk]))
         return _redirect(request, _status_url(message))
     context = {"message": message, "summary": summary, "has_content": has_content}
     return _render(request, "messaging/message_send.html", context)

@@ -88,6 +88,10 @@ def duplicate(message: Message, actor=None) -> Message:
     return copy
 
 
+class QueueUnavailable(Exception):
+    """The task queue (Redis or the SqliteHuey file) could not take the send; nothing was sent."""
+
+
 def queue_send(message: Message, actor=None) -> int:
     """Freeze the recipients to user ids and hand the message to a worker after commit."""
     from messaging import tasks
@@ -98,8 +102,15 @@ def queue_send(message: Message, actor=None) -> int:
     with transaction.atomic():
         message.virtual_message_receivers = {**message.virtual_message_receivers, "user_ids": user_ids}
         message.save(update_fields=["virtual_message_receivers"])
+
+    def enqueue() -> None:
+        tasks.send_composed_message(message.pk)
         record(message, AuditEvent.Action.SENT, actor, receivers=len(user_ids))
-        transaction.on_commit(lambda: tasks.send_composed_message(message.pk))
+
+    try:
+        transaction.on_commit(enqueue)  # runs now unless the caller holds a transaction
+    except Exception as exc:  # the queue's own errors (redis, sqlite) have no common base class
+        raise QueueUnavailable(str(exc)) from exc
     return len(user_ids)
 
 

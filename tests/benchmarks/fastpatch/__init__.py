@@ -1,1 +1,0 @@
-"""Benchmark-only app: makes the engine build emails with FastEmailMultiAlternatives."""

@@ -1,0 +1,37 @@
+"""The task queue is unreachable when staff press Send: a clear error, nothing half-done."""
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+
+from messaging import tasks
+from messaging.models import AuditEvent, Message
+from messaging.services import composing
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_send_with_the_queue_down_keeps_the_draft(client, make_user, monkeypatch):
+    staff = make_user(is_staff=True)
+    staff.user_permissions.set(Permission.objects.filter(content_type__app_label="messaging"))
+    client.force_login(staff)
+    draft = composing.save_draft(
+        Message(
+            composed_content={"en": {"subject": "s", "body": "<p>b</p>"}},
+            virtual_message_receivers={"chosen_user_ids": [make_user().pk]},
+        ),
+        staff,
+    )
+
+    def unreachable(message_id):
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks, "send_composed_message", unreachable)
+    url = reverse("messaging:message_send", args=[draft.pk])
+    response = client.post(url, follow=True)
+
+    assert response.redirect_chain[-1][0] == url
+    assert b"task queue could not be reached" in response.content
+    draft.refresh_from_db()
+    assert draft.is_draft and not draft.receivers.exists()
+    assert not AuditEvent.objects.filter(message=draft, action=AuditEvent.Action.SENT).exists()
