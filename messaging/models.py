@@ -95,6 +95,15 @@ class Message(models.Model):
     def is_draft(self) -> bool:
         return self.status == self.Status.DRAFT
 
+    @property
+    def is_queued(self) -> bool:
+        """A draft handed to a worker that has not started preparing it yet."""
+        return self.is_draft and "queued_datetime" in self.status_data
+
+    @property
+    def is_editable(self) -> bool:
+        return self.is_draft and not self.is_queued
+
     def clean_message_type(self) -> None:
         if not self.message_type:
             self.message_type = ["email"]

@@ -46,7 +46,7 @@ class MessageTable(tables.Table):
         empty_text = _("No messages match.")
 
     def render_display_subject(self, record: Message) -> str:
-        if record.is_draft:
+        if record.is_editable:
             url = reverse("messaging:message_edit", args=[record.pk])
         else:
             url = reverse("messaging:message_status", args=[record.pk])
@@ -73,7 +73,7 @@ class ReceiverTable(tables.Table):
         template_name="messaging/receiver_actions.html",
         verbose_name="",
         orderable=False,
-        extra_context=lambda table: {"can_resend": table.can_resend},
+        extra_context=lambda table: {"can_resend": table.can_resend, "query": table.query},
         attrs={"td": {"class": "text-end text-nowrap"}},
     )
 
@@ -98,8 +98,9 @@ class ReceiverTable(tables.Table):
         }
         empty_text = _("No receivers match.")
 
-    def __init__(self, *args, can_resend: bool = False, **kwargs):
+    def __init__(self, *args, can_resend: bool = False, query: str = "", **kwargs):
         self.can_resend = can_resend
+        self.query = query  # the status page's filters, kept by the row's Resend button
         super().__init__(*args, **kwargs)
 
     def render_user(self, value) -> str:

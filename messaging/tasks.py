@@ -39,6 +39,8 @@ def resume_stalled_messages() -> None:
     for message in maintenance.stale_preparing_messages():
         if maintenance.recover_stale_preparing(message):
             send_composed_message(message.pk)
+    for message in maintenance.lost_queued_messages():
+        send_composed_message(message.pk)
 
 
 # No huey lock_task anywhere: a lock left by a killed consumer would block its task forever,

@@ -128,12 +128,14 @@ def _compose(request: HttpRequest, message: Message | None) -> HttpResponse:
 def _status_context(request: HttpRequest, message: Message) -> dict:
     counts = status.receiver_counts(message.pk)
     receivers = selectors.receiver_filter(message, request.GET)
-    table = ReceiverTable(receivers.qs, can_resend=request.user.has_perm(RESEND))
+    table = ReceiverTable(
+        receivers.qs, can_resend=request.user.has_perm(RESEND), query=request.GET.urlencode()
+    )
     RequestConfig(request, paginate={"per_page": RECEIVERS_PER_PAGE}).configure(table)
     return {
         "message": message,
         "progress": selectors.sending_progress(message, counts),
-        "in_progress": message.status in IN_PROGRESS,
+        "in_progress": message.status in IN_PROGRESS or message.is_queued,
         "failures": selectors.failure_groups(message),
         "message_errors": selectors.message_errors(message),
         "resendable_count": selectors.resendable_count(message),
@@ -174,7 +176,7 @@ def message_create(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def message_edit(request: HttpRequest, pk: int) -> HttpResponse:
     message = selectors.get_message(pk)
-    if not message.is_draft:
+    if not message.is_editable:
         return _read_only(request, message)
     return _compose(request, message)
 
@@ -191,7 +193,7 @@ def message_duplicate(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def message_delete(request: HttpRequest, pk: int) -> HttpResponse:
     message = selectors.get_message(pk)
-    if not message.is_draft:
+    if not message.is_editable:
         return _read_only(request, message)
     if request.method == "POST":
         message.delete()
@@ -253,7 +255,7 @@ def message_send_test(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def message_send(request: HttpRequest, pk: int) -> HttpResponse:
     message = selectors.get_message(pk)
-    if not message.is_draft:
+    if not message.is_editable:
         return _read_only(request, message)
     has_content = settings.LANGUAGE_CODE in composing.languages_with_content(message)
     summary = selectors.message_recipient_summary(message)
@@ -316,7 +318,5 @@ def receiver_resend(request: HttpRequest, pk: int) -> HttpResponse:
         if not resent:
             messages.info(request, _("Only failed receivers can be resent."))
         return redirect(_status_url(receiver.message))
-    receiver = selectors.get_receiver(pk)
-    table = ReceiverTable([receiver], can_resend=True)
-    context = {"row": table.rows[0], "receiver": receiver}
-    return _render(request, "messaging/message_status.html#receiver_row", context)
+    # The whole live region: the row, the counts and the polling that follows the resend.
+    return _render_status(request, receiver.message)

@@ -10,7 +10,7 @@ from django.core import mail
 from django.urls import reverse
 
 from messaging.models import AuditEvent, Message, MessageReceiver
-from messaging.services import composing
+from messaging.services import composing, maintenance
 
 ALL_PERMS = ["view_message", "compose_message", "send_message", "resend_message"]
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -307,6 +307,18 @@ class TestSend:
         assert draft.status == Message.Status.ERROR  # one receiver has no address
         assert draft.receivers.count() == 3 and len(mail.outbox) == 2
 
+    def test_queued_draft_is_live_and_read_only_until_a_worker_starts(self, staff_client, draft, settings):
+        # The test's transaction holds the on-commit task back: the message stays queued.
+        staff_client.post(reverse("messaging:message_send", args=[draft.pk]))
+        draft.refresh_from_db()
+        assert draft.is_queued and not draft.is_editable
+        page = staff_client.get(reverse("messaging:message_status", args=[draft.pk])).content.decode()
+        assert 'id="queued-note"' in page and 'data-polling="true"' in page
+        edit = staff_client.get(reverse("messaging:message_edit", args=[draft.pk]))
+        assert edit.status_code == 302
+        settings.MESSAGING_LEASE_SECONDS = 0
+        assert maintenance.lost_queued_messages() == [draft]  # the sweeper re-queues it
+
     def test_twice_sends_once(self, staff_client, draft, django_capture_on_commit_callbacks):
         url = reverse("messaging:message_send", args=[draft.pk])
         with django_capture_on_commit_callbacks(execute=True):
@@ -399,9 +411,13 @@ class TestResend:
 
     def test_resend_one_row(self, staff_client, sent):
         failed = sent.receivers.get(status="failed")
-        response = staff_client.post(reverse("messaging:receiver_resend", args=[failed.pk]), **HTMX)
+        url = reverse("messaging:receiver_resend", args=[failed.pk])
+        response = staff_client.post(f"{url}?status=not_sent", **HTMX)
         content = response.content.decode()
-        assert content.strip().startswith(f'<tr id="receiver-{failed.pk}"')
+        # The live region comes back (row, counts, polling), filtered as the page was.
+        assert content.strip().startswith('<div id="receiver-results"')
+        assert f'id="receiver-{failed.pk}"' in content and 'data-polling="true"' in content
+        assert "status=not_sent" in content
         assert AuditEvent.objects.filter(receiver=failed, action="resent").exists()
 
     def test_sent_receiver_is_not_resent(self, staff_client, sent):

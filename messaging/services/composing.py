@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from messaging import channels, recipients
 from messaging.channels import ChannelUnavailable, DeliveryResult
@@ -59,8 +60,8 @@ def record(message: Message, action: str, actor=None, **details) -> None:
 
 
 def save_draft(message: Message, actor=None) -> Message:
-    if not message.is_draft:
-        raise ValueError(f"Message #{message.pk} is {message.status}; only drafts can be edited.")
+    if not message.is_editable:
+        raise ValueError(f"Message #{message.pk} is {message.status} or queued; only drafts can be edited.")
     creating = message.pk is None
     if creating:
         message.created_by = actor
@@ -96,12 +97,13 @@ def queue_send(message: Message, actor=None) -> int:
     """Freeze the recipients to user ids and hand the message to a worker after commit."""
     from messaging import tasks
 
-    if not message.is_draft:
-        raise ValueError(f"Message #{message.pk} is {message.status}; it has already been sent.")
+    if not message.is_editable:
+        raise ValueError(f"Message #{message.pk} is {message.status} or queued; it has already been sent.")
     user_ids = resolved_user_ids(message)
     with transaction.atomic():
         message.virtual_message_receivers = {**message.virtual_message_receivers, "user_ids": user_ids}
-        message.save(update_fields=["virtual_message_receivers"])
+        message.status_data = {**message.status_data, "queued_datetime": timezone.now().isoformat()}
+        message.save(update_fields=["virtual_message_receivers", "status_data"])
 
     def enqueue() -> None:
         tasks.send_composed_message(message.pk)
@@ -110,6 +112,8 @@ def queue_send(message: Message, actor=None) -> int:
     try:
         transaction.on_commit(enqueue)  # runs now unless the caller holds a transaction
     except Exception as exc:  # the queue's own errors (redis, sqlite) have no common base class
+        message.status_data = {k: v for k, v in message.status_data.items() if k != "queued_datetime"}
+        message.save(update_fields=["status_data"])
         raise QueueUnavailable(str(exc)) from exc
     return len(user_ids)
 

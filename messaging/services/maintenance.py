@@ -55,6 +55,17 @@ def stale_preparing_messages() -> list[Message]:
     ]
 
 
+def lost_queued_messages() -> list[Message]:
+    """Queued drafts no worker started within a lease: their task was lost (huey does not
+    acknowledge tasks, so a consumer killed while holding it drops it)."""
+    cutoff = timezone.now() - timedelta(seconds=lease_seconds())
+    return [
+        m
+        for m in Message.objects.drafts().filter(status_data__has_key="queued_datetime")
+        if timezone.datetime.fromisoformat(m.status_data["queued_datetime"]) < cutoff
+    ]
+
+
 def _preparing_since(message: Message):
     started = message.status_data.get("preparing_started")
     return timezone.datetime.fromisoformat(started) if started else message.created_datetime
