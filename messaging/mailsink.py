@@ -37,7 +37,7 @@ class SunkMail:
 class SinkHandler:
     def __init__(self, mail_dir: Path | None = None, refusals: dict[str, str] | None = None):
         self.mail_dir = Path(mail_dir) if mail_dir else None
-        self.refusals = REFUSALS if refusals is None else refusals
+        self.refusals = dict(REFUSALS) if refusals is None else refusals
         self.received: list[SunkMail] = []
         self.sessions = 0
         self._lock = threading.Lock()

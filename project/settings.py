@@ -114,6 +114,7 @@ LANGUAGE_CODE = "en"
 LANGUAGES = [("en", _("English")), ("nb", _("Norwegian Bokmål"))]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = os.environ.get("TIME_ZONE", "Europe/Oslo")
+FORMAT_MODULE_PATH = ["project.formats"]
 USE_I18N = True
 USE_TZ = True
 
