@@ -10,7 +10,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_check(**env):
-    environment = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    # Not the test run's own switches (the browser tests allow the ORM beside Playwright's loop).
+    environment = {
+        k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    }
     environment |= {
         "DJANGO_SETTINGS_MODULE": "project.settings_production",
         "ALLOWED_HOSTS": "messages.example.org",
