@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Profile our engine's prepare_and_send at N receivers, in one process (pyinstrument or cProfile).
 
-    python tests/benchmarks/profile_engine.py [--n 10000] [--fast] [--cprofile]
+    python tests/benchmarks/profile_engine.py [--n 10000] [--cprofile]
 
 Runs on the benchmark database (run `tests/benchmarks/run.py` first: it creates the users) and
 its own smtp-sink. The huey task that lets other consumers join is not enqueued, so the whole
@@ -29,13 +29,11 @@ BENCH_DIR = ROOT / "var" / "bench"
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=10_000)
-    parser.add_argument("--fast", action="store_true", help="build emails with fast_email")
     parser.add_argument("--cprofile", action="store_true")
     args = parser.parse_args()
 
     sink = SmtpSink(BENCH_DIR / "profile-sink").start()
     os.environ.update(EMAIL_URL=sink.url, DJANGO_SETTINGS_MODULE="tests.benchmarks.settings")
-    os.environ["BENCH_FAST_EMAIL"] = "1" if args.fast else "0"
     try:
         import django
 
@@ -83,7 +81,7 @@ def main() -> None:
             print(profiler.output_text(unicode=False, color=False, show_all=False, time="percent_of_total"))
         message.refresh_from_db()
         print(
-            f"N={args.n:,} fast={args.fast}: {message.status} in {elapsed:.1f} s "
+            f"N={args.n:,}: {message.status} in {elapsed:.1f} s "
             f"({args.n / elapsed:.0f} msgs/s, prepared in {message.status_data.get('prepared_seconds')} s)"
         )
     finally:

@@ -4,15 +4,20 @@
 For N = 1,000 / 10,000 / 100,000 receivers (--quick stops at 10,000), on one database and one
 SMTP sink (Postfix's smtp-sink on a free loopback port):
 
-- ours: a Message for N users with mixed en/nb profiles, prepare_and_send run by real
-  `manage.py run_huey` consumers (the huey task the staff UI enqueues), until the message is
-  sent; every receiver's Message-ID must reach the sink exactly once;
-- ours+fast: the same with messaging.channels.fast_email building the emails (the proposed change);
+- ours: a Message for N users with mixed en/nb profiles, prepare_and_send run by one real
+  `manage.py run_huey` consumer with the settings' defaults (2 process workers, polling
+  0.05-1.0 s, MESSAGING_DELIVERY_HELPERS=1 so the second worker joins in), until the message
+  is sent;
+- ours 2 consumers: the scale-out check, two separate `run_huey` processes with one process
+  worker each (HUEY_WORKERS=1); beside it, for N <= 10,000, one consumer with one worker
+  (1x1), the baseline the second consumer has to improve on;
+- for every run of ours, every receiver's Message-ID must reach the sink exactly once;
 - post_office: django-post_office's send_many + send_queued_mail loop, same content and sink;
 - raw: prebuilt messages over smtplib, same concurrency and connections per message.
 
-Then the live status page's data for a 100,000-receiver message (counts query, and a filtered
-page of 50 receivers with a count): p50/p95 over repeated runs.
+Then, with every consumer stopped, the live status page for a 100,000-receiver message through
+django.test.Client: the htmx poll (HX-Request, HX-Trigger: receiver-results), the full page,
+and the page filtered by status and by language; p50/p95 over repeated requests.
 
 Honours DATABASE_URL / REDIS_URL, but always on a separate database (var/bench/bench.sqlite3
 or `messaging_bench`) and huey name, so development data is untouched.
@@ -163,28 +168,48 @@ def create_users(n: int) -> list[int]:
 # --------------------------------------------------------------------------- our engine
 
 
-def start_consumers(config: str, env: dict, fast: bool, tag: str) -> list[subprocess.Popen]:
-    """config: "<processes>x<workers><thread|process>", e.g. 1x2thread, 2x1thread, 1x2process."""
-    match = re.fullmatch(r"(\d+)x(\d+)(thread|process)", config)
+CONSUMER_ENV = ("HUEY_WORKERS", "HUEY_WORKER_TYPE", "MESSAGING_DELIVERY_HELPERS")
+STARTED: list[subprocess.Popen] = []  # every consumer this run started, to prove they are gone
+
+
+def parse_config(config: str) -> tuple[int, int]:
+    """A setup written <consumers>x<workers>, e.g. 1x2 (the settings default), 2x1, 1x1."""
+    match = re.fullmatch(r"(\d+)x(\d+)", config)
     if not match:
-        raise SystemExit(f"Bad consumer config {config!r}")
-    processes, workers, kind = int(match[1]), int(match[2]), match[3]
-    consumer_env = {**env, "DJANGO_SETTINGS_MODULE": SETTINGS, "BENCH_FAST_EMAIL": "1" if fast else "0"}
+        raise SystemExit(f"Bad consumer config {config!r}; use <consumers>x<workers>, e.g. 2x1")
+    return int(match[1]), int(match[2])
+
+
+def config_label(config: str) -> str:
+    consumers, workers = parse_config(config)
+    plural = {True: "s", False: ""}
+    return f"{consumers} consumer{plural[consumers > 1]} x {workers} process worker{plural[workers > 1]}"
+
+
+def start_consumers(config: str, env: dict, tag: str) -> list[subprocess.Popen]:
+    """`manage.py run_huey` with no options: the consumer settings come from HUEY["consumer"]
+    (process workers, initial_delay 0.05, max_delay 1.0, periodic tasks on). Only the worker
+    count differs from the default, through HUEY_WORKERS, and the delivery helpers are set so
+    that every worker of every consumer can join in (the default 1 is right for 1x2 and 2x1)."""
+    consumers, workers = parse_config(config)
+    consumer_env = {k: v for k, v in env.items() if k not in CONSUMER_ENV}
+    consumer_env["DJANGO_SETTINGS_MODULE"] = SETTINGS
+    if workers != 2:
+        consumer_env["HUEY_WORKERS"] = str(workers)
+    if consumers * workers - 1 != 1:
+        consumer_env["MESSAGING_DELIVERY_HELPERS"] = str(consumers * workers - 1)
     started = []
-    for i in range(processes):
+    for i in range(consumers):
         log = (BENCH_DIR / f"consumer-{tag}-{i}.log").open("wb")
-        started.append(
-            subprocess.Popen(
-                [
-                    *(sys.executable, "manage.py", "run_huey", "-w", str(workers), "-k", kind),
-                    *("--no-periodic", "--delay", "0.05", "--max-delay", "0.5", "--quiet"),
-                ],
-                cwd=ROOT,
-                env=consumer_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "run_huey"],
+            cwd=ROOT,
+            env=consumer_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
+        started.append(process)
+        STARTED.append(process)
     return started
 
 
@@ -199,7 +224,7 @@ def stop_consumers(consumers: list[subprocess.Popen]) -> None:
             process.wait()
 
 
-def run_ours(user_ids: list[int], config: str, env: dict, sink: SmtpSink, fast: bool = False) -> dict:
+def run_ours(user_ids: list[int], config: str, env: dict, sink: SmtpSink) -> dict:
     from messaging import tasks
     from messaging.models import Message
     from messaging.services.status import receiver_counts
@@ -209,7 +234,7 @@ def run_ours(user_ids: list[int], config: str, env: dict, sink: SmtpSink, fast: 
         composed_content=CONTENT,
         virtual_message_receivers={"chosen_user_ids": user_ids, "user_ids": user_ids},
     )
-    consumers = start_consumers(config, env, fast, tag=f"{n}-{config}{'-fast' if fast else ''}")
+    consumers = start_consumers(config, env, tag=f"{n}-{config}")
     try:
         time.sleep(2.0)  # consumers import Django and start polling; not part of the time
         started = time.perf_counter()
@@ -225,6 +250,7 @@ def run_ours(user_ids: list[int], config: str, env: dict, sink: SmtpSink, fast: 
                 raise RuntimeError(f"message {message.pk} not done in time: {message.status}")
             time.sleep(0.1)
         elapsed = time.perf_counter() - started
+        # The largest process of the consumers (each worker is a child process of its consumer).
         rss = max(peak_rss_mb(pid) for process in consumers for pid in process_tree(process.pid))
     finally:
         stop_consumers(consumers)
@@ -239,6 +265,7 @@ def run_ours(user_ids: list[int], config: str, env: dict, sink: SmtpSink, fast: 
     missing = len(expected - ids.keys())
     sink.clear()
     return {
+        "config": config,
         "message_id": message.pk,
         "status": message.status,
         "seconds": elapsed,
@@ -249,6 +276,8 @@ def run_ours(user_ids: list[int], config: str, env: dict, sink: SmtpSink, fast: 
         "prepared_seconds": data.get("prepared_seconds"),
         "worker_peak_rss_mb": rss,
         "receiver_counts": counts,
+        "delivered": sum(ids.values()),
+        "load_1min_after": os.getloadavg()[0],
         "exactly_once": duplicates == 0 and missing == 0 and sum(ids.values()) == n,
         "duplicates": duplicates,
         "missing": missing,
@@ -391,74 +420,61 @@ def status_message(user_ids: list[int], existing: int | None) -> tuple[int, str]
     return message.pk, "bulk-inserted receivers"
 
 
-def status_view_url(message_id: int) -> str | None:
-    """The staff UI's live status page (counts, progress and the filterable receiver table),
-    if it exists by now."""
-    from django.urls import NoReverseMatch, reverse
+def settle_database() -> None:
+    """Before the status requests: no consumer may still run, and the receiver table is in the
+    state autovacuum leaves it in (PostgreSQL: VACUUM ANALYZE now, so autovacuum does not start
+    in the middle of the measurement; SQLite: the WAL checkpointed into the main file)."""
+    from django.db import connection
 
-    try:
-        return reverse("messaging:message_status", args=[message_id])
-    except NoReverseMatch:
-        return None
+    alive = [p.pid for p in STARTED if p.poll() is None]
+    if alive:
+        raise RuntimeError(f"consumers still running during the status measurement: {alive}")
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("VACUUM ANALYZE messaging_messagereceiver")
+            cursor.execute("VACUUM ANALYZE messaging_message")
+        elif connection.vendor == "sqlite":
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def measure_status(message_id: int, repeat: int) -> dict:
-    from django.db import reset_queries
+    """The staff UI's live status page (messaging:message_status) through django.test.Client,
+    as a logged-in superuser: the htmx poll the page repeats every few seconds, the full page,
+    and the page filtered by status and by language (first page of the receiver table, with its
+    count). The bare counts query is timed beside it, to tell SQL from rendering."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from django.urls import reverse
 
-    from messaging.models import Message, MessageReceiver
     from messaging.services.status import receiver_counts
 
-    def counts():
-        receiver_counts(message_id)
-
-    def table(**filters):
-        def query():
-            page = MessageReceiver.objects.filter(message_id=message_id, **filters).order_by("id")
-            list(page.values("id", "user_id", "send_to", "language", "status", "sent_datetime")[:50])
-            page.count()
-
-        return query
-
-    reset_queries()
-    result = {
-        "counts": timed(counts, repeat),
-        "table_failed": timed(table(status="failed"), repeat),
-        "table_nb": timed(table(language="nb"), repeat),
+    url = reverse("messaging:message_status", args=[message_id])
+    user_model = get_user_model()
+    admin = user_model.objects.filter(username="bench-admin").first()
+    if admin is None:
+        admin = user_model.objects.create_superuser("bench-admin", "admin@example.org", None)
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(admin)
+    variants = {
+        "view_poll": ("", {"HX-Request": "true", "HX-Trigger": "receiver-results"}),
+        "view_page": ("", {}),
+        "view_table_failed": ("?status=failed", {}),
+        "view_table_nb": ("?language=nb", {}),
     }
-    url = status_view_url(message_id)
-    if url:
-        from django.contrib.auth import get_user_model
-        from django.test import Client
+    result = {"counts_query": timed(lambda: receiver_counts(message_id), repeat)}
+    for kind, (query, headers) in variants.items():
 
-        user_model = get_user_model()
-        admin = user_model.objects.filter(username="bench-admin").first()
-        if admin is None:
-            admin = user_model.objects.create_superuser("bench-admin", "admin@example.org", None)
-        # The page needs created_by (messages created by other apps' code have none; see report).
-        Message.objects.filter(pk=message_id, created_by=None).update(created_by=admin)
-        client = Client(HTTP_HOST="localhost")
-        client.force_login(admin)
-        # The page's htmx poll (HX-Trigger: receiver-results), and full pages filtered by status
-        # and by language (first page of the receiver table, with its count).
-        variants = {
-            "view_status": ("", {"HX-Request": "true", "HX-Trigger": "receiver-results"}),
-            "view_table_failed": ("?status=failed", {}),
-            "view_table_nb": ("?language=nb", {}),
-        }
-        for kind, (query, headers) in variants.items():
+        def get(query=query, headers=headers):
+            response = client.get(url + query, headers=headers)
+            assert response.status_code in (200, 286), (url + query, response.status_code)
+            assert len(response.content) > 1000, (url + query, response.content[:200])
 
-            def get(query=query, headers=headers):
-                response = client.get(url + query, headers=headers)
-                assert response.status_code in (200, 286), (url + query, response.status_code)
-
-            result[kind] = timed(get, repeat) | {"url": url + query}
-        result["view_table"] = max(
-            result["view_table_failed"], result["view_table_nb"], key=lambda r: r["p95_ms"]
-        )
-    result["status_poll_p95_ms"] = result.get("view_status", result["counts"])["p95_ms"]
-    result["status_table_p95_ms"] = result.get(
-        "view_table", max(result["table_failed"], result["table_nb"], key=lambda r: r["p95_ms"])
-    )["p95_ms"]
+        result[kind] = timed(get, repeat) | {"url": url + query, "headers": headers}
+    result["status_poll_p95_ms"] = result["view_poll"]["p95_ms"]
+    result["status_table_p95_ms"] = max(
+        result["view_table_failed"]["p95_ms"], result["view_table_nb"]["p95_ms"]
+    )
+    result["status_page_p95_ms"] = result["view_page"]["p95_ms"]
     return result
 
 
@@ -472,35 +488,52 @@ def fmt(value, spec=".0f") -> str:
 def print_table(results: dict) -> None:
     rows = results["sizes"]
     configs = results["ours_configs"]
+    names = {results["ours_config"]: "ours", results.get("scale_out_config"): "ours 2 consumers"}
     header = (
         ["N"]
-        + [f"ours {c}" for c in configs]
-        + (["ours+fast"] if results["fast"] else [])
-        + ["post_office", "raw", "ours/PO", "ours/raw", "prepare/s", "RSS MB", "once"]
+        + [names.get(c, f"ours {c}") for c in configs]
+        + ["post_office", "raw", "ours/PO", "ours/raw", "2c/1x1", "prepare/s", "RSS MB", "once"]
     )
     lines = [header]
     for n, row in rows.items():
+        by_config = row["ours_by_config"]
         lines.append(
             [f"{int(n):,}"]
-            + [fmt(row["ours_by_config"].get(c, {}).get("msgs_per_s")) for c in configs]
-            + ([fmt(row.get("ours_fast", {}).get("msgs_per_s"))] if results["fast"] else [])
+            + [fmt(by_config.get(c, {}).get("msgs_per_s")) for c in configs]
             + [
                 fmt(row["post_office_msgs_per_s"]),
                 fmt(row["raw_ceiling_msgs_per_s"]),
                 fmt(row["ratio_vs_post_office"], ".2f"),
                 fmt(row["ratio_vs_ceiling"], ".2f"),
+                fmt(row.get("scale_out_vs_one_worker"), ".2f"),
                 fmt(row["prepare_receivers_per_s"]),
                 fmt(row["worker_peak_rss_mb"], ".0f"),
-                "yes" if row["exactly_once"] else "NO",
+                "/".join("yes" if by_config[c]["exactly_once"] else "NO" for c in configs if c in by_config),
             ]
         )
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     print()
-    print(f"Sending benchmark, msgs/s ({results['database']}, ours = {results['ours_config']})")
+    print(
+        f"Sending benchmark, msgs/s ({results['database']}; "
+        + "; ".join(f"{names.get(c, c)} = {config_label(c)}" for c in configs)
+        + ")"
+    )
     for i, line in enumerate(lines):
         print("  ".join(str(cell).rjust(w) for cell, w in zip(line, widths, strict=True)))
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    print(
+        "ours/PO, ours/raw, prepare/s and RSS (largest consumer process) are for ours; "
+        "2c/1x1 = ours 2 consumers / one consumer with one worker; "
+        "once = every Message-ID at the sink exactly once, per run of ours"
+    )
+    loads = [r["load_1min_after"] for row in rows.values() for r in row["ours_by_config"].values()]
+    print(
+        f"{results['cpus']} CPUs; 1-min load average before the start {results['load_1min_before']:.2f}, "
+        f"after the runs of ours {min(loads):.2f}-{max(loads):.2f} (the runs themselves add about 2)"
+    )
+    if results.get("rss_100k_vs_10k") is not None:
+        print(f"worker peak RSS 100,000 / 10,000: {results['rss_100k_vs_10k']:.2f}")
     build = results["email_build"]
     print(
         f"\nEmail build per two-part message: Django {build['django_ms']:.3f} ms, "
@@ -513,16 +546,17 @@ def print_table(results: dict) -> None:
         return f"p50 {r['p50_ms']:.1f} / p95 {r['p95_ms']:.1f} ms"
 
     print(
-        f"Status page data, {STATUS_N:,} receivers ({results['status_source']}): "
-        f"counts {pct(status['counts'])}; table status=failed {pct(status['table_failed'])}; "
-        f"table language=nb {pct(status['table_nb'])}"
+        f"Status page, {STATUS_N:,} receivers ({results['status_source']}), django.test.Client, "
+        f"{status['view_poll']['runs']} requests each, consumers stopped:"
     )
-    for kind in ("view_status", "view_table_failed", "view_table_nb"):
-        if kind in status:
-            print(f"  {kind} {status[kind]['url']}: {pct(status[kind])}")
+    for kind in ("view_poll", "view_page", "view_table_failed", "view_table_nb"):
+        extra = " (htmx poll)" if status[kind]["headers"] else ""
+        print(f"  {kind:17} GET {status[kind]['url']}{extra}: {pct(status[kind])}")
+    print(f"  counts query alone: {pct(status['counts_query'])}")
     print(
         f"status_poll_p95_ms={results['status_poll_p95_ms']:.1f}  "
-        f"status_table_p95_ms={results['status_table_p95_ms']:.1f}"
+        f"status_table_p95_ms={results['status_table_p95_ms']:.1f} (filtered, worst of status/language)  "
+        f"status_page_p95_ms={status['status_page_p95_ms']:.1f} (unfiltered)"
     )
 
 
@@ -532,21 +566,33 @@ def main() -> None:
     parser.add_argument("--sizes", help="comma-separated N values (overrides --quick)")
     parser.add_argument(
         "--consumers",
-        default="2x1thread",
-        help="our consumer setups, comma-separated: <processes>x<workers><thread|process>; "
-        "the first is the recommended one used for the ratios",
+        default="1x2",
+        help="ours: <consumers>x<process workers>; 1x2 is the settings default (one run_huey)",
     )
-    parser.add_argument("--compare-consumers", default="1x2thread", help="extra setups, run for N <= 10,000")
-    parser.add_argument("--no-fast", action="store_true", help="skip the fast_email run of our engine")
+    parser.add_argument(
+        "--scale-out", default="2x1", help="the 'ours 2 consumers' setup, run at every N ('' to skip)"
+    )
+    parser.add_argument(
+        "--baseline",
+        default="1x1",
+        help="the setup the scale-out is compared with, run for N <= 10,000 ('' to skip)",
+    )
     parser.add_argument("--no-post-office", action="store_true")
     parser.add_argument("--status-repeat", type=int, default=50)
     args = parser.parse_args()
 
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (SIZES[:2] if args.quick else SIZES)
-    configs = [c for c in args.consumers.split(",") if c]
-    extra = [c for c in args.compare_consumers.split(",") if c and c not in configs]
+    ours_config = args.consumers
+    configs = [c for c in dict.fromkeys([ours_config, args.scale_out, args.baseline]) if c]
+    for config in configs:
+        parse_config(config)
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    for old in BENCH_DIR.glob("consumer-*.log"):
+        old.unlink()
     wall = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    if load_before > 0.5:
+        print(f"warning: load average {load_before:.2f} before the start; other work skews the figures")
 
     sink = SmtpSink(BENCH_DIR / "sink").start()
     env = {**os.environ, "EMAIL_URL": sink.url, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
@@ -569,32 +615,40 @@ def main() -> None:
         build = email_build_speed()
         results = {
             "database": database,
-            "ours_config": configs[0],
-            "ours_configs": configs + extra,
-            "fast": not args.no_fast,
+            "ours_config": ours_config,
+            "scale_out_config": args.scale_out or None,
+            "baseline_config": args.baseline or None,
+            "ours_configs": configs,
             "email_build": build,
+            "cpus": os.cpu_count(),
+            "load_1min_before": load_before,
             "sizes": {},
         }
         status_source_id = None
         for n in sizes:
             ids = all_ids[:n]
             row = {"ours_by_config": {}}
-            for config in configs + (extra if n <= 10_000 else []):
-                print(f"N={n:,}: ours ({config}) ...", flush=True)
+            for config in configs:
+                if config == args.baseline and config not in (ours_config, args.scale_out) and n > 10_000:
+                    continue
+                print(f"N={n:,}: ours {config_label(config)} ...", flush=True)
                 row["ours_by_config"][config] = run_ours(ids, config, env, sink)
-            ours = row["ours_by_config"][configs[0]]
-            if not args.no_fast:
-                print(f"N={n:,}: ours+fast_email ({configs[0]}) ...", flush=True)
-                row["ours_fast"] = run_ours(ids, configs[0], env, sink, fast=True)
+            ours = row["ours_by_config"][ours_config]
             if not args.no_post_office:
                 print(f"N={n:,}: post_office ...", flush=True)
                 row["post_office"] = run_po(ours["message_id"], n, sink, env)
             print(f"N={n:,}: raw ceiling ...", flush=True)
-            concurrency = sum(int(p) * int(w) for p, w in re.findall(r"(\d+)x(\d+)", configs[0]))
-            row["raw"] = run_raw(ours["message_id"], n, sink, concurrency=min(concurrency, 2) or 1)
+            consumers, workers = parse_config(ours_config)
+            row["raw"] = run_raw(ours["message_id"], n, sink, concurrency=consumers * workers)
             po = row.get("post_office", {}).get("msgs_per_s")
+            scale_out = row["ours_by_config"].get(args.scale_out, {}).get("msgs_per_s")
+            baseline = row["ours_by_config"].get(args.baseline, {}).get("msgs_per_s")
             row |= {
                 "ours_msgs_per_s": ours["msgs_per_s"],
+                "ours_2_consumers_msgs_per_s": scale_out,
+                "ours_baseline_msgs_per_s": baseline,
+                "scale_out_vs_one_worker": scale_out / baseline if scale_out and baseline else None,
+                "scale_out_vs_ours": scale_out / ours["msgs_per_s"] if scale_out else None,
                 "post_office_msgs_per_s": po,
                 "raw_ceiling_msgs_per_s": row["raw"]["msgs_per_s"],
                 "ratio_vs_post_office": ours["msgs_per_s"] / po if po else None,
@@ -603,14 +657,16 @@ def main() -> None:
                 "worker_peak_rss_mb": ours["worker_peak_rss_mb"],
                 "exactly_once": all(r["exactly_once"] for r in row["ours_by_config"].values()),
             }
-            if row.get("ours_fast"):
-                row["ours_fast_msgs_per_s"] = row["ours_fast"]["msgs_per_s"]
             results["sizes"][str(n)] = row
             if n == STATUS_N:
                 status_source_id = ours["message_id"]
             (BENCH_DIR / "results.json").write_text(json.dumps(results, indent=2, default=str))
-        print("status page queries ...", flush=True)
+        if "10000" in results["sizes"] and "100000" in results["sizes"]:
+            rss = {n: results["sizes"][n]["worker_peak_rss_mb"] for n in ("10000", "100000")}
+            results["rss_100k_vs_10k"] = rss["100000"] / rss["10000"]
+        print("status page ...", flush=True)
         status_id, source = status_message(all_ids, status_source_id)
+        settle_database()
         status = measure_status(status_id, args.status_repeat)
         results |= {
             "status": status,
@@ -623,6 +679,9 @@ def main() -> None:
         print_table(results)
         print(f"\nwrote {BENCH_DIR / 'results.json'} in {results['wall_seconds']:.0f} s")
     finally:
+        for process in STARTED:
+            if process.poll() is None:
+                process.kill()
         sink.stop()
         shutil.rmtree(sink.dump_dir, ignore_errors=True)
 
