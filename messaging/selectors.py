@@ -65,10 +65,6 @@ def audit_trail(message: Message) -> QuerySet:
     return message.audit_events.select_related("actor", "receiver")
 
 
-def resendable_count(message: Message) -> int:
-    return MessageReceiver.objects.filter(message=message).resendable().count()
-
-
 # Recipients ----------------------------------------------------------------------------------------
 
 

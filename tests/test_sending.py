@@ -162,6 +162,20 @@ class TestPrepareAndSend:
         assert receiver.permanent_failure
         assert message.status_data["summary"]["receiver_counts"]["failed"] == 1
 
+    def test_counts_are_published_for_the_status_page(self, make_user, scripted_channel):
+        from messaging.services.status import published_counts
+
+        scripted_channel.answers["no@x.org"] = DeliveryResult(delivered=False, reason="451 later")
+        message = send(draft_for([make_user(), make_user(email="no@x.org")]))
+        assert message.status_data["summary"]["receiver_counts"] == {
+            "not_sent": 0,
+            "error": 0,
+            "failed": 1,
+            "sent": 1,
+        }
+        MessageReceiver.objects.filter(message=message).delete()  # published counts are not recounted
+        assert published_counts(message)["sent"] == 1
+
     def test_queries_grow_by_batches_not_per_receiver(self, make_user, scripted_channel):
         """Reads are per batch; the only per-receiver statement is the one UPDATE that records
         each result (committed before the next is sent, for crash safety)."""

@@ -368,6 +368,24 @@ class TestStatus:
         assert 'hx-trigger="every 2s"' in content
         assert f'hx-get="{url}?status=sent&amp;page=1"' in content
 
+    def test_poll_reads_published_counts_without_counting_receivers(self, staff_client, sent):
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        published = {"not_sent": 40, "sent": 50, "failed": 7, "error": 3}
+        sent.status = Message.Status.SENDING
+        sent.status_data["summary"] = {"receiver_counts": published, "total": 100}
+        sent.save()
+        url = reverse("messaging:message_status", args=[sent.pk])
+        with CaptureQueriesContext(connection) as ctx:
+            response = staff_client.get(url, HTTP_HX_REQUEST="true", HTTP_HX_TRIGGER="receiver-results")
+        content = response.content.decode()
+        assert 'data-count="10"' in content  # "Resend all failed (10)" from the published counts
+        receiver_sql = [q["sql"] for q in ctx.captured_queries if "messaging_messagereceiver" in q["sql"]]
+        assert not [
+            q for q in receiver_sql if "COUNT(*)" in q or 'GROUP BY "messaging_messagereceiver"."status"' in q
+        ]
+
     def test_polling_stops_when_done(self, staff_client, sent):
         url = reverse("messaging:message_status", args=[sent.pk])
         response = staff_client.get(url, HTTP_HX_REQUEST="true", HTTP_HX_TRIGGER="receiver-results")

@@ -29,6 +29,8 @@ from messaging.services.status import error_entry, refresh_message_status, statu
 logger = logging.getLogger(__name__)
 
 CLAIM_BATCH_SIZE = 50
+# How often a delivering worker publishes progress counts for the status page, in seconds.
+PROGRESS_INTERVAL = 2.0
 
 
 def lease_seconds() -> int:
@@ -152,7 +154,11 @@ def deliver_message(message_id: int, *, wait_for_others: bool = False) -> bool:
     receivers claimed by other workers are recorded or their leases run out."""
     worker_id = new_worker_id()
     _relax_commit_durability()
+    published = time.monotonic()
     while True:
+        if time.monotonic() - published >= PROGRESS_INTERVAL:
+            refresh_message_status(message_id)
+            published = time.monotonic()
         batch = claim_batch(message_id, worker_id)
         if not batch:
             if wait_for_others and _has_unfinished(message_id):

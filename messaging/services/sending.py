@@ -69,6 +69,7 @@ def prepare(message: Message, subject_generator, template_name, template_context
         prepared_seconds=round((timezone.now() - started).total_seconds(), 3),
         sending_started=timezone.now().isoformat(),
     )
+    refresh_message_status(message.pk)  # publish the counts the status page shows
     return True
 
 
