@@ -9,6 +9,8 @@ from django.utils.translation import gettext_lazy as _
 
 from messaging.models import Message, MessageReceiver
 
+RESENDABLE = (MessageReceiver.Status.FAILED, MessageReceiver.Status.ERROR)
+
 
 def status_badge(status: str, label: str) -> str:
     """The same badge as the templates draw; colours per status are in static/messaging/app.css."""
@@ -69,12 +71,8 @@ class ReceiverTable(tables.Table):
     attempts = tables.Column(verbose_name=_("Attempts"), empty_values=(), order_by=("sending_failed_count",))
     sent_datetime = tables.DateTimeColumn(verbose_name=_("Sent"), format="SHORT_DATETIME_FORMAT")
     last_error = tables.Column(verbose_name=_("Last error"), empty_values=(), orderable=False)
-    actions = tables.TemplateColumn(
-        template_name="messaging/receiver_actions.html",
-        verbose_name="",
-        orderable=False,
-        extra_context=lambda table: {"can_resend": table.can_resend, "query": table.query},
-        attrs={"td": {"class": "text-end text-nowrap"}},
+    actions = tables.Column(
+        verbose_name="", empty_values=(), orderable=False, attrs={"td": {"class": "text-end text-nowrap"}}
     )
 
     class Meta:
@@ -116,6 +114,27 @@ class ReceiverTable(tables.Table):
             record.sending_success_count,
             record.sending_failed_count,
         )
+
+    def render_actions(self, record: MessageReceiver) -> str:
+        # format_html, not a template per row: the table is re-rendered on every poll.
+        detail = format_html(
+            '<a href="{}" class="btn btn-sm btn-outline-secondary" hx-boost="false" '
+            'data-testid="receiver-detail-link">{}</a>',
+            reverse("messaging:receiver_detail", args=[record.pk]),
+            _("Details"),
+        )
+        if not self.can_resend or record.status not in RESENDABLE:
+            return detail
+        query = f"?{self.query}" if self.query else ""
+        resend = format_html(
+            '<button type="button" class="btn btn-sm btn-outline-primary" data-testid="resend-receiver" '
+            'hx-post="{}{}" hx-target="#receiver-results" hx-swap="outerHTML" hx-push-url="false" '
+            'hx-disabled-elt="this">{}</button>',
+            reverse("messaging:receiver_resend", args=[record.pk]),
+            query,
+            _("Resend"),
+        )
+        return format_html("{} {}", detail, resend)
 
     def render_last_error(self, record: MessageReceiver) -> str:
         if record.status == MessageReceiver.Status.SENT or not record.last_error:
