@@ -140,10 +140,18 @@ _email_options = {
     "use_ssl": _email["EMAIL_USE_SSL"],
     "timeout": _email["EMAIL_TIMEOUT"] or 30,
 }
+_SMTP = "django.core.mail.backends.smtp.EmailBackend"
 MAILERS = {
     "default": {
-        "BACKEND": _email["EMAIL_BACKEND"],
-        "OPTIONS": _email_options if _email["EMAIL_BACKEND"].endswith("smtp.EmailBackend") else {},
+        # Django's SMTP backend without re-parsing plain addresses (messaging/channels/smtp_backend.py).
+        "BACKEND": "messaging.channels.smtp_backend.EmailBackend"
+        if _email["EMAIL_BACKEND"] == _SMTP
+        else _email["EMAIL_BACKEND"],
+        "OPTIONS": _email_options
+        if _email["EMAIL_BACKEND"] == _SMTP
+        else {"file_path": _email["EMAIL_FILE_PATH"]}
+        if _email["EMAIL_BACKEND"].endswith("filebased.EmailBackend")
+        else {},
     }
 }
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Messaging <noreply@localhost>")

@@ -56,7 +56,7 @@ def smtp_mailer(settings, smtp_sink):
     """Route Django's default mailer to the in-process sink over real SMTP."""
     settings.MAILERS = {
         "default": {
-            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "BACKEND": "messaging.channels.smtp_backend.EmailBackend",
             "OPTIONS": {"host": smtp_sink.host, "port": smtp_sink.port, "timeout": 10},
         }
     }
