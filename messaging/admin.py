@@ -110,6 +110,18 @@ class ReadOnlyAdminMixin:
         return super().get_readonly_fields(request, obj)
 
 
+class JsonDataMixin:
+    """status_data and metadata, shown pretty-printed (Message and MessageReceiver have both)."""
+
+    @admin.display(description=_("status data"))
+    def status_data_display(self, obj) -> str:
+        return pretty_json(obj.status_data)
+
+    @admin.display(description=_("metadata"))
+    def metadata_display(self, obj) -> str:
+        return pretty_json(obj.metadata)
+
+
 class ResendPermissionMixin:
     def has_resend_permission(self, request) -> bool:
         return request.user.has_perm("messaging.resend_message")
@@ -134,7 +146,7 @@ class AuditEventInline(admin.TabularInline):
 
 
 @admin.register(Message)
-class MessageAdmin(ResendPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class MessageAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "subject",
@@ -262,14 +274,6 @@ class MessageAdmin(ResendPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     def virtual_message_receivers_display(self, obj: Message) -> str:
         return pretty_json(obj.virtual_message_receivers)
 
-    @admin.display(description=_("status data"))
-    def status_data_display(self, obj: Message) -> str:
-        return pretty_json(obj.status_data)
-
-    @admin.display(description=_("metadata"))
-    def metadata_display(self, obj: Message) -> str:
-        return pretty_json(obj.metadata)
-
     @admin.action(description=_("Resend failed/error receivers"), permissions=["resend"])
     def resend_failed_receivers(self, request, queryset):
         queued = 0
@@ -296,7 +300,7 @@ class MessageAdmin(ResendPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(MessageReceiver)
-class MessageReceiverAdmin(ResendPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+class MessageReceiverAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "message_link",
@@ -369,14 +373,6 @@ class MessageReceiverAdmin(ResendPermissionMixin, ReadOnlyAdminMixin, admin.Mode
             return "-"
         lines = [f"{e.get('timestamp', '')}  {e.get('error_message', '')}" for e in errors]
         return format_html("<pre>{}</pre>", "\n".join(lines))
-
-    @admin.display(description=_("status data"))
-    def status_data_display(self, obj: MessageReceiver) -> str:
-        return pretty_json(obj.status_data)
-
-    @admin.display(description=_("metadata"))
-    def metadata_display(self, obj: MessageReceiver) -> str:
-        return pretty_json(obj.metadata)
 
     @admin.action(description=_("Resend failed/error receivers"), permissions=["resend"])
     def resend_receivers(self, request, queryset):
