@@ -198,7 +198,11 @@ class MessageReceiver(models.Model):
     message_content_plain = models.TextField(_("plain text content"), blank=True)
     message_content_html = models.TextField(_("HTML content"), blank=True)
     message = models.ForeignKey(
-        Message, verbose_name=_("message"), on_delete=models.CASCADE, related_name="receivers"
+        Message,
+        verbose_name=_("message"),
+        on_delete=models.CASCADE,
+        related_name="receivers",
+        db_index=False,  # the (message, id) index below leads with it
     )
     message_type = models.CharField(_("message type"), max_length=30, default="email")
     send_to = models.CharField(_("send to"), max_length=255, blank=True)
@@ -228,10 +232,13 @@ class MessageReceiver(models.Model):
         verbose_name_plural = _("message receivers")
         ordering = ["id"]
         indexes = [
-            models.Index(fields=["message", "status"], name="receiver_message_status"),
+            # Equality columns first, then id: counts per status read only the index, and a
+            # filtered page (ORDER BY id LIMIT 26) reads just its rows.
+            models.Index(fields=["message", "id"], name="receiver_message_page"),
+            models.Index(fields=["message", "status", "id"], name="receiver_message_status"),
             models.Index(fields=["status", "next_attempt_datetime"], name="receiver_retry_due"),
             models.Index(fields=["message", "status", "last_error"], name="receiver_failure_reason"),
-            models.Index(fields=["message", "language"], name="receiver_message_language"),
+            models.Index(fields=["message", "language", "id"], name="receiver_message_language"),
         ]
 
     def __str__(self) -> str:

@@ -411,12 +411,17 @@ def status_message(user_ids: list[int], existing: int | None) -> tuple[int, str]
                 message_content_html="<p>" + "x" * 800 + "</p>",
                 status=status,
                 status_data={"errors": [{"error_message": "550 No such user"}]} if status != "sent" else {},
+                last_error="550 No such user" if status != "sent" else "",
             )
         )
         if len(batch) == 5000:
             MessageReceiver.objects.bulk_create(batch)
             batch = []
     MessageReceiver.objects.bulk_create(batch)
+    # What the engine does at the end of every delivery run: publish the counts.
+    from messaging.services.status import refresh_message_status
+
+    refresh_message_status(message.pk)
     return message.pk, "bulk-inserted receivers"
 
 
