@@ -197,7 +197,7 @@ class TestPrepareAndSend:
         other_50, records_50 = count_queries(50)
         other_500, records_500 = count_queries(500)
         assert (records_50, records_500) == (50, 500)
-        # 450 more receivers: one more prepare batch and 9 more claim batches of 50 (about six
+        # 450 more receivers: one more prepare batch and 5 more claim batches of 100 (about six
         # statements each: savepoint, select, update, release, load, the channel's own read).
         assert other_500 - other_50 <= 10 * 7, (other_50, other_500)
 

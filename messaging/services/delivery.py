@@ -16,6 +16,7 @@ import socket
 import time
 import uuid
 from datetime import timedelta
+from functools import lru_cache
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -28,7 +29,7 @@ from messaging.services.status import error_entry, refresh_message_status, statu
 
 logger = logging.getLogger(__name__)
 
-CLAIM_BATCH_SIZE = 50
+CLAIM_BATCH_SIZE = 100
 # How often a delivering worker publishes progress counts for the status page, in seconds.
 PROGRESS_INTERVAL = 2.0
 
@@ -116,13 +117,36 @@ def record_result(receiver: MessageReceiver, result: DeliveryResult, worker_id: 
             "permanent_failure": result.permanent,
             "next_attempt_datetime": None if result.permanent else now + retry_delay(failed_count),
         }
-    updated = MessageReceiver.objects.filter(pk=receiver.pk, claimed_by=worker_id).update(**fields)
+    updated = _update_claimed(receiver.pk, worker_id, fields)
     if not updated:
         logger.warning("Receiver %s was claimed by another worker; result not recorded.", receiver.pk)
         return False
     for name, value in fields.items():
         setattr(receiver, name, value)
     return True
+
+
+@lru_cache(maxsize=8)
+def _update_sql(columns: tuple[str, ...]) -> str:
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(column)} = %s" for column in columns)
+    return (
+        f"UPDATE {quote(MessageReceiver._meta.db_table)} SET {assignments} "
+        f"WHERE {quote('id')} = %s AND {quote('claimed_by')} = %s"
+    )
+
+
+def _update_claimed(pk: int, worker_id: str, fields: dict) -> int:
+    """The same UPDATE as .filter(pk=pk, claimed_by=worker_id).update(**fields), with its SQL
+    built once per set of columns: compiling the ORM query on every receiver was a tenth of the
+    time it took to send one."""
+    columns = tuple(fields)
+    params = [
+        MessageReceiver._meta.get_field(name).get_db_prep_save(fields[name], connection) for name in columns
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_update_sql(columns), [*params, pk, worker_id])
+        return cursor.rowcount
 
 
 def deliver_claimed(receivers: list, worker_id: str) -> None:
