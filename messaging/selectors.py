@@ -53,10 +53,15 @@ def get_receiver(pk: int) -> MessageReceiver:
 
 def receiver_filter(message: Message, params) -> ReceiverFilter:
     # The table shows no content: leave the (large) rendered bodies and JSON in the database.
-    queryset = (
-        MessageReceiver.objects.filter(message=message)
-        .select_related("user")
-        .defer("message_content_html", "message_content_plain", "status_data", "metadata")
+    receivers = MessageReceiver.objects.filter(message=message)
+    # A message's receivers start at its first receiver's id. Saying so keeps PostgreSQL from
+    # paging through the primary key past every older message's receivers (it cannot know they
+    # all come first) when it orders by id.
+    first_id = receivers.order_by("id").values_list("id", flat=True).first()
+    if first_id is not None:
+        receivers = receivers.filter(id__gte=first_id)
+    queryset = receivers.select_related("user").defer(
+        "message_content_html", "message_content_plain", "status_data", "metadata"
     )
     return ReceiverFilter(params, queryset=queryset)
 
@@ -267,7 +272,7 @@ def failure_groups(message: Message) -> list[tuple[str, int]]:
         .resendable()
         .order_by()
         .values_list("last_error")
-        .annotate(n=Count("id"))
+        .annotate(n=Count("*"))
         .order_by("-n", "last_error")
     )
     return [(reason or "?", n) for reason, n in rows]

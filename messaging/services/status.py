@@ -46,7 +46,7 @@ def receiver_counts(message_id: int) -> dict[str, int]:
         MessageReceiver.objects.filter(message_id=message_id)
         .order_by()
         .values_list("status")
-        .annotate(n=Count("id"))
+        .annotate(n=Count("*"))
     )
     counts = {status: 0 for status in MessageReceiver.Status.values}
     counts.update(dict(rows))
