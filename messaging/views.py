@@ -284,13 +284,13 @@ def message_send(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_permission_required(VIEW)
 @require_GET
 def message_status(request: HttpRequest, pk: int) -> HttpResponse:
-    return _render_status(request, selectors.get_message(pk))
+    return _render_status(request, selectors.get_message_for_status(pk))
 
 
 @staff_permission_required(RESEND)
 @require_POST
 def message_resend_failed(request: HttpRequest, pk: int) -> HttpResponse:
-    message = selectors.get_message(pk)
+    message = selectors.get_message_for_status(pk)
     moved = resending.resend_failed(message, actor=request.user)
     if moved:
         text = ngettext(
