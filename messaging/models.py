@@ -25,9 +25,6 @@ class MessageQuerySet(models.QuerySet):
     def drafts(self) -> MessageQuerySet:
         return self.filter(status=Message.Status.DRAFT)
 
-    def in_progress(self) -> MessageQuerySet:
-        return self.filter(status__in=[Message.Status.PREPARING, Message.Status.SENDING])
-
 
 class Message(models.Model):
     class Status(models.TextChoices):
