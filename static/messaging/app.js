@@ -62,6 +62,19 @@
     }
   });
 
+  // A language tab says "uses default" exactly while its subject and body are both empty.
+  document.addEventListener("input", function (event) {
+    var pane = event.target.closest("[data-language-pane]");
+    var badge = pane && document.querySelector('[data-fallback-badge="' + pane.dataset.languagePane + '"]');
+    if (!badge) {
+      return;
+    }
+    var fields = pane.querySelectorAll("input[type=text], textarea");
+    badge.hidden = Array.prototype.every.call(fields, function (field) {
+      return !field.value.trim();
+    }) === false;
+  });
+
   // Placeholders: insert "{{ name }}" at the cursor of the field last focused in the same tab.
   var lastField = null;
   document.addEventListener("focusin", function (event) {

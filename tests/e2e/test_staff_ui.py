@@ -179,8 +179,10 @@ def test_compose_preview_send_watch_filter_and_resend(
     page.locator("#id_subject_en").fill(EN_SUBJECT)
     page.locator("#id_body_en").fill(EN_BODY)
     show_language_tab(page, "nb")
+    expect(page.get_by_test_id("fallback-badge-nb")).to_be_visible()
     page.locator("#id_subject_nb").fill(NB_SUBJECT)
     page.locator("#id_body_nb").fill(NB_BODY)
+    expect(page.get_by_test_id("fallback-badge-nb")).to_be_hidden()  # nb has its own text now
 
     add_recipient(page, "INF1000", f"search-group-{cast.group.pk}", f"groups-{cast.group.pk}")
     for user in cast.direct:
