@@ -35,3 +35,22 @@ def test_send_with_the_queue_down_keeps_the_draft(client, make_user, monkeypatch
     draft.refresh_from_db()
     assert draft.is_draft and not draft.receivers.exists()
     assert not AuditEvent.objects.filter(message=draft, action=AuditEvent.Action.SENT).exists()
+
+
+def test_resend_with_the_queue_down_is_picked_up_by_the_sweeper(make_user, monkeypatch):
+    from messaging.models import MessageReceiver
+    from messaging.services import maintenance, resending
+
+    message = Message.objects.create(status=Message.Status.ERROR)
+    receiver = MessageReceiver.objects.create(
+        message=message, user=make_user(), send_to="r@x.org", status=MessageReceiver.Status.ERROR
+    )
+
+    def unreachable(message_id):
+        raise ConnectionError("Connection refused.")
+
+    monkeypatch.setattr(tasks, "deliver_message", unreachable)
+    assert resending.resend_receiver(receiver)  # no exception reaches staff
+    receiver.refresh_from_db()
+    assert receiver.status == MessageReceiver.Status.NOT_SENT
+    assert maintenance.messages_needing_delivery() == [message.pk]

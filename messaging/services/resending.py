@@ -41,7 +41,9 @@ def _queue_delivery(message_ids) -> None:
 
     for message_id in set(message_ids):
         refresh_message_status(message_id)
-        transaction.on_commit(lambda mid=message_id: tasks.deliver_message(mid))
+        # robust: if the queue is down the receivers still wait as not_sent, and the sweeper
+        # (resume_stalled_messages) delivers them once it is back.
+        transaction.on_commit(lambda mid=message_id: tasks.deliver_message(mid), robust=True)
 
 
 def resend_receiver(receiver: MessageReceiver, actor=None) -> bool:

@@ -81,7 +81,8 @@ def prepare_and_send(message: Message, subject_generator, template_name, templat
     from messaging import tasks
 
     for _helper in range(settings.MESSAGING_DELIVERY_HELPERS):
-        transaction.on_commit(lambda: tasks.deliver_message(message.pk))
+        # robust: helpers are optional; this worker delivers everything by itself anyway.
+        transaction.on_commit(lambda: tasks.deliver_message(message.pk), robust=True)
     delivery.deliver_message(message.pk, wait_for_others=True)
     refresh_message_status(message.pk)
     message.refresh_from_db(fields=["status", "status_data"])
