@@ -38,6 +38,13 @@ def receiver_changelist_url(**filters) -> str:
     return f"{reverse('admin:messaging_messagereceiver_changelist')}?{urlencode(filters)}"
 
 
+def receivers_link(count: int, **filters):
+    """The count, linked to the receivers it counts (plain 0 when there are none)."""
+    if not count:
+        return 0
+    return format_html('<a href="{}">{}</a>', receiver_changelist_url(**filters), count)
+
+
 def receiver_count(**filters) -> Coalesce:
     """A correlated count of a message's receivers: evaluated only for the rows on the page,
     through the (message, status) index, instead of a GROUP BY over every receiver."""
@@ -234,11 +241,7 @@ class MessageAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMixin, adm
 
     @admin.display(description=_("receivers"), ordering="n_receivers")
     def receiver_total(self, obj: Message):
-        if not obj.n_receivers:
-            return 0
-        return format_html(
-            '<a href="{}">{}</a>', receiver_changelist_url(message__id__exact=obj.pk), obj.n_receivers
-        )
+        return receivers_link(obj.n_receivers, message__id__exact=obj.pk)
 
     @admin.display(description=_("sent"), ordering="n_sent")
     def receiver_sent(self, obj: Message) -> int:
@@ -246,10 +249,7 @@ class MessageAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMixin, adm
 
     @admin.display(description=_("failed/error"), ordering="n_failed")
     def receiver_failed(self, obj: Message):
-        if not obj.n_failed:
-            return 0
-        url = receiver_changelist_url(message__id__exact=obj.pk, status__in=",".join(RESENDABLE))
-        return format_html('<a href="{}">{}</a>', url, obj.n_failed)
+        return receivers_link(obj.n_failed, message__id__exact=obj.pk, status__in=",".join(RESENDABLE))
 
     @admin.display(description=_("status page"))
     def status_page(self, obj: Message):
