@@ -23,7 +23,7 @@ from messaging import channels
 from messaging.models import AuditEvent, Message, MessageReceiver, MessagingProfile, UserEmail
 from messaging.services import resending
 
-RESENDABLE = [MessageReceiver.Status.FAILED, MessageReceiver.Status.ERROR]
+RESENDABLE = MessageReceiver.RESENDABLE
 
 
 def status_page_url(message_id: int) -> str | None:
@@ -158,6 +158,7 @@ class MessageAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMixin, adm
         "id",
         "subject",
         "status",
+        "blocked_reason",
         "context_type",
         "created_by",
         "created_datetime",
@@ -187,6 +188,7 @@ class MessageAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMixin, adm
                 "fields": [
                     "subject",
                     "status",
+                    "blocked_reason",
                     "status_page",
                     "context_type",
                     "message_type",
@@ -234,6 +236,10 @@ class MessageAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMixin, adm
 
     def view_on_site(self, obj):
         return status_page_url(obj.pk)
+
+    @admin.display(description=_("delivery blocked because"))
+    def blocked_reason(self, obj: Message) -> str:
+        return obj.blocked_reason
 
     @admin.display(description=_("subject"))
     def subject(self, obj: Message) -> str:
@@ -413,9 +419,17 @@ class UserEmailAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "created_datetime", "action", "message", "receiver", "actor"]
+    list_display = [
+        "id",
+        "created_datetime",
+        "action",
+        "message_number",
+        "message_subject",
+        "receiver",
+        "actor",
+    ]
     list_filter = ["action", ("created_datetime", admin.DateFieldListFilter)]
-    search_fields = ["=message__id", "actor__username"]
+    search_fields = ["=message_number", "message_subject", "actor__username"]
     list_select_related = ["message", "receiver", "actor"]
 
     def has_delete_permission(self, request, obj=None):

@@ -8,7 +8,7 @@ class MessagingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from messaging import channels
+        from messaging import channels, checks  # noqa: F401 (registers the system checks)
         from messaging.channels.email import EmailChannel
 
         channels.register(EmailChannel())

@@ -180,10 +180,19 @@ class MessageForm(forms.Form):
             self.add_error(body_key, _("Nothing is left of the body once unsafe HTML is removed."))
             return
         cleaned[body_key] = body
-        if cleaned.get(subject_key) and not body and code != settings.LANGUAGE_CODE:
+        if code == settings.LANGUAGE_CODE:
+            return
+        # Subject and body fall back to the default language together, never one without the
+        # other: a Norwegian body under the English subject would be sent without a word.
+        if cleaned.get(subject_key) and not body:
             self.add_error(
                 body_key,
                 _("Write a body for this language too, or clear its subject to use the default language."),
+            )
+        elif body and not (cleaned.get(subject_key) or "").strip():
+            self.add_error(
+                subject_key,
+                _("Write a subject for this language too, or clear its body to use the default language."),
             )
 
     def composed_content(self) -> dict:

@@ -25,12 +25,23 @@ class MessageQuerySet(models.QuerySet):
     def drafts(self) -> MessageQuerySet:
         return self.filter(status=Message.Status.DRAFT)
 
+    def in_progress(self) -> MessageQuerySet:
+        return self.filter(status__in=Message.IN_PROGRESS)
+
+    def finished(self) -> MessageQuerySet:
+        return self.filter(status__in=Message.FINISHED)
+
 
 class Message(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", _("Draft")
+        # Handed to the task queue; no worker has started preparing it yet.
+        QUEUED = "queued", _("Queued")
         PREPARING = "preparing", _("Preparing")
         SENDING = "sending", _("Sending")
+        # The mail server refuses every delivery (authentication, TLS, unreachable): nothing is
+        # charged to receivers; the sweeper tries again with backoff (status_data["blocked"]).
+        BLOCKED = "blocked", _("Delivery blocked")
         ERROR = "error", _("Error")
         SENT = "sent", _("Sent")
 
@@ -40,6 +51,12 @@ class Message(models.Model):
         DEADLINE_MOVED = "deadline_moved", _("Deadline moved")
         FEEDBACK = "feedback", _("Feedback")
         FEEDBACK_UPDATED = "feedback_updated", _("Feedback updated")
+
+    # The status groups every rule uses; messaging.services.transitions moves between them.
+    IN_PROGRESS = (Status.QUEUED, Status.PREPARING, Status.SENDING, Status.BLOCKED)
+    FINISHED = (Status.SENT, Status.ERROR)
+    # Statuses whose receivers exist and whose roll-up follows the receivers.
+    DELIVERING = (Status.SENDING, Status.BLOCKED, Status.SENT, Status.ERROR)
 
     created_datetime = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
     created_by = models.ForeignKey(
@@ -94,12 +111,23 @@ class Message(models.Model):
 
     @property
     def is_queued(self) -> bool:
-        """A draft handed to a worker that has not started preparing it yet."""
-        return self.is_draft and "queued_datetime" in self.status_data
+        return self.status == self.Status.QUEUED
 
     @property
     def is_editable(self) -> bool:
-        return self.is_draft and not self.is_queued
+        return self.is_draft
+
+    @property
+    def is_in_progress(self) -> bool:
+        return self.status in self.IN_PROGRESS
+
+    @property
+    def blocked_reason(self) -> str:
+        return (
+            self.status_data.get("blocked", {}).get("reason", "")
+            if self.status == self.Status.BLOCKED
+            else ""
+        )
 
     def clean_message_type(self) -> None:
         if not self.message_type:
@@ -162,22 +190,31 @@ class MessageReceiverQuerySet(models.QuerySet):
 
     def resendable(self) -> MessageReceiverQuerySet:
         """Receivers staff may resend by hand: every failure, never one already sent."""
-        return self.filter(status__in=[MessageReceiver.Status.FAILED, MessageReceiver.Status.ERROR])
+        return self.filter(status__in=MessageReceiver.RESENDABLE)
+
+    def final(self) -> MessageReceiverQuerySet:
+        """Receivers no worker will touch again by itself (sent, or retries exhausted)."""
+        return self.filter(status__in=MessageReceiver.FINAL)
+
+    def awaiting_retry(self) -> MessageReceiverQuerySet:
+        """Failed receivers the engine will retry by itself (temporary failure, retries left)."""
+        return self.filter(
+            status=MessageReceiver.Status.FAILED, permanent_failure=False, next_attempt_datetime__isnull=False
+        )
 
     def due_for_retry(self, now: datetime | None = None) -> MessageReceiverQuerySet:
-        """Failed receivers whose backoff is over and whose failure was not permanent."""
-        now = now or timezone.now()
-        return self.filter(
-            status=MessageReceiver.Status.FAILED,
-            permanent_failure=False,
-            next_attempt_datetime__lte=now,
-        )
+        """Receivers awaiting a retry whose backoff is over."""
+        return self.awaiting_retry().filter(next_attempt_datetime__lte=now or timezone.now())
 
     def claimable(self, now: datetime | None = None) -> MessageReceiverQuerySet:
         now = now or timezone.now()
         return self.filter(status=MessageReceiver.Status.NOT_SENT).filter(
             Q(lease_expires_datetime__isnull=True) | Q(lease_expires_datetime__lt=now)
         )
+
+    def leased(self, now: datetime | None = None) -> MessageReceiverQuerySet:
+        """Receivers a worker holds a live claim on."""
+        return self.filter(lease_expires_datetime__gte=now or timezone.now())
 
 
 class MessageReceiver(models.Model):
@@ -186,6 +223,10 @@ class MessageReceiver(models.Model):
         ERROR = "error", _("Error")
         FAILED = "failed", _("Failed")
         SENT = "sent", _("Sent")
+
+    RESENDABLE = (Status.FAILED, Status.ERROR)
+    # `failed` is not final: the sweeper retries it unless the failure was permanent.
+    FINAL = (Status.SENT, Status.ERROR)
 
     created_datetime = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
     status = models.CharField(_("status"), max_length=10, choices=Status, default=Status.NOT_SENT)
@@ -299,7 +340,10 @@ class UserEmail(models.Model):
 
 
 class AuditEvent(models.Model):
-    """Who did what to a message, and when (created, edited, sent, resent, ...)."""
+    """Who did what to a message, and when (created, edited, sent, resent, ...).
+
+    The trail outlives its message: retention deletes old messages, and their events keep the
+    message's number and subject (and a "deleted" event its counts)."""
 
     class Action(models.TextChoices):
         CREATED = "created", _("Created")
@@ -309,8 +353,13 @@ class AuditEvent(models.Model):
         TEST_SENT = "test_sent", _("Test sent")
         RESENT = "resent", _("Resent")
         RESENT_ALL = "resent_all", _("Resent all failed")
+        DELETED = "deleted", _("Deleted by retention")
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="audit_events")
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
+    )
+    message_number = models.PositiveBigIntegerField(_("message number"), default=0, db_index=True)
+    message_subject = models.CharField(_("message subject"), max_length=255, blank=True)
     # SET_NULL: deleting old receivers (retention) keeps the audit trail.
     receiver = models.ForeignKey(
         MessageReceiver, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -332,4 +381,10 @@ class AuditEvent(models.Model):
         ordering = ["-created_datetime", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.get_action_display()} #{self.message_id}"
+        return f"{self.get_action_display()} #{self.message_number}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.message_id is not None:
+            self.message_number = self.message_id
+            self.message_subject = self.message_subject or str(self.message.display_subject)[:255]
+        super().save(*args, **kwargs)

@@ -251,11 +251,7 @@ def sending_progress(message: Message, counts: dict[str, int], now: datetime | N
         elapsed = max(((now or timezone.now()) - started).total_seconds(), 1.0)
         per_second = done / elapsed
         rate = round(per_second * 60, 1) if sent or done else None
-        if (
-            not_sent
-            and per_second > 0
-            and message.status in (Message.Status.SENDING, Message.Status.PREPARING)
-        ):
+        if not_sent and per_second > 0 and message.status == Message.Status.SENDING:
             seconds_left = round(not_sent / per_second)
     return Progress(
         counts=counts,
@@ -287,6 +283,19 @@ def failure_groups(message: Message) -> list[tuple[str, int]]:
         .order_by("-n", "last_error")
     )
     return [(reason or "?", n) for reason, n in rows]
+
+
+def blocked_state(message: Message) -> dict | None:
+    """Why a blocked message is not being delivered, and when it is tried next."""
+    if message.status != Message.Status.BLOCKED:
+        return None
+    blocked = message.status_data.get("blocked", {})
+    return {
+        "reason": blocked.get("reason", ""),
+        "attempts": blocked.get("attempts", 0),
+        "since": _parse_datetime(blocked.get("since")),
+        "next_attempt": _parse_datetime(blocked.get("next_attempt")),
+    }
 
 
 def message_errors(message: Message) -> list[dict]:

@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 
 from messaging.models import Message, MessageReceiver
 
-RESENDABLE = (MessageReceiver.Status.FAILED, MessageReceiver.Status.ERROR)
+RESENDABLE = MessageReceiver.RESENDABLE
 
 
 def status_badge(status: str, label: str) -> str:
@@ -57,7 +57,12 @@ class MessageTable(tables.Table):
         )
 
     def render_status(self, record: Message) -> str:
-        return status_badge(record.status, record.get_status_display())
+        badge = status_badge(record.status, record.get_status_display())
+        if record.blocked_reason:
+            return format_html(
+                '{}<div class="small text-danger-emphasis">{}</div>', badge, record.blocked_reason
+            )
+        return badge
 
     def render_created_by(self, value) -> str:
         return value.get_full_name() or value.get_username()

@@ -1,11 +1,11 @@
 """huey tasks: thin shells that load by id and call a service. No decisions here."""
 
-from django.conf import settings
 from huey import crontab
 from huey.contrib.djhuey import db_periodic_task, db_task
 
+from messaging import conf
 from messaging.models import Message
-from messaging.services import composing, delivery, maintenance, resending
+from messaging.services import composing, delivery, maintenance, resending, retention
 
 
 @db_task()
@@ -27,27 +27,26 @@ def resend_failed_receivers(message_id: int) -> None:
         resending.resend_failed(message)
 
 
-@db_periodic_task(crontab(minute="*"))
-def retry_failed_receivers() -> None:
-    resending.retry_due_receivers()
+@db_task()
+def retry_failed_receivers_of(message_id: int) -> None:
+    """Scheduled for when a message's first automatic retry is due."""
+    resending.retry_due_receivers(message_id)
 
 
-@db_periodic_task(crontab(minute="*"))
-def resume_stalled_messages() -> None:
-    for message_id in maintenance.messages_needing_delivery():
-        deliver_message(message_id)
-    for message in maintenance.stale_preparing_messages():
-        if maintenance.recover_stale_preparing(message):
-            send_composed_message(message.pk)
-    for message in maintenance.lost_queued_messages():
-        send_composed_message(message.pk)
+@db_task()
+def retry_blocked_message(message_id: int) -> None:
+    """Scheduled for when a blocked message's mail server is to be tried again."""
+    maintenance.retry_blocked(message_id)
+
+
+# Read once, when the consumer starts: huey's periodic schedule is fixed at import.
+@db_periodic_task(crontab(minute=f"*/{conf.sweep_minutes()}"))
+def sweep() -> None:
+    maintenance.sweep()
 
 
 # No huey lock_task anywhere: a lock left by a killed consumer would block its task forever,
 # and every task here is idempotent.
 @db_periodic_task(crontab(minute="17", hour="3"))
-def delete_old_receivers() -> None:
-    days = settings.MESSAGING_RECEIVER_RETENTION_DAYS
-    if days:
-        maintenance.delete_old_receivers(days)
-        maintenance.delete_messages_without_receivers()
+def apply_retention() -> None:
+    retention.apply_retention()

@@ -39,7 +39,6 @@ MESSAGES_PER_PAGE = 25
 RECEIVERS_PER_PAGE = 25
 # htmx stops polling when a response has this status code.
 HTMX_STOP_POLLING = 286
-IN_PROGRESS = (Message.Status.PREPARING, Message.Status.SENDING)
 
 
 def staff_permission_required(*perms: str) -> Callable:
@@ -116,7 +115,20 @@ def _compose_context(request: HttpRequest, form: MessageForm, message: Message |
 def _compose(request: HttpRequest, message: Message | None) -> HttpResponse:
     form = MessageForm(request.POST or None, message=message)
     if request.method == "POST" and form.is_valid():
-        saved = form.save(request.user)
+        try:
+            saved = form.save(request.user)
+        except composing.DraftChanged:
+            # Keep what was typed on screen (it can be copied into a new draft); save nothing.
+            form.add_error(
+                None, _("This message was sent while you were editing it; your changes were not saved.")
+            )
+            return _render(
+                request,
+                "messaging/compose.html",
+                _compose_context(request, form, message),
+                "compose_form",
+                409,
+            )
         messages.success(request, _("Draft saved."))
         if request.POST.get("next") == "preview":
             return _redirect(request, reverse("messaging:message_preview", args=[saved.pk]))
@@ -138,9 +150,10 @@ def _status_context(request: HttpRequest, message: Message) -> dict:
     return {
         "message": message,
         "progress": selectors.sending_progress(message, counts),
-        "in_progress": message.status in IN_PROGRESS or message.is_queued,
+        "in_progress": message.is_in_progress,
         "failures": selectors.failure_groups(message),
         "message_errors": selectors.message_errors(message),
+        "blocked": selectors.blocked_state(message),
         "resendable_count": counts[MessageReceiver.Status.FAILED] + counts[MessageReceiver.Status.ERROR],
         "audit_events": selectors.audit_trail(message),
         "filter": receivers,
@@ -199,7 +212,8 @@ def message_delete(request: HttpRequest, pk: int) -> HttpResponse:
     if not message.is_editable:
         return _read_only(request, message)
     if request.method == "POST":
-        message.delete()
+        if not composing.delete_draft(message):
+            return _read_only(request, message)
         messages.success(request, _("The draft was deleted."))
         return _redirect(request, reverse("messaging:message_list"))
     return _render(request, "messaging/message_delete.html", {"message": message})

@@ -47,8 +47,9 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_tables2",
     "django_filters",
-    "huey.contrib.djhuey",
+    # messaging before djhuey: its run_huey (graceful SIGTERM) takes precedence.
     "messaging",
+    "huey.contrib.djhuey",
 ]
 
 MIDDLEWARE = [

@@ -6,7 +6,7 @@ import pytest
 
 from messaging.mailsink import MailSink, free_port
 from messaging.models import Message, MessageReceiver
-from messaging.services import delivery
+from messaging.services import maintenance
 from tests.engine_helpers import SEND_ARGS, LanguageSubject
 
 pytestmark = pytest.mark.django_db
@@ -59,23 +59,28 @@ def test_accepted_and_refused_addresses(make_user, smtp_mailer):
     }
 
 
-def test_server_down_charges_nobody_and_completes_when_back(make_user, settings):
+def test_server_down_blocks_the_message_charges_nobody_and_completes_when_back(make_user, settings):
     port = free_port()
+    settings.MESSAGING_RETRY_BASE_SECONDS = 0  # the next try is due at once
     settings.MAILERS = {
         "default": {
-            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "BACKEND": "messaging.channels.smtp_backend.EmailBackend",
             "OPTIONS": {"host": "127.0.0.1", "port": port, "timeout": 5},
         }
     }
     users = [make_user() for _ in range(3)]
     message = send(users)
-    assert message.status == Message.Status.SENDING
-    assert set(message.receivers.values_list("status", "sending_failed_count")) == {("not_sent", 0)}
+    assert message.status == Message.Status.BLOCKED
+    assert "Cannot connect to the mail server" in message.blocked_reason
+    assert set(message.receivers.values_list("status", "sending_failed_count", "claimed_by")) == {
+        ("not_sent", 0, "")
+    }
 
     with MailSink(port=port) as sink:
-        assert delivery.deliver_message(message.pk)
+        maintenance.sweep()  # what the periodic task does; huey runs inline in tests
     message.refresh_from_db()
     assert message.status == Message.Status.SENT
+    assert "blocked" not in message.status_data
     assert sorted(m.rcpt_tos[0] for m in sink.received) == sorted(u.email for u in users)
 
 

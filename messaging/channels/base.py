@@ -13,6 +13,8 @@ class DeliveryResult:
     reason: str = ""
     traceback: str = ""
     details: dict = field(default_factory=dict)
+    # The connection died after the message was handed over and before the server answered.
+    uncertain: bool = False
 
     @classmethod
     def ok(cls) -> DeliveryResult:
@@ -20,9 +22,9 @@ class DeliveryResult:
 
 
 class ChannelUnavailable(Exception):
-    """The channel cannot deliver anything right now (e.g. the SMTP server is down).
-
-    No receiver was attempted, so none is charged a failure; the engine retries later.
+    """The channel cannot deliver anything right now: the server is unreachable, refuses our
+    login, fails TLS, or refuses our sender. The receiver being attempted was not delivered and
+    is not charged a failure; the engine marks the message "delivery blocked" and retries later.
     """
 
 
@@ -33,5 +35,12 @@ class Channel(abc.ABC):
     def deliver(self, receivers: Iterable) -> Iterator[tuple[object, DeliveryResult]]:
         """Attempt each receiver once, yielding (receiver, result) as soon as it is known.
 
-        Raises ChannelUnavailable before yielding anything if nothing can be delivered.
+        `receivers` is consumed lazily: take the next receiver only when about to send it (the
+        engine checks its lease on each one as it is taken). Raises ChannelUnavailable when
+        nothing can be delivered; the receiver taken last is then not charged.
         """
+
+    def seconds_per_receiver(self) -> float:
+        """The longest `deliver` may spend on one receiver, from taking it to yielding its
+        result. Leases must cover it (messaging.checks)."""
+        return 60.0

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import smtplib
+import ssl
 import traceback
 from collections.abc import Iterable, Iterator
 
-from django.conf import settings
 from django.core import mail
 from django.core.mail import make_msgid
 from django.utils.translation import gettext as _
 
+from messaging import conf
 from messaging.channels.base import Channel, ChannelUnavailable, DeliveryResult
 from messaging.channels.fast_email import FastEmailMultiAlternatives
 
 
 def message_id_for(receiver) -> str:
     """A Message-ID stable per receiver, so a re-send is recognisable as the same email."""
-    domain = getattr(settings, "MESSAGING_MESSAGE_ID_DOMAIN", "messaging.local")
+    domain = conf.message_id_domain()
     if receiver.pk is None:  # a test send, not a stored receiver
         return make_msgid(domain=domain)
     return f"<receiver-{receiver.pk}.message-{receiver.message_id}@{domain}>"
@@ -50,10 +51,6 @@ def classify_exception(exc: BaseException, address: str) -> DeliveryResult:
     if isinstance(exc, ValueError):
         reason = _("Invalid email address %(address)r: %(error)s") % {"address": address, "error": exc}
         return DeliveryResult(delivered=False, permanent=True, reason=reason, traceback=tb)
-    if isinstance(exc, (OSError, smtplib.SMTPException)):
-        return DeliveryResult(
-            delivered=False, permanent=False, reason=f"{type(exc).__name__}: {exc}", traceback=tb
-        )
     return DeliveryResult(
         delivered=False, permanent=False, reason=f"{type(exc).__name__}: {exc}", traceback=tb
     )
@@ -68,44 +65,133 @@ def _smtp_result(code, text, tb: str) -> DeliveryResult:
     )
 
 
+def attempt_seconds(mailer) -> float:
+    """The time one attempt may take: the mailer's timeout (Django's EMAIL_TIMEOUT), which our
+    SMTP backend applies to the whole attempt, not to each reply."""
+    timeout = getattr(mailer, "timeout", None)
+    return float(timeout) if isinstance(timeout, int | float) and timeout > 0 else 30.0
+
+
+def is_server_problem(exc: BaseException) -> bool:
+    """Failures that say nothing about the receiver and will hit every receiver alike."""
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        return exc.smtp_code >= 500
+    return isinstance(
+        exc,
+        smtplib.SMTPAuthenticationError
+        | smtplib.SMTPNotSupportedError
+        | smtplib.SMTPHeloError
+        | ssl.SSLCertVerificationError,
+    )
+
+
+def is_connection_problem(exc: BaseException) -> bool:
+    """The connection failed (dropped, reset, timed out, 421 closing): no answer about this
+    receiver was given."""
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code == 421
+    return isinstance(exc, smtplib.SMTPServerDisconnected | OSError) and not isinstance(
+        exc, smtplib.SMTPException
+    )
+
+
+def describe_server_problem(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return _("The mail server refused our login: %(error)s") % {"error": _smtp_text(exc)}
+    if isinstance(exc, ssl.SSLError):
+        return _("TLS with the mail server failed: %(error)s") % {"error": exc}
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        return _("The mail server refused our sender address: %(error)s") % {"error": _smtp_text(exc)}
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return _("The mail server refused the session: %(error)s") % {"error": _smtp_text(exc)}
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return _("The mail server does not support what the settings ask for: %(error)s") % {"error": exc}
+    return _("Cannot connect to the mail server: %(error)s") % {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _smtp_text(exc: smtplib.SMTPResponseException) -> str:
+    text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
+    return f"{exc.smtp_code} {text}".strip()
+
+
 class EmailChannel(Channel):
     message_type = "email"
 
+    def seconds_per_receiver(self) -> float:
+        # One attempt, and one more on a fresh connection if the first one's connection dropped.
+        return 2 * attempt_seconds(mail.mailers.default)
+
     def deliver(self, receivers: Iterable) -> Iterator[tuple[object, DeliveryResult]]:
-        receivers = list(receivers)
-        connection = mail.mailers.default
-        if any(r.send_to for r in receivers):
-            try:
-                connection.open()
-            except OSError as exc:
-                raise ChannelUnavailable(f"Cannot connect to the mail server: {exc}") from exc
+        mailer = mail.mailers.default
         try:
             for receiver in receivers:
-                yield receiver, self._deliver_one(connection, receiver)
+                yield receiver, self._deliver_one(mailer, receiver)
         finally:
             with contextlib.suppress(OSError, smtplib.SMTPException):
-                connection.close()
+                mailer.close()
 
-    def _deliver_one(self, connection, receiver) -> DeliveryResult:
+    def _deliver_one(self, mailer, receiver) -> DeliveryResult:
         if not receiver.send_to:
+            return DeliveryResult(delivered=False, permanent=True, reason=_("The user has no email address."))
+        try:
+            email = build_email(receiver, mailer)
+        except ValueError as exc:  # a header that cannot be written (e.g. a line break)
+            return classify_exception(exc, receiver.send_to)
+        for retry in (False, True):
+            _begin_attempt(mailer)
+            _open(mailer)
+            try:
+                sent = mailer.send_messages([email])
+            except Exception as exc:  # every failure is a result or ChannelUnavailable, never a crash
+                outcome = self._after_failure(mailer, exc, receiver, retry)
+                if outcome is None:
+                    continue
+                return outcome
+            if not sent:
+                return DeliveryResult(delivered=False, reason=_("The mail backend did not send it."))
+            return DeliveryResult.ok()
+        raise AssertionError("unreachable")  # the retry's failure always returns or raises
+
+    def _after_failure(self, mailer, exc, receiver, retried: bool) -> DeliveryResult | None:
+        """The result for a failed send, or None to reconnect and try once more."""
+        if is_server_problem(exc):
+            _reset(mailer)
+            raise ChannelUnavailable(describe_server_problem(exc)) from exc
+        connection_lost = is_connection_problem(exc)
+        if connection_lost and getattr(mailer, "payload_sent", False):
+            _reset(mailer)
             return DeliveryResult(
                 delivered=False,
-                permanent=True,
-                reason=_("The user has no email address."),
+                uncertain=True,
+                reason=_("Connection lost after the message was sent, before the server answered: %(error)s")
+                % {"error": f"{type(exc).__name__}: {exc}"},
+                traceback="".join(traceback.format_exception(exc)),
             )
-        try:
-            connection.open()
-            sent = connection.send_messages([build_email(receiver, connection)])
-        except Exception as exc:  # every failure is recorded on the receiver, never raised
-            if isinstance(exc, (smtplib.SMTPServerDisconnected, OSError)):
-                self._reset(connection)
-            return classify_exception(exc, receiver.send_to)
-        if not sent:
-            return DeliveryResult(delivered=False, reason=_("The mail backend did not send it."))
-        return DeliveryResult.ok()
+        if connection_lost:
+            _reset(mailer)
+            if not retried:
+                return None
+        return classify_exception(exc, receiver.send_to)
 
-    @staticmethod
-    def _reset(connection) -> None:
-        with contextlib.suppress(OSError, smtplib.SMTPException):
-            connection.close()
-        connection.connection = None
+
+def _begin_attempt(mailer) -> None:
+    begin = getattr(mailer, "begin_attempt", None)
+    if begin is not None:
+        begin(attempt_seconds(mailer))
+
+
+def _open(mailer) -> None:
+    """Open (or keep) the connection; a server that cannot be reached, or refuses our login or
+    TLS, makes the whole channel unavailable rather than failing the receiver."""
+    try:
+        mailer.open()
+    except Exception as exc:  # smtplib, ssl and socket errors share no base class but OSError
+        _reset(mailer)
+        raise ChannelUnavailable(describe_server_problem(exc)) from exc
+
+
+def _reset(mailer) -> None:
+    with contextlib.suppress(OSError, smtplib.SMTPException):
+        mailer.close()
+    if hasattr(mailer, "connection"):
+        mailer.connection = None

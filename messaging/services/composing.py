@@ -6,14 +6,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from messaging import channels, recipients
 from messaging.channels import ChannelUnavailable, DeliveryResult
 from messaging.models import AuditEvent, Message, MessageReceiver
 from messaging.rendering import ContentRenderer, RenderedContent
-from messaging.services import sending
-from messaging.services.status import exception_entry, with_error
+from messaging.services import sending, transitions
+from messaging.services.status import exception_entry
 from messaging.subject_generator import ComposedSubjectGenerator
 
 COMPOSED_TEMPLATE = "messaging/email/composed.html"
@@ -59,17 +58,39 @@ def record(message: Message, action: str, actor=None, **details) -> None:
     AuditEvent.objects.create(message=message, actor=actor, action=action, details=details)
 
 
+class DraftChanged(ValueError):
+    """The message left `draft` (or was deleted) while it was being edited; nothing was saved."""
+
+
+EDITABLE_FIELDS = ["context_type", "message_type", "composed_content", "virtual_message_receivers"]
+
+
 def save_draft(message: Message, actor=None) -> Message:
+    """Create a draft, or save an edit only while the message is still a draft: a form posted
+    from a stale page after the message was sent must not turn it back into a draft."""
     if not message.is_editable:
-        raise ValueError(f"Message #{message.pk} is {message.status} or queued; only drafts can be edited.")
+        raise DraftChanged(f"Message #{message.pk} is {message.status}; only drafts can be edited.")
     creating = message.pk is None
     if creating:
         message.created_by = actor
     message.full_clean()
     with transaction.atomic():
-        message.save()
+        if creating:
+            message.save()
+        elif (
+            not Message.objects.drafts()
+            .filter(pk=message.pk)
+            .update(**{name: getattr(message, name) for name in EDITABLE_FIELDS})
+        ):
+            raise DraftChanged(f"Message #{message.pk} is no longer a draft; the edit was not saved.")
         record(message, AuditEvent.Action.CREATED if creating else AuditEvent.Action.EDITED, actor)
     return message
+
+
+def delete_draft(message: Message) -> bool:
+    """Delete a draft; False if it left `draft` meanwhile (it is then kept)."""
+    _total, deleted = Message.objects.drafts().filter(pk=message.pk).delete()
+    return bool(deleted.get(Message._meta.label))
 
 
 def duplicate(message: Message, actor=None) -> Message:
@@ -94,16 +115,14 @@ class QueueUnavailable(Exception):
 
 
 def queue_send(message: Message, actor=None) -> int:
-    """Freeze the recipients to user ids and hand the message to a worker after commit."""
+    """Freeze the recipients to user ids, move draft → queued and hand the message to a worker
+    after commit. Raises ValueError if it is not a draft, QueueUnavailable (and goes back to
+    draft) if the task queue cannot take it."""
     from messaging import tasks
 
-    if not message.is_editable:
-        raise ValueError(f"Message #{message.pk} is {message.status} or queued; it has already been sent.")
     user_ids = resolved_user_ids(message)
-    with transaction.atomic():
-        message.virtual_message_receivers = {**message.virtual_message_receivers, "user_ids": user_ids}
-        message.status_data = {**message.status_data, "queued_datetime": timezone.now().isoformat()}
-        message.save(update_fields=["virtual_message_receivers", "status_data"])
+    if not transitions.queue(message, user_ids):
+        raise ValueError(f"Message #{message.pk} is {message.status}; it has already been sent.")
 
     def enqueue() -> None:
         tasks.send_composed_message(message.pk)
@@ -112,24 +131,20 @@ def queue_send(message: Message, actor=None) -> int:
     try:
         transaction.on_commit(enqueue)  # runs now unless the caller holds a transaction
     except Exception as exc:  # the queue's own errors (redis, sqlite) have no common base class
-        message.status_data = {k: v for k, v in message.status_data.items() if k != "queued_datetime"}
-        message.save(update_fields=["status_data"])
+        transitions.unqueue(message)
         raise QueueUnavailable(str(exc)) from exc
     return len(user_ids)
 
 
 def send_composed(message: Message) -> None:
-    """The worker's side of queue_send."""
+    """The worker's side of queue_send: prepare and deliver a queued message. Anything else
+    (already started by another worker, taken back) is left alone."""
+    if message.status != Message.Status.QUEUED:
+        return
     try:
         sending.prepare_and_send(message, **prepare_arguments(message))
-    except ValueError as exc:
-        if message.status != Message.Status.DRAFT:
-            return  # already sent by another worker: nothing to do
-        message.status = Message.Status.ERROR
-        message.status_data = with_error(message.status_data, exception_entry(exc))
-        Message.objects.filter(pk=message.pk, status=Message.Status.DRAFT).update(
-            status=message.status, status_data=message.status_data
-        )
+    except ValueError as exc:  # invalid recipients: recorded on the message
+        transitions.fail(message, exception_entry(exc), expected=[Message.Status.QUEUED])
 
 
 def prepare_arguments(message: Message) -> dict:

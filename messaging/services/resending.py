@@ -12,15 +12,7 @@ from django.utils import timezone
 
 from messaging.models import AuditEvent, Message, MessageReceiver
 from messaging.recipients import notification_address, users_with_recipient_data
-from messaging.services.status import refresh_message_status
-
-RESET_FIELDS = {
-    "status": MessageReceiver.Status.NOT_SENT,
-    "next_attempt_datetime": None,
-    "permanent_failure": False,
-    "claimed_by": "",
-    "lease_expires_datetime": None,
-}
+from messaging.services import transitions
 
 
 def _refresh_addresses(receivers) -> None:
@@ -40,9 +32,9 @@ def _queue_delivery(message_ids) -> None:
     from messaging import tasks
 
     for message_id in set(message_ids):
-        refresh_message_status(message_id)
+        transitions.roll_up(message_id)
         # robust: if the queue is down the receivers still wait as not_sent, and the sweeper
-        # (resume_stalled_messages) delivers them once it is back.
+        # (tasks.sweep) delivers them once it is back.
         transaction.on_commit(lambda mid=message_id: tasks.deliver_message(mid), robust=True)
 
 
@@ -51,7 +43,7 @@ def resend_receiver(receiver: MessageReceiver, actor=None) -> bool:
     with transaction.atomic():
         resendable = MessageReceiver.objects.resendable().filter(pk=receiver.pk)
         _refresh_addresses(resendable)
-        moved = resendable.update(**RESET_FIELDS)
+        moved = transitions.reset_for_resend(resendable)
         if not moved:
             return False
         AuditEvent.objects.create(
@@ -67,7 +59,7 @@ def resend_failed(message: Message, actor=None) -> int:
     with transaction.atomic():
         resendable = MessageReceiver.objects.filter(message=message).resendable()
         _refresh_addresses(resendable)
-        moved = resendable.update(**RESET_FIELDS)
+        moved = transitions.reset_for_resend(resendable)
         if moved:
             AuditEvent.objects.create(
                 message=message,
@@ -80,14 +72,16 @@ def resend_failed(message: Message, actor=None) -> int:
     return moved
 
 
-def retry_due_receivers() -> int:
-    """Automatic retries: failed, not permanent, backoff over (and so within the resend limit,
-    because receivers past it are error, not failed)."""
+def retry_due_receivers(message_id: int | None = None) -> int:
+    """Automatic retries (of one message, or all): failed, not permanent, backoff over (and so
+    within the resend limit, because receivers past it are error, not failed)."""
     now = timezone.now()
     with transaction.atomic():
         due = MessageReceiver.objects.due_for_retry(now)
+        if message_id is not None:
+            due = due.filter(message_id=message_id)
         message_ids = list(due.order_by().values_list("message_id", flat=True).distinct())
-        moved = due.update(**RESET_FIELDS)
+        moved = transitions.reset_for_resend(due)
         if moved:
             _queue_delivery(message_ids)
     return moved
