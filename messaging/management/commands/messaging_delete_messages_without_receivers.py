@@ -1,11 +1,14 @@
 from django.core.management.base import BaseCommand
 
-from messaging.services import maintenance
+from messaging.services import retention
 
 
 class Command(BaseCommand):
-    help = "Delete sent or failed messages that have no receivers left (drafts are kept)."
+    help = (
+        "Delete sent or error messages that have no receivers left (drafts and messages in progress "
+        "are kept; each deletion is recorded in the audit trail)."
+    )
 
     def handle(self, *args, **options):
-        deleted = maintenance.delete_messages_without_receivers()
+        deleted = retention.delete_messages_without_receivers()
         self.stdout.write(f"Deleted {deleted} message(s) without receivers.")
