@@ -8,6 +8,7 @@ directory is given, written there as one .eml file per recipient.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 REFUSALS = {
     "@tempfail.example": "451 4.3.0 Try again later",
@@ -35,9 +37,13 @@ class SunkMail:
 
 
 class SinkHandler:
-    def __init__(self, mail_dir: Path | None = None, refusals: dict[str, str] | None = None):
+    def __init__(
+        self, mail_dir: Path | None = None, refusals: dict[str, str] | None = None, data_delay: float = 0.0
+    ):
         self.mail_dir = Path(mail_dir) if mail_dir else None
         self.refusals = dict(REFUSALS) if refusals is None else refusals
+        # Seconds before answering DATA, as a real relay takes (50-300 ms per message).
+        self.data_delay = data_delay
         self.received: list[SunkMail] = []
         self.sessions = 0
         self._lock = threading.Lock()
@@ -65,6 +71,8 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         mail = SunkMail(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(envelope.content))
         with self._lock:
             self.received.append(mail)
@@ -76,6 +84,15 @@ class SinkHandler:
         return "250 Message accepted for delivery"
 
 
+class _Authenticator:
+    def __init__(self, credentials: tuple[str, str]):
+        self.credentials = (credentials[0].encode(), credentials[1].encode())
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        login = (getattr(auth_data, "login", None), getattr(auth_data, "password", None))
+        return AuthResult(success=login == self.credentials, handled=False)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -85,11 +102,27 @@ def free_port(host: str = "127.0.0.1") -> int:
 class MailSink:
     """Runs the sink in a background thread: `with MailSink() as sink: ... sink.received`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None, **handler_options):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        credentials: tuple[str, str] | None = None,
+        handler: SinkHandler | None = None,
+        **handler_options,
+    ):
+        """credentials: require SMTP AUTH with this login (535 for any other)."""
         self.host = host
         self.port = port or free_port(host)
-        self.handler = SinkHandler(**handler_options)
-        self.controller = Controller(self.handler, hostname=host, port=self.port)
+        self.handler = handler or SinkHandler(**handler_options)
+        auth = {}
+        if credentials:
+            auth = {
+                "authenticator": _Authenticator(credentials),
+                "auth_required": True,
+                "auth_require_tls": False,
+                "auth_exclude_mechanism": ["LOGIN"],
+            }
+        self.controller = Controller(self.handler, hostname=host, port=self.port, **auth)
 
     @property
     def received(self) -> list[SunkMail]:
