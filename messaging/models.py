@@ -298,10 +298,11 @@ class MessageReceiver(models.Model):
         self.clean_message_content_fields()
         self.clean_message_type()
 
-    def send(self) -> None:
+    def send(self):
+        """One attempt now (SPEC §2); returns the channel's DeliveryResult, or why nothing was sent."""
         from messaging.services import delivery
 
-        delivery.send_one(self)
+        return delivery.send_one(self)
 
     @property
     def errors(self) -> list[dict]:

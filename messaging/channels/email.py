@@ -87,12 +87,13 @@ def is_server_problem(exc: BaseException) -> bool:
 
 def is_connection_problem(exc: BaseException) -> bool:
     """The connection failed (dropped, reset, timed out, 421 closing): no answer about this
-    receiver was given."""
+    receiver was given. (smtplib reports a socket error while reading a reply as
+    SMTPServerDisconnected.)"""
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return True
     if isinstance(exc, smtplib.SMTPResponseException):
         return exc.smtp_code == 421
-    return isinstance(exc, smtplib.SMTPServerDisconnected | OSError) and not isinstance(
-        exc, smtplib.SMTPException
-    )
+    return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
 
 
 def describe_server_problem(exc: BaseException) -> str:
@@ -171,6 +172,8 @@ class EmailChannel(Channel):
             _reset(mailer)
             if not retried:
                 return None
+            # A fresh connection failed too: the server is the problem, not this receiver.
+            raise ChannelUnavailable(describe_server_problem(exc)) from exc
         return classify_exception(exc, receiver.send_to)
 
 
@@ -185,6 +188,9 @@ def _open(mailer) -> None:
     TLS, makes the whole channel unavailable rather than failing the receiver."""
     try:
         mailer.open()
+        smtp = getattr(mailer, "connection", None)
+        if hasattr(smtp, "ehlo_or_helo_if_needed"):
+            smtp.ehlo_or_helo_if_needed()  # a server that drops us at EHLO is down, not the receiver's fault
     except Exception as exc:  # smtplib, ssl and socket errors share no base class but OSError
         _reset(mailer)
         raise ChannelUnavailable(describe_server_problem(exc)) from exc

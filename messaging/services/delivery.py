@@ -37,6 +37,10 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+class LeaseTooShort(Exception):
+    """Even a fresh lease would run out during one send (the system check reports this)."""
+
+
 def safety_margin() -> float:
     """Time kept in hand on a lease beyond one send: recording the result, clock drift."""
     return max(1.0, conf.lease_seconds() / 20)
@@ -63,6 +67,9 @@ def deliver_message(message_id: int, *, wait_for_others: bool = False) -> bool:
                 deliver_claim(claim)
             except ChannelUnavailable as exc:
                 _block(message_id, str(exc))
+                return False
+            except LeaseTooShort as exc:
+                logger.error("Message %s: nothing sent: %s", message_id, exc)
                 return False
     if worker_shutdown.requested():
         _hand_over(message_id)
@@ -105,10 +112,10 @@ def _under_lease(claim: Claim, receivers: list, budget: float) -> Iterator[Messa
             remaining = [r.pk for r in receivers[index:] if r.pk not in claim.lost]
             transitions.renew_leases(claim, remaining)
             if claim.seconds_left() < budget:
-                logger.error(
-                    "Lease of %ss cannot cover one send (%.0fs); releasing.", conf.lease_seconds(), budget
+                lease = conf.lease_seconds()
+                raise LeaseTooShort(
+                    f"MESSAGING_LEASE_SECONDS ({lease}) cannot cover one send ({budget:.0f} s)."
                 )
-                return
         if receiver.pk in claim.lost:
             logger.warning("Receiver %s was claimed by another worker; not sending it.", receiver.pk)
             continue
@@ -192,6 +199,7 @@ def _others_in_flight(message_id: int) -> bool:
             status=MessageReceiver.Status.NOT_SENT,
             message__status=Message.Status.SENDING,
         )
+        .exclude(claimed_by="")  # an uncertain receiver's pause is not a worker in flight
         .leased()
         .exists()
     )

@@ -34,8 +34,11 @@ def sweep() -> None:
     for message_id in unfinished_roll_ups():
         transitions.roll_up(message_id)
     for message_id in Message.objects.filter(status=Message.Status.PREPARING).values_list("pk", flat=True):
-        if recover_dead_preparation(message_id) == Message.Status.QUEUED:
+        recovered = recover_dead_preparation(message_id)
+        if recovered == Message.Status.QUEUED:
             tasks.send_composed_message(message_id)
+        elif recovered == Message.Status.SENDING:
+            tasks.deliver_message(message_id)
     for message_id in lost_queued_messages():
         tasks.send_composed_message(message_id)
 

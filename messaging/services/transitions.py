@@ -407,12 +407,23 @@ def record_result(receiver: MessageReceiver, result: DeliveryResult, worker_id: 
 def record_uncertain(receiver: MessageReceiver, reason: str, worker_id: str) -> bool:
     """The connection died after the message was handed over and before the server answered:
     it may have been delivered. Not charged; released and flagged, so it is sent again with the
-    same Message-ID, exactly like a receiver whose worker died."""
+    same Message-ID, exactly like a receiver whose worker died, but not before a growing pause
+    (nobody may claim it until then), so a server that keeps dropping after DATA is not flooded."""
+    previous = receiver.status_data.get("delivery_uncertain") or {}
+    times = previous.get("times", 0) + 1
     status_data = {
         **receiver.status_data,
-        "delivery_uncertain": {"timestamp": timezone.now().isoformat(), "reason": reason[:1000]},
+        "delivery_uncertain": {
+            "timestamp": timezone.now().isoformat(),
+            "reason": reason[:1000],
+            "times": times,
+        },
     }
-    fields = {"claimed_by": "", "lease_expires_datetime": None, "status_data": status_data}
+    fields = {
+        "claimed_by": "",
+        "lease_expires_datetime": timezone.now() + retry_delay(times),
+        "status_data": status_data,
+    }
     if not _update_owned(receiver.pk, worker_id, fields):
         return False
     receiver.status_data = status_data
