@@ -181,15 +181,21 @@ else:
         "filename": os.environ.get("HUEY_SQLITE_FILE", str(VAR_DIR / "huey.sqlite3")),
     }
 
-# Messaging engine settings (see README "Configuration").
-MESSAGING_RESEND_LIMIT = int(os.environ.get("MESSAGING_RESEND_LIMIT", "2"))
-_retention = os.environ.get("MESSAGING_RECEIVER_RETENTION_DAYS")
-MESSAGING_RECEIVER_RETENTION_DAYS = int(_retention) if _retention else None
+# Messaging engine settings: their defaults live in messaging/conf.py; the environment may
+# override the integer ones (see README "Configuration").
+for _name in (
+    "MESSAGING_RESEND_LIMIT",
+    "MESSAGING_RECEIVER_RETENTION_DAYS",
+    "MESSAGING_DELIVERY_HELPERS",
+    "MESSAGING_LEASE_SECONDS",
+    "MESSAGING_RETRY_BASE_SECONDS",
+    "MESSAGING_RETRY_MAX_SECONDS",
+    "MESSAGING_SWEEP_MINUTES",
+):
+    if os.environ.get(_name):
+        globals()[_name] = int(os.environ[_name])
+# Where the development mail sink (manage.py mailsink) stores .eml files.
 MESSAGING_MAIL_DIR = VAR_DIR / "mail"
-# Extra delivery tasks queued beside the one preparing a message, so idle workers join in.
-MESSAGING_DELIVERY_HELPERS = int(os.environ.get("MESSAGING_DELIVERY_HELPERS", "1"))
-MESSAGING_LEASE_SECONDS = int(os.environ.get("MESSAGING_LEASE_SECONDS", "300"))
-MESSAGING_RETRY_BASE_SECONDS = int(os.environ.get("MESSAGING_RETRY_BASE_SECONDS", "60"))
 
 # Content Security Policy: nothing inline, nothing from elsewhere.
 SECURE_CSP = {

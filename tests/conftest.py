@@ -124,6 +124,14 @@ class Consumer:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=15)
 
+    def terminate(self, timeout: float = 30) -> float:
+        """SIGTERM, the graceful stop systemd and Kubernetes send; waits for the process to exit
+        and returns how long that took, in seconds."""
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=timeout)
+        return time.monotonic() - started
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()

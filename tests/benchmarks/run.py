@@ -232,6 +232,7 @@ def run_ours(user_ids: list[int], config: str, env: dict, sink: SmtpSink) -> dic
     n = len(user_ids)
     message = Message.objects.create(
         composed_content=CONTENT,
+        status=Message.Status.QUEUED,  # as composing.queue_send leaves it
         virtual_message_receivers={"chosen_user_ids": user_ids, "user_ids": user_ids},
     )
     consumers = start_consumers(config, env, tag=f"{n}-{config}")
@@ -419,9 +420,9 @@ def status_message(user_ids: list[int], existing: int | None) -> tuple[int, str]
             batch = []
     MessageReceiver.objects.bulk_create(batch)
     # What the engine does at the end of every delivery run: publish the counts.
-    from messaging.services.status import refresh_message_status
+    from messaging.services.transitions import roll_up
 
-    refresh_message_status(message.pk)
+    roll_up(message.pk)
     return message.pk, "bulk-inserted receivers"
 
 
