@@ -312,7 +312,7 @@ def prebuilt_mails(message_id: int, n: int) -> list[tuple[str, bytes]]:
 def run_raw(message_id: int, n: int, sink: SmtpSink, concurrency: int) -> dict:
     from django.conf import settings
 
-    from messaging.services.delivery import CLAIM_BATCH_SIZE
+    from messaging.services.transitions import CLAIM_BATCH_SIZE
 
     mails = prebuilt_mails(message_id, n)
     seconds = run_raw_ceiling(

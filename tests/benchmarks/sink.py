@@ -73,7 +73,11 @@ class SmtpSink:
             self.dump_dir.chmod(0o777)
             command += ["-u", "nobody"]
         command += [f"{self.host}:{self.port}", "1024"]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        env = dict(os.environ)
+        libraries = binary.parent.parent / "lib" / "postfix"  # an unpacked .deb's shared libraries
+        if libraries.is_dir():
+            env["LD_LIBRARY_PATH"] = ":".join(filter(None, [str(libraries), env.get("LD_LIBRARY_PATH")]))
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
