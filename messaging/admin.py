@@ -21,7 +21,7 @@ from django.utils.translation import ngettext
 
 from messaging import channels
 from messaging.models import AuditEvent, Message, MessageReceiver, MessagingProfile, UserEmail
-from messaging.services import resending
+from messaging.services import controlling, resending
 
 RESENDABLE = MessageReceiver.RESENDABLE
 
@@ -159,6 +159,8 @@ class MessageAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMixin, adm
         "subject",
         "status",
         "blocked_reason",
+        "send_at",
+        "expires_at",
         "context_type",
         "created_by",
         "created_datetime",
@@ -179,7 +181,7 @@ class MessageAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMixin, adm
     search_fields = ["=id", "composed_content", "status_data", "created_by__username"]
     list_select_related = ["created_by"]
     list_per_page = 50
-    actions = ["resend_failed_receivers"]
+    actions = ["resend_failed_receivers", "pause_sending", "resume_sending", "cancel_sending"]
     inlines = [AuditEventInline]
     fieldsets = [
         (
@@ -189,6 +191,8 @@ class MessageAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMixin, adm
                     "subject",
                     "status",
                     "blocked_reason",
+                    "send_at",
+                    "expires_at",
                     "status_page",
                     "context_type",
                     "message_type",
@@ -303,6 +307,34 @@ class MessageAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMixin, adm
             skipped,
         ) % {"n": skipped}
         self.message_user(request, text, messages.SUCCESS if queued else messages.WARNING)
+
+    def has_send_permission(self, request) -> bool:
+        return request.user.has_perm("messaging.send_message")
+
+    def _control(self, request, queryset, action: str, done: str) -> None:
+        changed, refusals = 0, []
+        for message in queryset.order_by("pk"):
+            try:
+                controlling.ACTIONS[action](message, actor=request.user)
+                changed += 1
+            except controlling.ControlRefused as refused:
+                refusals.append(f"#{message.pk}: {refused.text}")
+        if changed:
+            self.message_user(request, done % {"n": changed}, messages.SUCCESS)
+        for refusal in refusals:
+            self.message_user(request, refusal, messages.WARNING)
+
+    @admin.action(description=_("Pause sending"), permissions=["send"])
+    def pause_sending(self, request, queryset):
+        self._control(request, queryset, "pause", _("Paused %(n)d message(s)."))
+
+    @admin.action(description=_("Resume sending"), permissions=["send"])
+    def resume_sending(self, request, queryset):
+        self._control(request, queryset, "resume", _("Resumed %(n)d message(s)."))
+
+    @admin.action(description=_("Cancel sending"), permissions=["send"])
+    def cancel_sending(self, request, queryset):
+        self._control(request, queryset, "cancel", _("Cancelled %(n)d message(s)."))
 
 
 @admin.register(MessageReceiver)

@@ -12,3 +12,8 @@ class MessagingConfig(AppConfig):
         from messaging.channels.email import EmailChannel
 
         channels.register(EmailChannel())
+
+        from messaging.services import reporting
+        from messaging.signals import message_status_changed
+
+        message_status_changed.connect(reporting.on_status_changed, dispatch_uid="messaging.reporting")

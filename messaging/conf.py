@@ -27,6 +27,24 @@ DEFAULTS = {
     "MESSAGING_RECEIVER_RETENTION_DAYS": None,
     # The domain of each receiver's Message-ID.
     "MESSAGING_MESSAGE_ID_DOMAIN": "messaging.local",
+    # Auto-pause: a delivering worker pauses the message when more than this share of its last
+    # WINDOW attempts failed, or the same error came SAME_ERROR times in a row (0: rule off).
+    "MESSAGING_AUTO_PAUSE_WINDOW": 50,
+    "MESSAGING_AUTO_PAUSE_FAILURE_RATE": 0.2,
+    "MESSAGING_AUTO_PAUSE_SAME_ERROR": 10,
+    # Email the staff member who sent a message when it finishes with failures, is blocked,
+    # paused automatically or expires.
+    "MESSAGING_NOTIFY_SENDER": True,
+    # The address staff reach this site at, for links in emails (status page of a message).
+    "MESSAGING_SITE_URL": "http://localhost:8000",
+    # /metrics answers a request carrying "Authorization: Bearer <token>" (or a staff login).
+    "MESSAGING_METRICS_TOKEN": "",
+    # A consumer whose heartbeat is older than this is counted as gone.
+    "MESSAGING_HEARTBEAT_SECONDS": 15,
+    "MESSAGING_HEARTBEAT_STALE_SECONDS": 120,
+    # messaging_health fails when due work (a scheduled message past its time, a queued message,
+    # a receiver waiting to be sent) has waited longer than this.
+    "MESSAGING_HEALTH_MAX_WAIT_SECONDS": 900,
 }
 
 
@@ -64,3 +82,39 @@ def retention_days() -> int | None:
 
 def message_id_domain() -> str:
     return get("MESSAGING_MESSAGE_ID_DOMAIN")
+
+
+def auto_pause_window() -> int:
+    return get("MESSAGING_AUTO_PAUSE_WINDOW")
+
+
+def auto_pause_failure_rate() -> float:
+    return get("MESSAGING_AUTO_PAUSE_FAILURE_RATE")
+
+
+def auto_pause_same_error() -> int:
+    return get("MESSAGING_AUTO_PAUSE_SAME_ERROR")
+
+
+def notify_sender() -> bool:
+    return get("MESSAGING_NOTIFY_SENDER")
+
+
+def site_url() -> str:
+    return get("MESSAGING_SITE_URL").rstrip("/")
+
+
+def metrics_token() -> str:
+    return get("MESSAGING_METRICS_TOKEN")
+
+
+def heartbeat_seconds() -> int:
+    return get("MESSAGING_HEARTBEAT_SECONDS")
+
+
+def heartbeat_stale_seconds() -> int:
+    return get("MESSAGING_HEARTBEAT_STALE_SECONDS")
+
+
+def health_max_wait_seconds() -> int:
+    return get("MESSAGING_HEALTH_MAX_WAIT_SECONDS")

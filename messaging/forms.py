@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from messaging import rendering
@@ -229,3 +230,58 @@ class RecipientSelectionForm(forms.Form):
 
     def ids(self, name: str) -> list[int]:
         return self.cleaned_data.get(name, []) if self.is_valid() else []
+
+
+DATETIME_ATTRS = {"type": "datetime-local", "class": "form-control"}
+
+
+class SendForm(forms.Form):
+    """When to send, and until when delivering still makes sense. Times are entered and shown
+    in the site's time zone and stored in UTC; one that does not exist there (the hour skipped
+    when clocks go forward) or is ambiguous is refused by Django's DateTimeField."""
+
+    WHEN_NOW, WHEN_LATER = "now", "later"
+    when = forms.ChoiceField(
+        label=_("When"),
+        choices=[(WHEN_NOW, _("Send now")), (WHEN_LATER, _("Send at a later time"))],
+        widget=forms.RadioSelect,
+        initial=WHEN_NOW,
+        required=False,  # a plain "send" (no choice posted) sends now
+    )
+    send_at = forms.DateTimeField(
+        label=_("Send at"),
+        required=False,
+        widget=forms.DateTimeInput(attrs=DATETIME_ATTRS, format="%Y-%m-%dT%H:%M"),
+    )
+    expires_at = forms.DateTimeField(
+        label=_("Do not deliver after"),
+        required=False,
+        help_text=_("Optional. Receivers not reached by then are not sent (for example after a deadline)."),
+        widget=forms.DateTimeInput(attrs=DATETIME_ATTRS, format="%Y-%m-%dT%H:%M"),
+    )
+
+    def __init__(self, data=None, *args, message: Message | None = None, **kwargs):
+        if message is not None and message.is_scheduled and data is None:
+            kwargs.setdefault(
+                "initial",
+                {"when": self.WHEN_LATER, "send_at": message.send_at, "expires_at": message.expires_at},
+            )
+        super().__init__(data, *args, **kwargs)
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        now = timezone.now()
+        send_at, expires_at = cleaned.get("send_at"), cleaned.get("expires_at")
+        if cleaned.get("when") == self.WHEN_LATER:
+            if send_at is None and "send_at" not in self.errors:
+                self.add_error("send_at", _("Choose the date and time to send at."))
+            elif send_at is not None and send_at <= now:
+                self.add_error("send_at", _("This time has already passed; choose a time in the future."))
+        else:
+            cleaned["send_at"] = send_at = None
+        if expires_at is not None:
+            if expires_at <= now:
+                self.add_error("expires_at", _("This time has already passed; choose a time in the future."))
+            elif send_at is not None and expires_at <= send_at:
+                self.add_error("expires_at", _("The message must be allowed to go out after its send time."))
+        return cleaned

@@ -25,6 +25,14 @@ class MessageQuerySet(models.QuerySet):
     def drafts(self) -> MessageQuerySet:
         return self.filter(status=Message.Status.DRAFT)
 
+    def due_to_start(self, now: datetime | None = None) -> MessageQuerySet:
+        """Scheduled messages whose send time has come."""
+        return self.filter(status=Message.Status.SCHEDULED, send_at__lte=now or timezone.now())
+
+    def past_expiry(self, now: datetime | None = None) -> MessageQuerySet:
+        """Messages that still hold undelivered receivers (or have not started) after their expiry."""
+        return self.filter(status__in=Message.EXPIRABLE, expires_at__lte=now or timezone.now())
+
     def in_progress(self) -> MessageQuerySet:
         return self.filter(status__in=Message.IN_PROGRESS)
 
@@ -35,6 +43,8 @@ class MessageQuerySet(models.QuerySet):
 class Message(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", _("Draft")
+        # Waits for send_at; the sweeper starts it (staff may reschedule or take it back).
+        SCHEDULED = "scheduled", _("Scheduled")
         # Handed to the task queue; no worker has started preparing it yet.
         QUEUED = "queued", _("Queued")
         PREPARING = "preparing", _("Preparing")
@@ -42,8 +52,13 @@ class Message(models.Model):
         # The mail server refuses every delivery (authentication, TLS, unreachable): nothing is
         # charged to receivers; the sweeper tries again with backoff (status_data["blocked"]).
         BLOCKED = "blocked", _("Delivery blocked")
+        # Staff (or the failure watch: status_data["paused"]) stopped the claiming of receivers.
+        PAUSED = "paused", _("Paused")
         ERROR = "error", _("Error")
         SENT = "sent", _("Sent")
+        # Final: stopped by staff, or its expiry passed; undelivered receivers are cancelled.
+        CANCELLED = "cancelled", _("Cancelled")
+        EXPIRED = "expired", _("Expired")
 
     class ContextType(models.TextChoices):
         OTHER = "other", _("Other")
@@ -51,12 +66,29 @@ class Message(models.Model):
         DEADLINE_MOVED = "deadline_moved", _("Deadline moved")
         FEEDBACK = "feedback", _("Feedback")
         FEEDBACK_UPDATED = "feedback_updated", _("Feedback updated")
+        # Sent by the engine to a message's sender (messaging.services.reporting).
+        SENDING_REPORT = "sending_report", _("Sending report")
 
     # The status groups every rule uses; messaging.services.transitions moves between them.
-    IN_PROGRESS = (Status.QUEUED, Status.PREPARING, Status.SENDING, Status.BLOCKED)
-    FINISHED = (Status.SENT, Status.ERROR)
-    # Statuses whose receivers exist and whose roll-up follows the receivers.
-    DELIVERING = (Status.SENDING, Status.BLOCKED, Status.SENT, Status.ERROR)
+    IN_PROGRESS = (Status.QUEUED, Status.PREPARING, Status.SENDING, Status.BLOCKED, Status.PAUSED)
+    FINISHED = (Status.SENT, Status.ERROR, Status.CANCELLED, Status.EXPIRED)
+    # Statuses whose roll-up follows the receivers' counts (a status in HOLDING is kept while
+    # receivers wait; cancelled and expired are kept for good).
+    DELIVERING = (
+        Status.SCHEDULED,
+        Status.SENDING,
+        Status.BLOCKED,
+        Status.PAUSED,
+        Status.SENT,
+        Status.ERROR,
+        Status.CANCELLED,
+        Status.EXPIRED,
+    )
+    HOLDING = (Status.SCHEDULED, Status.BLOCKED, Status.PAUSED)
+    PAUSABLE = (Status.SENDING, Status.BLOCKED)
+    CANCELLABLE = (Status.SCHEDULED, Status.QUEUED, Status.SENDING, Status.BLOCKED, Status.PAUSED)
+    # An error message may still hold receivers awaiting an automatic retry.
+    EXPIRABLE = (*CANCELLABLE, Status.ERROR)
 
     created_datetime = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
     created_by = models.ForeignKey(
@@ -82,6 +114,9 @@ class Message(models.Model):
     # Staff-composed content: {language: {"subject": str, "body": str}}; empty for messages
     # created by other apps, whose content comes from a template.
     composed_content = models.JSONField(_("content"), default=dict, blank=True)
+    # Sending control (UTC): not started before send_at; nothing delivered after expires_at.
+    send_at = models.DateTimeField(_("send at"), null=True, blank=True, db_index=True)
+    expires_at = models.DateTimeField(_("do not deliver after"), null=True, blank=True, db_index=True)
 
     objects = MessageQuerySet.as_manager()
 
@@ -116,6 +151,26 @@ class Message(models.Model):
     @property
     def is_editable(self) -> bool:
         return self.is_draft
+
+    @property
+    def is_scheduled(self) -> bool:
+        return self.status == self.Status.SCHEDULED
+
+    @property
+    def is_paused(self) -> bool:
+        return self.status == self.Status.PAUSED
+
+    @property
+    def can_pause(self) -> bool:
+        return self.status in self.PAUSABLE
+
+    @property
+    def can_cancel(self) -> bool:
+        return self.status in self.CANCELLABLE
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
 
     @property
     def is_in_progress(self) -> bool:
@@ -169,10 +224,22 @@ class Message(models.Model):
 
         return preparing.create_message_receivers(self, **kwargs)
 
-    def prepare_and_send(self, subject_generator, template_name, template_context) -> None:
+    def prepare_and_send(
+        self,
+        subject_generator,
+        template_name,
+        template_context,
+        *,
+        send_at: datetime | None = None,
+        expires_at: datetime | None = None,
+    ) -> None:
+        """Create the receivers now and deliver them; with `send_at` in the future the message
+        waits as `scheduled` until then; with `expires_at` nothing is delivered after it."""
         from messaging.services import sending
 
-        sending.prepare_and_send(self, subject_generator, template_name, template_context)
+        sending.prepare_and_send(
+            self, subject_generator, template_name, template_context, send_at=send_at, expires_at=expires_at
+        )
 
 
 class MessageReceiverQuerySet(models.QuerySet):
@@ -203,8 +270,14 @@ class MessageReceiverQuerySet(models.QuerySet):
         )
 
     def due_for_retry(self, now: datetime | None = None) -> MessageReceiverQuerySet:
-        """Receivers awaiting a retry whose backoff is over."""
-        return self.awaiting_retry().filter(next_attempt_datetime__lte=now or timezone.now())
+        """Receivers awaiting a retry whose backoff is over (never past their message's expiry)."""
+        now = now or timezone.now()
+        return (
+            self.awaiting_retry()
+            .filter(next_attempt_datetime__lte=now)
+            .exclude(message__expires_at__lte=now)
+            .exclude(message__status__in=(Message.Status.CANCELLED, Message.Status.EXPIRED))
+        )
 
     def claimable(self, now: datetime | None = None) -> MessageReceiverQuerySet:
         now = now or timezone.now()
@@ -223,10 +296,16 @@ class MessageReceiver(models.Model):
         ERROR = "error", _("Error")
         FAILED = "failed", _("Failed")
         SENT = "sent", _("Sent")
+        # Never handed to the server: its message was cancelled or expired (cancel_reason).
+        CANCELLED = "cancelled", _("Cancelled")
+
+    class CancelReason(models.TextChoices):
+        CANCELLED = "cancelled", _("Cancelled by staff")
+        EXPIRED = "expired", _("Expired")
 
     RESENDABLE = (Status.FAILED, Status.ERROR)
     # `failed` is not final: the sweeper retries it unless the failure was permanent.
-    FINAL = (Status.SENT, Status.ERROR)
+    FINAL = (Status.SENT, Status.ERROR, Status.CANCELLED)
 
     created_datetime = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
     status = models.CharField(_("status"), max_length=10, choices=Status, default=Status.NOT_SENT)
@@ -262,6 +341,7 @@ class MessageReceiver(models.Model):
     permanent_failure = models.BooleanField(_("permanent failure"), default=False)
     # The newest error's message, as a column so the status page can group failures in SQL.
     last_error = models.CharField(_("last error"), max_length=255, blank=True)
+    cancel_reason = models.CharField(_("cancelled because"), max_length=20, choices=CancelReason, blank=True)
 
     objects = MessageReceiverQuerySet.as_manager()
 
@@ -277,6 +357,8 @@ class MessageReceiver(models.Model):
             models.Index(fields=["status", "next_attempt_datetime"], name="receiver_retry_due"),
             models.Index(fields=["message", "status", "last_error"], name="receiver_failure_reason"),
             models.Index(fields=["message", "language", "id"], name="receiver_message_language"),
+            # Sends per minute (operations page, /metrics).
+            models.Index(fields=["sent_datetime"], name="receiver_sent_datetime"),
         ]
 
     def __str__(self) -> str:
@@ -355,6 +437,15 @@ class AuditEvent(models.Model):
         RESENT = "resent", _("Resent")
         RESENT_ALL = "resent_all", _("Resent all failed")
         DELETED = "deleted", _("Deleted by retention")
+        SCHEDULED = "scheduled", _("Scheduled")
+        UNSCHEDULED = "unscheduled", _("Taken back to draft")
+        STARTED = "started", _("Started (scheduled time reached)")
+        PAUSED = "paused", _("Paused")
+        AUTO_PAUSED = "auto_paused", _("Paused automatically")
+        RESUMED = "resumed", _("Resumed")
+        CANCELLED = "cancelled", _("Cancelled")
+        EXPIRED = "expired", _("Expired")
+        SENDER_NOTIFIED = "sender_notified", _("Sender notified")
 
     message = models.ForeignKey(
         Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
@@ -389,3 +480,27 @@ class AuditEvent(models.Model):
             self.message_number = self.message_id
             self.message_subject = self.message_subject or str(self.message.display_subject)[:255]
         super().save(*args, **kwargs)
+
+
+class Heartbeat(models.Model):
+    """Proof of life: each huey consumer writes one row every few seconds, and so does the
+    sweeper after each run (name "sweeper"). Read by the operations page, /metrics and
+    `manage.py messaging_health`."""
+
+    class Kind(models.TextChoices):
+        CONSUMER = "consumer", _("Consumer")
+        SWEEPER = "sweeper", _("Sweeper")
+
+    name = models.CharField(_("name"), max_length=128, unique=True)
+    kind = models.CharField(_("kind"), max_length=20, choices=Kind)
+    started_datetime = models.DateTimeField(_("started"), default=timezone.now)
+    seen_datetime = models.DateTimeField(_("last seen"), default=timezone.now, db_index=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("heartbeat")
+        verbose_name_plural = _("heartbeats")
+        ordering = ["kind", "name"]
+
+    def __str__(self) -> str:
+        return self.name

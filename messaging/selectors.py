@@ -300,3 +300,17 @@ def blocked_state(message: Message) -> dict | None:
 
 def message_errors(message: Message) -> list[dict]:
     return message.status_data.get("errors", [])
+
+
+def paused_state(message: Message) -> dict | None:
+    """Who paused a message and why (an automatic pause says which rule tripped)."""
+    if message.status != Message.Status.PAUSED:
+        return None
+    paused = message.status_data.get("paused", {})
+    by = User.objects.filter(pk=paused.get("by")).first() if paused.get("by") else None
+    return {**paused, "since": _parse_datetime(paused.get("since")), "by": by}
+
+
+def cancelled_counts(message: Message) -> dict[str, int]:
+    """Cancelled receivers per reason, as last published (cancel/expire publish them)."""
+    return message.status_data.get("summary", {}).get("cancelled", {})

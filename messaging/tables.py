@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import django_tables2 as tables
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
@@ -62,6 +64,12 @@ class MessageTable(tables.Table):
             return format_html(
                 '{}<div class="small text-danger-emphasis">{}</div>', badge, record.blocked_reason
             )
+        if record.is_scheduled and record.send_at:
+            when = date_format(timezone.localtime(record.send_at), "SHORT_DATETIME_FORMAT")
+            return format_html('{}<div class="small" data-testid="send-at">{}</div>', badge, when)
+        if record.is_paused and record.status_data.get("paused", {}).get("automatic"):
+            note = _("paused itself: too many failures")
+            return format_html('{}<div class="small text-warning-emphasis">{}</div>', badge, note)
         return badge
 
     def render_created_by(self, value) -> str:
@@ -110,7 +118,10 @@ class ReceiverTable(tables.Table):
         return value.get_full_name() or value.get_username()
 
     def render_status(self, record: MessageReceiver) -> str:
-        return status_badge(record.status, record.get_status_display())
+        badge = status_badge(record.status, record.get_status_display())
+        if record.cancel_reason:
+            return format_html('{} <span class="small">{}</span>', badge, record.get_cancel_reason_display())
+        return badge
 
     def render_attempts(self, record: MessageReceiver) -> str:
         return format_html(

@@ -5,7 +5,7 @@ from huey.contrib.djhuey import db_periodic_task, db_task
 
 from messaging import conf
 from messaging.models import Message
-from messaging.services import composing, delivery, maintenance, resending, retention
+from messaging.services import composing, delivery, maintenance, reporting, resending, retention, sending
 
 
 @db_task()
@@ -37,6 +37,19 @@ def retry_failed_receivers_of(message_id: int) -> None:
 def retry_blocked_message(message_id: int) -> None:
     """Scheduled for when a blocked message's mail server is to be tried again."""
     maintenance.retry_blocked(message_id)
+
+
+@db_task()
+def start_scheduled_message(message_id: int) -> None:
+    """Scheduled for a message's send_at (the sweeper starts it should this task be lost)."""
+    message = Message.objects.due_to_start().filter(pk=message_id).first()
+    if message is not None:
+        sending.start_scheduled(message)
+
+
+@db_task()
+def report_to_sender(message_id: int, event: str) -> None:
+    reporting.report_to_sender(message_id, event)
 
 
 # Read once, when the consumer starts: huey's periodic schedule is fixed at import.

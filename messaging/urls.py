@@ -1,7 +1,7 @@
 from django.urls import path
 from django.views.i18n import set_language
 
-from messaging import views
+from messaging import views, views_operations
 
 app_name = "messaging"
 
@@ -14,12 +14,17 @@ urlpatterns = [
     path("<int:pk>/preview/", views.message_preview, name="message_preview"),
     path("<int:pk>/send-test/", views.message_send_test, name="message_send_test"),
     path("<int:pk>/send/", views.message_send, name="message_send"),
+    path("<int:pk>/unschedule/", views.message_unschedule, name="message_unschedule"),
+    path("<int:pk>/pause/", views.message_pause, name="message_pause"),
+    path("<int:pk>/resume/", views.message_resume, name="message_resume"),
+    path("<int:pk>/cancel/", views.message_cancel, name="message_cancel"),
     path("<int:pk>/", views.message_status, name="message_status"),
     path("<int:pk>/resend-failed/", views.message_resend_failed, name="message_resend_failed"),
     path("receivers/<int:pk>/", views.receiver_detail, name="receiver_detail"),
     path("receivers/<int:pk>/resend/", views.receiver_resend, name="receiver_resend"),
     path("recipients/search/", views.recipient_search, name="recipient_search"),
     path("recipients/summary/", views.recipient_summary, name="recipient_summary"),
+    path("operations/", views_operations.operations, name="operations"),
     # Public on purpose (the login page has a language switcher too): it only sets a cookie.
     path("language/", set_language, name="set_language"),
 ]

@@ -13,21 +13,23 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.cache import patch_vary_headers
+from django.utils.formats import date_format
 from django.utils.translation import gettext as _
-from django.utils.translation import ngettext
+from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
 
 from messaging import rendering, selectors
-from messaging.forms import MessageForm, RecipientSelectionForm
+from messaging.forms import MessageForm, RecipientSelectionForm, SendForm
 from messaging.models import Message, MessageReceiver
-from messaging.services import composing, resending, status
+from messaging.services import composing, controlling, resending, status
 from messaging.tables import MessageTable, ReceiverTable
 
 VIEW = "messaging.view_message"
@@ -37,6 +39,8 @@ RESEND = "messaging.resend_message"
 
 MESSAGES_PER_PAGE = 25
 RECEIVERS_PER_PAGE = 25
+# LazyPaginator does not count rows, so page numbers are bounded here instead.
+MAX_PAGE = 10**9
 # htmx stops polling when a response has this status code.
 HTMX_STOP_POLLING = 286
 
@@ -141,20 +145,27 @@ def _compose(request: HttpRequest, message: Message | None) -> HttpResponse:
 def _status_context(request: HttpRequest, message: Message) -> dict:
     counts = status.published_counts(message)
     receivers = selectors.receiver_filter(message, request.GET)
-    table = ReceiverTable(
-        receivers.qs, can_resend=request.user.has_perm(RESEND), query=request.GET.urlencode()
-    )
+    can_resend = request.user.has_perm(RESEND) and resending.resend_allowed(message)
+    table = ReceiverTable(receivers.qs, can_resend=can_resend, query=request.GET.urlencode())
     # LazyPaginator: no COUNT(*) over a 100,000-receiver message on every poll.
     paginate = {"per_page": RECEIVERS_PER_PAGE, "paginator_class": LazyPaginator}
     RequestConfig(request, paginate=paginate).configure(table)
     return {
         "message": message,
         "progress": selectors.sending_progress(message, counts),
-        "in_progress": message.is_in_progress,
+        # A scheduled message's page follows it too, so staff watching see it start.
+        "in_progress": message.is_in_progress or message.is_scheduled,
         "failures": selectors.failure_groups(message),
         "message_errors": selectors.message_errors(message),
         "blocked": selectors.blocked_state(message),
-        "resendable_count": counts[MessageReceiver.Status.FAILED] + counts[MessageReceiver.Status.ERROR],
+        "paused": selectors.paused_state(message),
+        "cancelled_counts": selectors.cancelled_counts(message),
+        "can_control": request.user.has_perm(SEND),
+        "resendable_count": (
+            counts[MessageReceiver.Status.FAILED] + counts[MessageReceiver.Status.ERROR]
+            if resending.resend_allowed(message)
+            else 0
+        ),
         "audit_events": selectors.audit_trail(message),
         "filter": receivers,
         "table": table,
@@ -163,6 +174,9 @@ def _status_context(request: HttpRequest, message: Message) -> dict:
 
 
 def _render_status(request: HttpRequest, message: Message) -> HttpResponse:
+    page = request.GET.get("page", "")
+    if page.isdigit() and int(page) > MAX_PAGE:  # the OFFSET would overflow a 64-bit integer
+        return HttpResponseBadRequest(_("There is no such page."))
     context = _status_context(request, message)
     polling = request.htmx and request.htmx.trigger == "receiver-results"
     code = HTMX_STOP_POLLING if polling and not context["in_progress"] else 200
@@ -271,25 +285,87 @@ def message_send_test(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_permission_required(SEND)
 @require_http_methods(["GET", "POST"])
 def message_send(request: HttpRequest, pk: int) -> HttpResponse:
+    """Send a draft now or schedule it; reschedule (or send now) a scheduled one."""
     message = selectors.get_message(pk)
-    if not message.is_editable:
+    if not (message.is_editable or (message.is_scheduled and message.composed_content)):
         return _read_only(request, message)
     has_content = settings.LANGUAGE_CODE in composing.languages_with_content(message)
     summary = selectors.message_recipient_summary(message)
+    form = SendForm(request.POST if request.method == "POST" else None, message=message)
     if request.method == "POST":
         if not summary.total or not has_content:
             messages.error(request, _("Nothing was sent: the draft needs recipients and content."))
             return _redirect(request, reverse("messaging:message_send", args=[message.pk]))
-        try:
-            composing.queue_send(message, actor=request.user)
-        except ValueError:
-            messages.info(request, _("This message had already been sent."))
-        except composing.QueueUnavailable:
-            messages.error(request, _("The task queue could not be reached; nothing was sent. Try again."))
-            return _redirect(request, reverse("messaging:message_send", args=[message.pk]))
-        return _redirect(request, _status_url(message))
-    context = {"message": message, "summary": summary, "has_content": has_content}
-    return _render(request, "messaging/message_send.html", context)
+        if form.is_valid():
+            return _send(request, message, form)
+    context = {"message": message, "summary": summary, "has_content": has_content, "form": form}
+    return _render(request, "messaging/message_send.html", context, status=400 if form.errors else 200)
+
+
+def _send(request: HttpRequest, message: Message, form: SendForm) -> HttpResponse:
+    send_at, expires_at = form.cleaned_data["send_at"], form.cleaned_data["expires_at"]
+    try:
+        composing.queue_send(message, actor=request.user, send_at=send_at, expires_at=expires_at)
+    except ValueError:
+        messages.info(request, _("This message had already been sent."))
+    except composing.QueueUnavailable:
+        messages.error(request, _("The task queue could not be reached; nothing was sent. Try again."))
+        return _redirect(request, reverse("messaging:message_send", args=[message.pk]))
+    else:
+        if send_at is not None:
+            when = date_format(timezone.localtime(send_at), "SHORT_DATETIME_FORMAT")
+            messages.success(request, _("Scheduled for %(when)s.") % {"when": when})
+    return _redirect(request, _status_url(message))
+
+
+@staff_permission_required(SEND)
+@require_POST
+def message_unschedule(request: HttpRequest, pk: int) -> HttpResponse:
+    message = selectors.get_message(pk)
+    if composing.unschedule(message, actor=request.user):
+        messages.success(request, _("The message is a draft again; it will not be sent."))
+        return _redirect(request, _edit_url(message))
+    messages.info(request, _("This message has already started; it can no longer be taken back to draft."))
+    return _redirect(request, _status_url(message))
+
+
+@staff_permission_required(SEND)
+@require_POST
+def message_pause(request: HttpRequest, pk: int) -> HttpResponse:
+    return _control(request, pk, "pause")
+
+
+@staff_permission_required(SEND)
+@require_POST
+def message_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    return _control(request, pk, "resume")
+
+
+@staff_permission_required(SEND)
+@require_POST
+def message_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    return _control(request, pk, "cancel")
+
+
+def _control(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """Pause, resume or cancel a send (the status page's buttons, with confirmation)."""
+    message = selectors.get_message_for_status(pk)
+    try:
+        controlling.ACTIONS[action](message, actor=request.user)
+    except controlling.ControlRefused as refused:
+        messages.error(request, refused.text)
+    else:
+        messages.success(request, CONTROL_DONE[action])
+    if request.htmx:
+        return _render_status(request, selectors.get_message_for_status(pk))
+    return redirect(_status_url(message))
+
+
+CONTROL_DONE = {
+    "pause": gettext_lazy("Paused: no further receivers are handed to the mail server until you resume."),
+    "resume": gettext_lazy("Resumed: sending continues with the receivers not sent yet."),
+    "cancel": gettext_lazy("Cancelled: receivers not yet handed to the mail server will not be sent."),
+}
 
 
 # Status and resending ---------------------------------------------------------------------------
@@ -311,6 +387,8 @@ def message_resend_failed(request: HttpRequest, pk: int) -> HttpResponse:
             "%(count)d receiver was queued again.", "%(count)d receivers were queued again.", moved
         )
         messages.success(request, text % {"count": moved})
+    elif not resending.resend_allowed(message):
+        messages.info(request, _("This message was cancelled or has expired; duplicate it to send it again."))
     else:
         messages.info(request, _("There were no failed receivers to resend."))
     if request.htmx:
@@ -322,7 +400,11 @@ def message_resend_failed(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def receiver_detail(request: HttpRequest, pk: int) -> HttpResponse:
     receiver = selectors.get_receiver(pk)
-    context = {"receiver": receiver, "message": receiver.message, "can_resend": request.user.has_perm(RESEND)}
+    context = {
+        "receiver": receiver,
+        "message": receiver.message,
+        "can_resend": request.user.has_perm(RESEND) and resending.resend_allowed(receiver.message),
+    }
     return _render(request, "messaging/receiver_detail.html", context)
 
 

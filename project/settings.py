@@ -191,9 +191,20 @@ for _name in (
     "MESSAGING_RETRY_BASE_SECONDS",
     "MESSAGING_RETRY_MAX_SECONDS",
     "MESSAGING_SWEEP_MINUTES",
+    "MESSAGING_AUTO_PAUSE_WINDOW",
+    "MESSAGING_AUTO_PAUSE_SAME_ERROR",
+    "MESSAGING_HEARTBEAT_STALE_SECONDS",
+    "MESSAGING_HEALTH_MAX_WAIT_SECONDS",
 ):
     if os.environ.get(_name):
         globals()[_name] = int(os.environ[_name])
+if os.environ.get("MESSAGING_AUTO_PAUSE_FAILURE_RATE"):
+    MESSAGING_AUTO_PAUSE_FAILURE_RATE = float(os.environ["MESSAGING_AUTO_PAUSE_FAILURE_RATE"])
+for _name in ("MESSAGING_SITE_URL", "MESSAGING_METRICS_TOKEN"):
+    if os.environ.get(_name):
+        globals()[_name] = os.environ[_name]
+if os.environ.get("MESSAGING_NOTIFY_SENDER"):
+    MESSAGING_NOTIFY_SENDER = os.environ["MESSAGING_NOTIFY_SENDER"].lower() not in ("0", "false", "no", "off")
 # Where the development mail sink (manage.py mailsink) stores .eml files.
 MESSAGING_MAIL_DIR = VAR_DIR / "mail"
 

@@ -45,6 +45,18 @@ def make_user(db):
 
 
 @pytest.fixture
+def scripted_channel():
+    """The email channel replaced by a ScriptedChannel (tests.engine_helpers) for one test."""
+    from messaging import channels
+    from tests.engine_helpers import ScriptedChannel
+
+    original = channels.get_channel("email")
+    channel = channels.register(ScriptedChannel())
+    yield channel
+    channels.register(original)
+
+
+@pytest.fixture
 def smtp_sink():
     """A real SMTP server on loopback: *@tempfail.example → 451, *@bounce.example → 550."""
     with MailSink() as sink:
@@ -98,6 +110,7 @@ class Consumer:
         }
         self.workers = workers
         self.process: subprocess.Popen | None = None
+        (ROOT / "var").mkdir(exist_ok=True)
         self.log = (ROOT / "var" / "test-consumer.log").open("ab")
 
     def start(self) -> Consumer:

@@ -1,5 +1,8 @@
 from django.utils.translation import get_language
 
+from messaging import channels
+from messaging.channels import DeliveryResult
+from messaging.models import Message
 from messaging.subject_generator import SubjectTextGenerator
 
 
@@ -21,3 +24,33 @@ class FixedSubject(SubjectTextGenerator):
 
 
 SEND_ARGS = {"template_name": "tests/email.html", "template_context": {"title": "News"}}
+
+
+class ScriptedChannel(channels.Channel):
+    """Answers from a script per address; records the message's status as it delivers.
+    `before_each(receiver)`, if set, runs before each receiver is answered (to pause, cancel
+    or move the clock in the middle of a delivery run)."""
+
+    message_type = "email"
+
+    def __init__(self, answers=None, default: DeliveryResult | None = None):
+        self.answers = answers or {}
+        self.default = default or DeliveryResult.ok()
+        self.seen_statuses = []
+        self.delivered = []
+        self.attempted = []
+        self.before_each = None
+
+    def deliver(self, receivers):
+        first = True
+        for receiver in receivers:
+            if first:
+                self.seen_statuses.append(Message.objects.get(pk=receiver.message_id).status)
+                first = False
+            if self.before_each is not None:
+                self.before_each(receiver)
+            self.attempted.append(receiver.send_to)
+            result = self.answers.get(receiver.send_to, self.default)
+            if result.delivered:
+                self.delivered.append(receiver.send_to)
+            yield receiver, result

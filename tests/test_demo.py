@@ -159,7 +159,10 @@ def test_the_welcome_draft_can_be_sent(demo, django_capture_on_commit_callbacks,
     assert set(failed.values_list("send_to", flat=True)) == {""}
     assert failed.count() >= 2
     assert message.status == Message.Status.ERROR
-    assert len(mailoutbox) == count - failed.count()
+    # ... and the staff member who sent it is told (one report, in their language).
+    report = Message.objects.get(context_type=Message.ContextType.SENDING_REPORT)
+    assert report.metadata == {"report_for": message.pk, "event": "finished_with_failures"}
+    assert len(mailoutbox) == count - failed.count() + 1
     nb = receivers.filter(language="nb", status=MessageReceiver.Status.SENT).first()
     assert nb.subject == "Velkommen til INF1000"
     assert f"Hei {nb.user.first_name}" in nb.message_content_plain

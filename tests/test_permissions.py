@@ -30,11 +30,16 @@ PERMISSIONS = {
     "message_send_test": (SEND, {"POST"}),
     "message_send": (SEND, {"GET", "POST"}),
     "message_status": (VIEW, {"GET"}),
+    "message_unschedule": (SEND, {"POST"}),
+    "message_pause": (SEND, {"POST"}),
+    "message_resume": (SEND, {"POST"}),
+    "message_cancel": (SEND, {"POST"}),
     "message_resend_failed": (RESEND, {"POST"}),
     "receiver_detail": (VIEW, {"GET"}),
     "receiver_resend": (RESEND, {"POST"}),
     "recipient_search": (COMPOSE, {"GET"}),
     "recipient_summary": (COMPOSE, {"GET"}),
+    "operations": (VIEW, {"GET"}),
     "set_language": (PUBLIC, {"GET", "POST"}),  # only sets the language cookie
 }
 URL_NAMES = [p.name for p in messaging_urls.urlpatterns if isinstance(p, URLPattern)]

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from messaging import channels, recipients
 from messaging.channels import ChannelUnavailable, DeliveryResult
 from messaging.models import AuditEvent, Message, MessageReceiver
 from messaging.rendering import ContentRenderer, RenderedContent
-from messaging.services import sending, transitions
+from messaging.services import controlling, sending, transitions
+from messaging.services.audit import record
 from messaging.services.status import exception_entry
 from messaging.subject_generator import ComposedSubjectGenerator
 
@@ -52,10 +54,6 @@ def renderer_for(message: Message) -> ContentRenderer:
         COMPOSED_TEMPLATE,
         {"bodies": bodies, "default_language": default},
     )
-
-
-def record(message: Message, action: str, actor=None, **details) -> None:
-    AuditEvent.objects.create(message=message, actor=actor, action=action, details=details)
 
 
 class DraftChanged(ValueError):
@@ -114,14 +112,31 @@ class QueueUnavailable(Exception):
     """The task queue (Redis or the SqliteHuey file) could not take the send; nothing was sent."""
 
 
-def queue_send(message: Message, actor=None) -> int:
-    """Freeze the recipients to user ids, move draft → queued and hand the message to a worker
-    after commit. Raises ValueError if it is not a draft, QueueUnavailable (and goes back to
-    draft) if the task queue cannot take it."""
+def queue_send(message: Message, actor=None, *, send_at=None, expires_at=None) -> int:
+    """Send a draft now, or schedule it (or a scheduled one again) for `send_at`.
+
+    Now: freeze the recipients to user ids, move to queued and hand the message to a worker
+    after commit. Raises ValueError if it is neither a draft nor scheduled, QueueUnavailable
+    (and goes back to where it was) if the task queue cannot take it. Returns the number of
+    recipients as of now."""
+    sending.validate_schedule(send_at, expires_at)
+    user_ids = resolved_user_ids(message)
+    if send_at is not None and send_at > timezone.now():
+        return _schedule(message, actor, send_at, expires_at, len(user_ids))
+    if message.is_scheduled:
+        # "Send now" on a scheduled message: its time is now.
+        if not transitions.schedule(message, timezone.now(), expires_at):
+            raise ValueError(f"Message #{message.pk} is {message.status}; it has already started.")
+        return _start_now(message, actor, user_ids, expected=[Message.Status.SCHEDULED])
+    Message.objects.drafts().filter(pk=message.pk).update(expires_at=expires_at)
+    message.expires_at = expires_at
+    return _start_now(message, actor, user_ids, expected=[Message.Status.DRAFT])
+
+
+def _start_now(message: Message, actor, user_ids: list[int], expected: list[str]) -> int:
     from messaging import tasks
 
-    user_ids = resolved_user_ids(message)
-    if not transitions.queue(message, user_ids):
+    if not transitions.queue(message, user_ids, expected=expected):
         raise ValueError(f"Message #{message.pk} is {message.status}; it has already been sent.")
 
     def enqueue() -> None:
@@ -136,10 +151,37 @@ def queue_send(message: Message, actor=None) -> int:
     return len(user_ids)
 
 
+def _schedule(message: Message, actor, send_at, expires_at, recipients: int) -> int:
+    if not transitions.schedule(message, send_at, expires_at):
+        raise ValueError(f"Message #{message.pk} is {message.status}; it can no longer be scheduled.")
+    record(
+        message,
+        AuditEvent.Action.SCHEDULED,
+        actor,
+        send_at=send_at.isoformat(),
+        expires_at=expires_at.isoformat() if expires_at else None,
+        receivers=recipients,
+    )
+    sending.schedule_start(message)
+    return recipients
+
+
+def unschedule(message: Message, actor=None) -> bool:
+    """scheduled → draft (staff-composed messages only); False if it started meanwhile."""
+    if not transitions.unschedule(message):
+        return False
+    record(message, AuditEvent.Action.UNSCHEDULED, actor)
+    return True
+
+
 def send_composed(message: Message) -> None:
     """The worker's side of queue_send: prepare and deliver a queued message. Anything else
-    (already started by another worker, taken back) is left alone."""
+    (already started by another worker, taken back) is left alone; one past its expiry is
+    expired, not sent."""
     if message.status != Message.Status.QUEUED:
+        return
+    if message.is_expired:
+        controlling.expire(message.pk)
         return
     try:
         sending.prepare_and_send(message, **prepare_arguments(message))

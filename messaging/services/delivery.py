@@ -17,14 +17,17 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection, transaction
+from django.utils import timezone
 
 from messaging import channels, conf, worker_shutdown
 from messaging.channels import ChannelUnavailable, DeliveryResult
 from messaging.models import Message, MessageReceiver
-from messaging.services import transitions
+from messaging.services import controlling, transitions
+from messaging.services.status import FailureWatch
 from messaging.services.transitions import Claim
 
 logger = logging.getLogger(__name__)
@@ -46,30 +49,58 @@ def safety_margin() -> float:
     return max(1.0, conf.lease_seconds() / 20)
 
 
+@dataclass
+class DeliveryRun:
+    """One worker's delivery of one message: its expiry (read once) and its failure watch."""
+
+    message_id: int
+    worker_id: str
+    expires_at: datetime | None
+    watch: FailureWatch
+
+    @classmethod
+    def start(cls, message_id: int) -> DeliveryRun:
+        expires_at = Message.objects.filter(pk=message_id).values_list("expires_at", flat=True).first()
+        return cls(message_id, new_worker_id(), expires_at, FailureWatch.from_settings())
+
+    def expired(self) -> bool:
+        return self.expires_at is not None and timezone.now() >= self.expires_at
+
+
 def deliver_message(message_id: int, *, wait_for_others: bool = False) -> bool:
     """Claim and deliver batches until none is left. False if the channel was unavailable (the
-    message is then "delivery blocked", nothing charged) or the worker is stopping. With
-    wait_for_others, also waits while other workers hold live claims on its receivers."""
-    worker_id = new_worker_id()
+    message is then "delivery blocked", nothing charged), the message was paused, cancelled or
+    expired, or the worker is stopping. With wait_for_others, also waits while other workers
+    hold live claims on its receivers."""
+    run = DeliveryRun.start(message_id)
     published = time.monotonic()
     with relaxed_commit_durability():
         while not worker_shutdown.requested():
             if time.monotonic() - published >= PROGRESS_INTERVAL:
                 transitions.roll_up(message_id)
                 published = time.monotonic()
-            claim = transitions.claim_batch(message_id, worker_id)
+            if run.expired():
+                controlling.expire(message_id)
+                return False
+            claim = transitions.claim_batch(message_id, run.worker_id)
             if claim is None:
                 if wait_for_others and _others_in_flight(message_id):
                     time.sleep(0.2)
                     continue
                 break
             try:
-                deliver_claim(claim)
+                deliver_claim(claim, run)
             except ChannelUnavailable as exc:
                 _block(message_id, str(exc))
                 return False
             except LeaseTooShort as exc:
                 logger.error("Message %s: nothing sent: %s", message_id, exc)
+                return False
+            if claim.halted:
+                logger.info("Message %s is %s; this worker stops delivering it.", message_id, claim.halted)
+                if claim.halted == Message.Status.EXPIRED:
+                    controlling.expire(message_id)
+                transitions.roll_up(message_id)
                 return False
     if worker_shutdown.requested():
         _hand_over(message_id)
@@ -79,9 +110,10 @@ def deliver_message(message_id: int, *, wait_for_others: bool = False) -> bool:
     return True
 
 
-def deliver_claim(claim: Claim) -> None:
+def deliver_claim(claim: Claim, run: DeliveryRun) -> None:
     """Deliver a claim's receivers, each under a live lease, each result recorded before the
-    channel takes the next. What is not delivered (stopping, lease lost) is released."""
+    channel takes the next. What is not delivered (stopping, lease lost, message paused,
+    cancelled or expired) is released."""
     by_type: dict[str, list] = {}
     for receiver in claim.receivers:
         by_type.setdefault(receiver.message_type, []).append(receiver)
@@ -95,18 +127,37 @@ def deliver_claim(claim: Claim) -> None:
                     transitions.record_result(receiver, failure, claim.worker_id)
                 continue
             budget = channel.seconds_per_receiver() + safety_margin()
-            for receiver, result in channel.deliver(_under_lease(claim, group, budget)):
-                record(receiver, result, claim.worker_id)
+            for receiver, result in channel.deliver(_under_lease(claim, run, group, budget)):
+                _record_and_watch(claim, run, receiver, result)
     finally:
         # Everything recorded has claimed_by cleared, so this releases only what was not sent.
         transitions.release(claim.ids, claim.worker_id)
 
 
-def _under_lease(claim: Claim, receivers: list, budget: float) -> Iterator[MessageReceiver]:
+def _record_and_watch(
+    claim: Claim, run: DeliveryRun, receiver: MessageReceiver, result: DeliveryResult
+) -> None:
+    message_status = record(receiver, result, claim.worker_id)
+    if message_status and message_status != Message.Status.SENDING:
+        claim.halted = message_status  # paused, cancelled or expired meanwhile
+        return
+    if result.uncertain:
+        return
+    tripped = run.watch.add(result.delivered, result.reason)
+    if tripped and controlling.auto_pause(run.message_id, tripped):
+        logger.warning("Message %s paused itself: %s", run.message_id, tripped)
+        claim.halted = Message.Status.PAUSED
+
+
+def _under_lease(claim: Claim, run: DeliveryRun, receivers: list, budget: float) -> Iterator[MessageReceiver]:
     """Yield each receiver only while this worker's lease on it outlasts one send; renew the
-    lease first when it would not; skip receivers lost meanwhile; stop when the worker stops."""
+    lease first when it would not; skip receivers lost meanwhile; stop when the worker stops,
+    the message stopped being `sending` or its expiry passed."""
     for index, receiver in enumerate(receivers):
-        if worker_shutdown.requested():
+        if worker_shutdown.requested() or claim.halted:
+            return
+        if run.expired():
+            claim.halted = Message.Status.EXPIRED
             return
         if claim.seconds_left() < budget:
             remaining = [r.pk for r in receivers[index:] if r.pk not in claim.lost]
@@ -122,13 +173,15 @@ def _under_lease(claim: Claim, receivers: list, budget: float) -> Iterator[Messa
         yield receiver
 
 
-def record(receiver: MessageReceiver, result: DeliveryResult, worker_id: str) -> None:
+def record(receiver: MessageReceiver, result: DeliveryResult, worker_id: str) -> str:
+    """Record one attempt; returns the message's status, or "" if the receiver was not ours."""
     if result.uncertain:
-        recorded = transitions.record_uncertain(receiver, result.reason, worker_id)
+        message_status = transitions.record_uncertain(receiver, result.reason, worker_id)
     else:
-        recorded = transitions.record_result(receiver, result, worker_id)
-    if not recorded:
+        message_status = transitions.record_result(receiver, result, worker_id)
+    if not message_status:
         logger.warning("Receiver %s is no longer ours; its result was not recorded.", receiver.pk)
+    return message_status
 
 
 def _block(message_id: int, reason: str) -> None:

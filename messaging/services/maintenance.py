@@ -1,6 +1,8 @@
 """The sweeper: finds work whose worker or task is gone and sets it going again.
 
-Runs every MESSAGING_SWEEP_MINUTES from every consumer (tasks.sweep); every step is a guarded
+Runs every MESSAGING_SWEEP_MINUTES (and when a consumer starts; tasks.sweep); it also starts
+scheduled messages whose time has come and expires what is past its expiry, so neither depends
+on huey's in-memory schedule surviving a restart. Every step is a guarded
 transition, so sweepers on several hosts at once do no harm. Liveness is decided by facts, not
 clocks, where a fact exists: a claim is live while its lease runs (workers renew it while they
 send), a preparation while its transaction holds the message row's lock.
@@ -17,7 +19,7 @@ from django.utils import timezone
 
 from messaging import conf
 from messaging.models import Message, MessageReceiver
-from messaging.services import resending, transitions
+from messaging.services import controlling, resending, sending, transitions
 from messaging.services.status import error_entry
 
 logger = logging.getLogger(__name__)
@@ -25,7 +27,12 @@ logger = logging.getLogger(__name__)
 
 def sweep() -> None:
     from messaging import tasks
+    from messaging.services import heartbeats
 
+    for message_id in Message.objects.past_expiry().values_list("pk", flat=True):
+        controlling.expire(message_id)
+    for message in Message.objects.due_to_start():
+        sending.start_scheduled(message)
     resending.retry_due_receivers()
     for message_id in messages_needing_delivery():
         tasks.deliver_message(message_id)
@@ -41,6 +48,7 @@ def sweep() -> None:
             tasks.deliver_message(message_id)
     for message_id in lost_queued_messages():
         tasks.send_composed_message(message_id)
+    heartbeats.record_sweep()
 
 
 def messages_needing_delivery() -> list[int]:

@@ -38,8 +38,16 @@ def _queue_delivery(message_ids) -> None:
         transaction.on_commit(lambda mid=message_id: tasks.deliver_message(mid), robust=True)
 
 
+def resend_allowed(message: Message) -> bool:
+    """A cancelled or expired message (or one past its expiry) is never sent to again."""
+    return message.status not in (Message.Status.CANCELLED, Message.Status.EXPIRED) and not message.is_expired
+
+
 def resend_receiver(receiver: MessageReceiver, actor=None) -> bool:
-    """Queue one failed/error receiver again. False if it was not resendable (e.g. sent)."""
+    """Queue one failed/error receiver again. False if it was not resendable (e.g. sent, or
+    its message was cancelled or has expired)."""
+    if not resend_allowed(receiver.message):
+        return False
     with transaction.atomic():
         resendable = MessageReceiver.objects.resendable().filter(pk=receiver.pk)
         _refresh_addresses(resendable)
@@ -55,7 +63,10 @@ def resend_receiver(receiver: MessageReceiver, actor=None) -> bool:
 
 
 def resend_failed(message: Message, actor=None) -> int:
-    """Queue every failed/error receiver of a message again; returns how many."""
+    """Queue every failed/error receiver of a message again; returns how many (none for a
+    cancelled or expired message)."""
+    if not resend_allowed(message):
+        return 0
     with transaction.atomic():
         resendable = MessageReceiver.objects.filter(message=message).resendable()
         _refresh_addresses(resendable)

@@ -8,13 +8,14 @@ slow preparation (never touched) from a dead one (recovered; transitions.lock_pr
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
 
 from messaging import conf
-from messaging.models import Message
-from messaging.services import delivery, transitions
+from messaging.models import AuditEvent, Message
+from messaging.services import audit, delivery, transitions
 from messaging.services.status import exception_entry
 
 logger = logging.getLogger(__name__)
@@ -75,11 +76,45 @@ def prepare(message: Message, preparer: str, subject_generator, template_name, t
     return True
 
 
-def prepare_and_send(message: Message, subject_generator, template_name, template_context) -> None:
+def validate_schedule(
+    send_at: datetime | None, expires_at: datetime | None, now: datetime | None = None
+) -> None:
+    """Raise ValueError for times that cannot be meant: naive ones, or an expiry that is not
+    after the send time (or already past)."""
+    now = now or timezone.now()
+    for name, value in (("send_at", send_at), ("expires_at", expires_at)):
+        if value is not None and timezone.is_naive(value):
+            raise ValueError(f"{name} must be timezone-aware, got {value!r}.")
+    if expires_at is not None and expires_at <= max(send_at or now, now):
+        raise ValueError(
+            f"expires_at ({expires_at.isoformat()}) must be after the send time and in the future."
+        )
+
+
+def prepare_and_send(
+    message: Message,
+    subject_generator,
+    template_name,
+    template_context,
+    *,
+    send_at: datetime | None = None,
+    expires_at: datetime | None = None,
+) -> None:
+    """Prepare every receiver and deliver them; with `send_at` in the future the prepared
+    message waits as `scheduled` (the sweeper starts it); `expires_at`: nothing is delivered
+    after it. A send_at in the past means now."""
+    if send_at is not None or expires_at is not None:
+        validate_schedule(send_at, expires_at)
+        message.send_at = send_at or message.send_at
+        message.expires_at = expires_at or message.expires_at
+        Message.objects.filter(pk=message.pk).update(send_at=message.send_at, expires_at=message.expires_at)
     preparer = delivery.new_worker_id()
     start_preparing(message, preparer)
     if not prepare(message, preparer, subject_generator, template_name, template_context):
         message.refresh_from_db(fields=["status", "status_data"])
+        return
+    if message.status == Message.Status.SCHEDULED:
+        schedule_start(message)
         return
     # Other workers join in (claims keep them disjoint): one helper per extra worker.
     from messaging import tasks
@@ -89,3 +124,36 @@ def prepare_and_send(message: Message, subject_generator, template_name, templat
         transaction.on_commit(lambda: tasks.deliver_message(message.pk), robust=True)
     delivery.deliver_message(message.pk, wait_for_others=True)
     message.refresh_from_db(fields=["status", "status_data"])
+
+
+def schedule_start(message: Message) -> None:
+    """Ask huey to start the message on time; the sweeper starts it anyway should the
+    consumer's schedule be lost (a restart of Redis, a flushed queue)."""
+    from messaging import tasks
+
+    transaction.on_commit(
+        lambda: tasks.start_scheduled_message.schedule((message.pk,), eta=message.send_at), robust=True
+    )
+
+
+def start_scheduled(message: Message) -> str | None:
+    """A scheduled message whose time has come: a staff-composed one is queued (its recipients
+    resolved now) and prepared; one prepared through the API starts delivering. Returns the
+    new status, or None if it was not due (rescheduled, taken back, already started)."""
+    from messaging import tasks
+    from messaging.services import composing
+
+    if message.receivers.exists():
+        if not transitions.start_scheduled_delivery(message.pk):
+            return None
+        for _worker in range(1 + conf.delivery_helpers()):
+            transaction.on_commit(lambda: tasks.deliver_message(message.pk), robust=True)
+        new_status = Message.Status.SENDING
+    else:
+        user_ids = composing.resolved_user_ids(message)
+        if not transitions.queue_scheduled(message, user_ids):
+            return None
+        transaction.on_commit(lambda: tasks.send_composed_message(message.pk), robust=True)
+        new_status = Message.Status.QUEUED
+    audit.record(message, AuditEvent.Action.STARTED)
+    return new_status

@@ -4,6 +4,7 @@ receiver failure rule, the message roll-up rule and the counts the status page s
 from __future__ import annotations
 
 import traceback as traceback_module
+from collections import deque
 
 from django.db.models import Count
 from django.utils import timezone
@@ -38,14 +39,19 @@ def status_after_failure(failed_count: int) -> str:
 
 
 def status_from_counts(current: str, counts: dict[str, int]) -> str:
-    """sending while any receiver is not_sent (blocked stays blocked), sent when every receiver
-    is sent, else error (SPEC §2)."""
-    total = sum(counts.values())
+    """Cancelled and expired are final whatever the counts. Otherwise: sending while any
+    receiver is not_sent (scheduled, blocked and paused are kept meanwhile), sent when no
+    receiver failed, else error (SPEC §2)."""
+    Status = Message.Status
+    if current in (Status.CANCELLED, Status.EXPIRED):
+        return current
     if counts[MessageReceiver.Status.NOT_SENT]:
-        return Message.Status.BLOCKED if current == Message.Status.BLOCKED else Message.Status.SENDING
-    if total and counts[MessageReceiver.Status.SENT] == total:
-        return Message.Status.SENT
-    return Message.Status.ERROR
+        return current if current in Message.HOLDING else Status.SENDING
+    if not sum(counts.values()):
+        return current if current == Status.SCHEDULED else Status.ERROR
+    if counts[MessageReceiver.Status.FAILED] or counts[MessageReceiver.Status.ERROR]:
+        return Status.ERROR
+    return Status.SENT
 
 
 def receiver_counts(message_id: int) -> dict[str, int]:
@@ -60,6 +66,17 @@ def receiver_counts(message_id: int) -> dict[str, int]:
     return counts
 
 
+def cancelled_counts(message_id: int) -> dict[str, int]:
+    """Cancelled receivers per reason: {"cancelled": 3, "expired": 40}."""
+    rows = (
+        MessageReceiver.objects.filter(message_id=message_id, status=MessageReceiver.Status.CANCELLED)
+        .order_by()
+        .values_list("cancel_reason")
+        .annotate(n=Count("*"))
+    )
+    return dict(rows)
+
+
 def published_counts(message: Message) -> dict[str, int]:
     """Receiver counts as last published on the message, without counting the receivers.
 
@@ -71,3 +88,33 @@ def published_counts(message: Message) -> dict[str, int]:
     if summary and "receiver_counts" in summary:
         return {status: summary["receiver_counts"].get(status, 0) for status in MessageReceiver.Status.values}
     return receiver_counts(message.pk)
+
+
+class FailureWatch:
+    """Decides when a delivery run should pause its message: more than `rate` of the last
+    `window` attempts failed, or the same error `streak` times in a row (0 turns a rule off).
+    Counted per worker, over the attempts it made."""
+
+    def __init__(self, window: int, rate: float, streak: int):
+        self.window, self.rate, self.streak = window, rate, streak
+        self.recent: deque[bool] = deque(maxlen=window or 1)
+        self.same_error, self.last_error = 0, None
+
+    @classmethod
+    def from_settings(cls) -> FailureWatch:
+        return cls(conf.auto_pause_window(), conf.auto_pause_failure_rate(), conf.auto_pause_same_error())
+
+    def add(self, delivered: bool, error: str = "") -> dict | None:
+        """Count one attempt; returns the finding when a rule trips, else None."""
+        self.recent.append(not delivered)
+        if delivered:
+            self.same_error, self.last_error = 0, None
+            return None
+        self.same_error = self.same_error + 1 if error == self.last_error else 1
+        self.last_error = error
+        if self.streak and self.same_error >= self.streak:
+            return {"rule": "same_error", "count": self.same_error, "error": error[:1000]}
+        failed = sum(self.recent)
+        if self.window and len(self.recent) >= self.window and failed > self.rate * self.window:
+            return {"rule": "failure_rate", "failed": failed, "window": self.window, "error": error[:1000]}
+        return None

@@ -10,19 +10,29 @@ written by someone else is never lost.
 
 Message:
     draft ─queue→ queued ─start_preparing→ preparing ─finish_preparing→ sending
+    draft ─schedule→ scheduled ─(re)schedule→ scheduled ─unschedule→ draft   (staff-composed)
+    scheduled ─queue_scheduled→ queued            (its time came; prepared now)
+    preparing ─finish_preparing→ scheduled ─start_scheduled_delivery→ sending   (API send_at)
+    sending|blocked ─pause→ paused ─resume→ sending
+    scheduled|queued|sending|blocked|paused ─cancel→ cancelled    (receivers not yet handed over:
+    scheduled|queued|sending|blocked|paused|error ─expire→ expired  cancelled, with the reason)
     queued ─unqueue→ draft                      (the task queue could not take it)
     draft|queued ─start_preparing→ preparing    (prepare_and_send from code: draft)
     preparing ─requeue_preparation→ queued      (its worker died; staff-composed: sent again)
     preparing|queued ─fail→ error                (preparing raised, nothing to send, worker died)
     sending ─block→ blocked ─unblock→ sending   (the mail server refuses every delivery)
-    sending|blocked|sent|error ─roll_up→ sending|blocked|sent|error  (from the receivers' counts)
+    DELIVERING ─roll_up→ from the receivers' counts (cancelled and expired are kept)
 
-Receiver (status not_sent → sent | failed | error; ownership via claimed_by + lease):
+Every message transition sends `messaging.signals.message_status_changed` after it happened.
+
+Receiver (status not_sent → sent | failed | error | cancelled; ownership via claimed_by + lease):
     not_sent ─claim_batch→ owned by a worker until its lease runs out (renew_leases extends it)
     owned ─record_result→ sent | failed | error  (released)
     owned ─record_uncertain→ not_sent, flagged delivery_uncertain (released)
     owned ─release→ not_sent (unowned)
     failed|error ─reset_for_resend→ not_sent
+    not_sent|failed awaiting retry ─cancel/expire→ cancelled  (a claimed one keeps its owner, whose
+                                                   result, if it was in flight, overwrites this)
 """
 
 from __future__ import annotations
@@ -41,12 +51,14 @@ from messaging import conf
 from messaging.channels import DeliveryResult
 from messaging.models import Message, MessageReceiver
 from messaging.services.status import (
+    cancelled_counts,
     error_entry,
     receiver_counts,
     status_after_failure,
     status_from_counts,
     with_error,
 )
+from messaging.signals import message_status_changed
 
 CLAIM_BATCH_SIZE = 100
 
@@ -72,18 +84,28 @@ def _move(
         row = (
             Message.objects.select_for_update()
             .filter(pk=message_id, status__in=expected)
-            .values_list("status_data", flat=True)
+            .values_list("status", "status_data")
             .first()
         )
         if row is None:
             return None
-        status_data = change_data(dict(row))
+        old_status, old_data = row
+        status_data = change_data(dict(old_data))
         if status_data is None:
             return None
         moved = Message.objects.filter(pk=message_id, status__in=expected).update(
             status=new_status, status_data=status_data, **fields
         )
+        if moved:
+            _changed(message_id, old_status, new_status, status_data)
     return status_data if moved else None
+
+
+def _changed(message_id: int, old: str, new: str, status_data: dict) -> None:
+    if old != new:
+        message_status_changed.send(
+            sender=Message, message_id=message_id, old=old, new=new, status_data=status_data
+        )
 
 
 def _apply(message: Message, status: str, status_data: dict | None) -> bool:
@@ -95,16 +117,63 @@ def _apply(message: Message, status: str, status_data: dict | None) -> bool:
     return True
 
 
-def queue(message: Message, user_ids: list[int]) -> bool:
+def queue(message: Message, user_ids: list[int], expected: Iterable[str] = (Status.DRAFT,)) -> bool:
     """draft → queued, with the recipients frozen to user ids."""
-    moved = Message.objects.filter(pk=message.pk, status=Status.DRAFT).update(
-        status=Status.QUEUED,
+    queued = timezone.now().isoformat()
+    data = _move(
+        message.pk,
+        expected,
+        Status.QUEUED,
+        lambda d: {**d, "queued_datetime": queued},
         virtual_message_receivers={**message.virtual_message_receivers, "user_ids": user_ids},
-        status_data={**message.status_data, "queued_datetime": timezone.now().isoformat()},
     )
-    if moved:
+    if data is not None:
         message.refresh_from_db(fields=["status", "status_data", "virtual_message_receivers"])
-    return bool(moved)
+    return data is not None
+
+
+def schedule(message: Message, send_at, expires_at=None) -> bool:
+    """draft|scheduled → scheduled: a staff-composed message waits for `send_at` (rescheduling
+    is the same move). Its recipients are resolved when it starts."""
+    data = _move(
+        message.pk,
+        [Status.DRAFT, Status.SCHEDULED],
+        Status.SCHEDULED,
+        lambda d: d,
+        send_at=send_at,
+        expires_at=expires_at,
+    )
+    if data is not None:
+        message.send_at, message.expires_at = send_at, expires_at
+    return _apply(message, Status.SCHEDULED, data)
+
+
+def unschedule(message: Message) -> bool:
+    """scheduled → draft, only for a message without receivers (a staff-composed one)."""
+    if message.receivers.exists():
+        return False
+    data = _move(message.pk, [Status.SCHEDULED], Status.DRAFT, send_at=None, expires_at=None)
+    if data is not None:
+        message.send_at = message.expires_at = None
+    return _apply(message, Status.DRAFT, data)
+
+
+def queue_scheduled(message: Message, user_ids: list[int]) -> bool:
+    """scheduled → queued once its time has come (a staff-composed message)."""
+    if message.send_at is None or message.send_at > timezone.now():
+        return False
+    return queue(message, user_ids, expected=[Status.SCHEDULED])
+
+
+def start_scheduled_delivery(message_id: int) -> bool:
+    """scheduled → sending once its time has come (prepared earlier through the API)."""
+    if not Message.objects.due_to_start().filter(pk=message_id).exists():
+        return False
+    started = timezone.now().isoformat()
+    return (
+        _move(message_id, [Status.SCHEDULED], Status.SENDING, lambda d: {**d, "sending_started": started})
+        is not None
+    )
 
 
 def unqueue(message: Message) -> bool:
@@ -146,19 +215,18 @@ def lock_preparation(message: Message, preparer: str) -> bool:
 
 
 def finish_preparing(message: Message, preparer: str, **summary) -> bool:
-    """preparing → sending, in the same transaction that created the receivers."""
-    sending_started = timezone.now().isoformat()
+    """preparing → sending (or scheduled, if its send_at is still ahead), in the same
+    transaction that created the receivers."""
+    now = timezone.now()
+    new_status = Status.SCHEDULED if message.send_at and message.send_at > now else Status.SENDING
+    started = {} if new_status == Status.SCHEDULED else {"sending_started": now.isoformat()}
     data = _move(
         message.pk,
         [Status.PREPARING],
-        Status.SENDING,
-        lambda d: (
-            {**d, **summary, "sending_started": sending_started}
-            if d.get("preparing_by") == preparer
-            else None
-        ),
+        new_status,
+        lambda d: {**d, **summary, **started} if d.get("preparing_by") == preparer else None,
     )
-    return _apply(message, Status.SENDING, data)
+    return _apply(message, new_status, data)
 
 
 def fail(message: Message, entry: dict, expected: Iterable[str] = (Status.PREPARING,)) -> bool:
@@ -233,17 +301,95 @@ def roll_up(message_id: int, *, delivered_unblocked: bool = False) -> str | None
             return None
         counts = receiver_counts(message_id)
         new_status = status_from_counts(message.status, counts)
-        status_data = {
-            **message.status_data,
-            "summary": {"receiver_counts": counts, "total": sum(counts.values())},
-        }
+        summary = {"receiver_counts": counts, "total": sum(counts.values())}
+        if counts[ReceiverStatus.CANCELLED]:
+            summary["cancelled"] = cancelled_counts(message_id)
+        status_data = {**message.status_data, "summary": summary}
         if delivered_unblocked or new_status != Status.BLOCKED:
             status_data.pop("blocked", None)
         if new_status != message.status or status_data != message.status_data:
             Message.objects.filter(pk=message_id, status=message.status).update(
                 status=new_status, status_data=status_data
             )
+            _changed(message_id, message.status, new_status, status_data)
     return new_status
+
+
+def pause(message_id: int, *, actor_id: int | None = None, tripped: dict | None = None) -> bool:
+    """sending|blocked → paused: workers stop claiming its receivers (and a delivering worker
+    stops after the receiver in flight). `tripped`: the failure watch's finding, for an
+    automatic pause (status.FailureWatch)."""
+    record = {
+        "since": timezone.now().isoformat(),
+        "by": actor_id,
+        "automatic": tripped is not None,
+        **(tripped or {}),
+    }
+    return _move(message_id, Message.PAUSABLE, Status.PAUSED, lambda d: {**d, "paused": record}) is not None
+
+
+def resume(message_id: int) -> bool:
+    """paused → sending; delivery continues with the receivers not yet sent."""
+    return (
+        _move(
+            message_id,
+            [Status.PAUSED],
+            Status.SENDING,
+            lambda d: {k: v for k, v in d.items() if k not in ("paused", "blocked")},
+        )
+        is not None
+    )
+
+
+def cancel(message_id: int, reason: str = MessageReceiver.CancelReason.CANCELLED) -> bool:
+    """CANCELLABLE → cancelled (reason "cancelled") or EXPIRABLE → expired (reason "expired"),
+    and every receiver not yet handed to the server → cancelled, in one transaction. A worker
+    that holds a cancelled receiver stops before handing it over (record_result tells it the
+    message's status); the one in flight is recorded with its real outcome."""
+    expiring = reason == MessageReceiver.CancelReason.EXPIRED
+    new_status = Status.EXPIRED if expiring else Status.CANCELLED
+    now = timezone.now()
+    with transaction.atomic():
+        data = _move(
+            message_id,
+            Message.EXPIRABLE if expiring else Message.CANCELLABLE,
+            new_status,
+            lambda d: {**d, new_status: now.isoformat()},
+        )
+        if data is None:
+            return False
+        undelivered = MessageReceiver.objects.filter(message_id=message_id).filter(
+            Q(status=ReceiverStatus.NOT_SENT)
+            | Q(status=ReceiverStatus.FAILED, permanent_failure=False, next_attempt_datetime__isnull=False)
+        )
+        undelivered.update(status=ReceiverStatus.CANCELLED, cancel_reason=reason, next_attempt_datetime=None)
+    roll_up(message_id)
+    return True
+
+
+def expire(message_id: int) -> bool:
+    """EXPIRABLE → expired once its expiry has passed (see cancel)."""
+    if not Message.objects.past_expiry().filter(pk=message_id).exists():
+        return False
+    return cancel(message_id, MessageReceiver.CancelReason.EXPIRED)
+
+
+def mark_reported(message_id: int, event: str) -> bool:
+    """Remember that the sender was told about `event`; False if already told (so two workers
+    that see the same event send one email)."""
+    with transaction.atomic():
+        row = (
+            Message.objects.select_for_update()
+            .filter(pk=message_id)
+            .values_list("status_data", flat=True)
+            .first()
+        )
+        if row is None or event in row.get("reported", []):
+            return False
+        Message.objects.filter(pk=message_id).update(
+            status_data={**row, "reported": [*row.get("reported", []), event]}
+        )
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +414,8 @@ class Claim:
     receivers: list[MessageReceiver]
     lease_deadline: float
     lost: set[int] = field(default_factory=set)
+    # Why the worker stops handing this claim's receivers over (the message's new status).
+    halted: str = ""
 
     @property
     def ids(self) -> list[int]:
@@ -287,6 +435,7 @@ def claim_batch(message_id: int, worker_id: str, limit: int = CLAIM_BATCH_SIZE) 
     with transaction.atomic():
         rows = list(
             MessageReceiver.objects.filter(message_id=message_id, message__status=Status.SENDING)
+            .exclude(message__expires_at__lte=now)
             .claimable(now)
             .select_for_update(skip_locked=True, of=("self",))
             .order_by("id")
@@ -392,23 +541,26 @@ def result_fields(receiver: MessageReceiver, result: DeliveryResult) -> dict:
     }
 
 
-def record_result(receiver: MessageReceiver, result: DeliveryResult, worker_id: str) -> bool:
+def record_result(receiver: MessageReceiver, result: DeliveryResult, worker_id: str) -> str:
     """Store one attempt's outcome in one UPDATE, committed before the worker sends the next
-    receiver: that is what bounds a crash to one uncertain receiver. False (nothing written)
-    if the worker does not own the receiver any more."""
+    receiver: that is what bounds a crash to one uncertain receiver. Returns the message's
+    status as of this write (a worker stops unless it is still `sending`), or "" (nothing
+    written) if the worker does not own the receiver any more."""
     fields = result_fields(receiver, result)
-    if not _update_owned(receiver.pk, worker_id, fields):
-        return False
+    message_status = _update_owned(receiver.pk, worker_id, fields)
+    if not message_status:
+        return ""
     for name, value in fields.items():
         setattr(receiver, name, value)
-    return True
+    return message_status
 
 
-def record_uncertain(receiver: MessageReceiver, reason: str, worker_id: str) -> bool:
+def record_uncertain(receiver: MessageReceiver, reason: str, worker_id: str) -> str:
     """The connection died after the message was handed over and before the server answered:
     it may have been delivered. Not charged; released and flagged, so it is sent again with the
     same Message-ID, exactly like a receiver whose worker died, but not before a growing pause
-    (nobody may claim it until then), so a server that keeps dropping after DATA is not flooded."""
+    (nobody may claim it until then), so a server that keeps dropping after DATA is not flooded.
+    Returns like record_result."""
     previous = receiver.status_data.get("delivery_uncertain") or {}
     times = previous.get("times", 0) + 1
     status_data = {
@@ -424,32 +576,39 @@ def record_uncertain(receiver: MessageReceiver, reason: str, worker_id: str) -> 
         "lease_expires_datetime": timezone.now() + retry_delay(times),
         "status_data": status_data,
     }
-    if not _update_owned(receiver.pk, worker_id, fields):
-        return False
-    receiver.status_data = status_data
-    return True
+    message_status = _update_owned(receiver.pk, worker_id, fields)
+    if message_status:
+        receiver.status_data = status_data
+    return message_status
 
 
 @lru_cache(maxsize=8)
 def _update_sql(vendor: str, columns: tuple[str, ...]) -> str:
     quote = connection.ops.quote_name
+    receivers, messages = quote(MessageReceiver._meta.db_table), quote(Message._meta.db_table)
     assignments = ", ".join(f"{quote(column)} = %s" for column in columns)
+    # RETURNING the message's status: the worker learns of a pause or cancel in the same
+    # round trip that records the result (SQLite >= 3.35, PostgreSQL).
     return (
-        f"UPDATE {quote(MessageReceiver._meta.db_table)} SET {assignments} "
-        f"WHERE {quote('id')} = %s AND {quote('claimed_by')} = %s"
+        f"UPDATE {receivers} SET {assignments} "
+        f"WHERE {quote('id')} = %s AND {quote('claimed_by')} = %s "
+        f"RETURNING (SELECT {messages}.{quote('status')} FROM {messages} "
+        f"WHERE {messages}.{quote('id')} = {receivers}.{quote('message_id')})"
     )
 
 
-def _update_owned(pk: int, worker_id: str, fields: dict) -> int:
-    """.filter(pk=pk, claimed_by=worker_id).update(**fields), with its SQL built once per set of
-    columns: compiling the ORM query per receiver was a tenth of the time it took to send one."""
+def _update_owned(pk: int, worker_id: str, fields: dict) -> str:
+    """.filter(pk=pk, claimed_by=worker_id).update(**fields), returning the message's status
+    ("" if nothing was updated), with its SQL built once per set of columns: compiling the ORM
+    query per receiver was a tenth of the time it took to send one."""
     columns = tuple(fields)
     params = [
         MessageReceiver._meta.get_field(name).get_db_prep_save(fields[name], connection) for name in columns
     ]
     with connection.cursor() as cursor:
         cursor.execute(_update_sql(connection.vendor, columns), [*params, pk, worker_id])
-        return cursor.rowcount
+        row = cursor.fetchone()
+    return row[0] if row else ""
 
 
 def reset_for_resend(receivers) -> int:

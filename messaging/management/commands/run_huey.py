@@ -1,9 +1,14 @@
-"""huey's `run_huey`, with SIGTERM as the graceful stop that delivery can see.
+"""huey's `run_huey`, with SIGTERM as the graceful stop that delivery can see, and a heartbeat.
 
 huey stops at once on SIGTERM by default (process workers are interrupted mid-task). systemd,
 Kubernetes and supervisor send SIGTERM, so here SIGTERM sets the consumer's stop flag instead:
 each worker finishes the receiver in flight, releases the rest of its claim and exits
 (messaging.worker_shutdown). SIGINT (Ctrl-C) stays the immediate stop.
+
+While the consumer runs, a heartbeat thread writes its row ("host:pid") every
+MESSAGING_HEARTBEAT_SECONDS (messaging.services.heartbeats); the row is deleted when the
+consumer exits normally. The thread starts after the workers have started (forked), and a
+sweep is queued at once (messaging.services.maintenance).
 """
 
 from django.conf import settings
@@ -11,6 +16,7 @@ from huey.contrib.djhuey import HUEY
 from huey.contrib.djhuey.management.commands import run_huey
 
 from messaging import worker_shutdown
+from messaging.services import heartbeats
 
 
 class Command(run_huey.Command):
@@ -19,10 +25,27 @@ class Command(run_huey.Command):
         if options.get("graceful_signal") is None and "graceful_signal" not in configured:
             options["graceful_signal"] = "TERM"
         create_consumer = HUEY.create_consumer
+        heartbeat = None
 
         def create_watched_consumer(**consumer_options):
             consumer = create_consumer(**consumer_options)
             worker_shutdown.watch(consumer.stop_flag)  # before the workers fork or start
+            start = consumer.start
+
+            def start_with_heartbeat():
+                nonlocal heartbeat
+                start()
+                heartbeat = heartbeats.HeartbeatThread(
+                    workers=consumer.workers, worker_type=consumer.worker_type, periodic=consumer.periodic
+                )
+                heartbeat.start()
+                # Sweep at once rather than at the next minute: what fell due while no
+                # consumer ran (scheduled messages, retries, expiries) starts now.
+                from messaging import tasks
+
+                tasks.sweep()
+
+            consumer.start = start_with_heartbeat
             return consumer
 
         HUEY.create_consumer = create_watched_consumer
@@ -30,3 +53,5 @@ class Command(run_huey.Command):
             super().handle(*args, **options)
         finally:
             del HUEY.create_consumer
+            if heartbeat is not None:
+                heartbeat.stop()

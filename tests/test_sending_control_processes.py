@@ -1,0 +1,324 @@
+"""Scheduling, pause, resume and cancel, checked with real consumer processes and a real SMTP server.
+
+Each test runs `manage.py run_huey` subprocesses (thread workers, no periodic tasks) on the test
+database, sending over SMTP to a MailSink. Runs on the embedded default (SQLite + SqliteHuey) and
+on PostgreSQL + Redis.
+
+- a scheduled message whose huey schedule was lost (consumer stopped, queue flushed) is started
+  by the sweep the next consumer runs at startup;
+- cancel during a real send: only the receivers in flight still reach the server, and the
+  database says exactly what the server got;
+- pause and resume with two consumers: the server stops receiving, then every receiver is
+  delivered exactly once.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from messaging.mailsink import MailSink
+from messaging.models import AuditEvent, Heartbeat, Message, MessageReceiver
+from messaging.services import composing, controlling
+from tests.conftest import Consumer, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# The system check (messaging.checks) needs a lease of at least 2 x (2 x mail timeout): a lease
+# of 4 s passes with a mail timeout of 1 s.
+LEASE_SECONDS = 4
+ENGINE_ENV = {
+    "MESSAGING_LEASE_SECONDS": LEASE_SECONDS,
+    "MESSAGING_RETRY_BASE_SECONDS": 1,
+    # Enough helper tasks that every worker thread of every consumer joins a send.
+    "MESSAGING_DELIVERY_HELPERS": 3,
+}
+WORKERS = 2
+
+
+@pytest.fixture
+def engine_settings(settings):
+    """The same engine settings as the consumers."""
+    settings.MESSAGING_LEASE_SECONDS = LEASE_SECONDS
+    settings.MESSAGING_RETRY_BASE_SECONDS = 1
+    return settings
+
+
+def email_url(sink: MailSink) -> str:
+    return f"{sink.url}/?timeout=1"
+
+
+def draft(django_user_model, receivers: int, prefix: str) -> Message:
+    django_user_model.objects.bulk_create(
+        django_user_model(username=f"{prefix}{i}", email=f"{prefix}{i}@uni.example") for i in range(receivers)
+    )
+    return Message.objects.create(
+        composed_content={"en": {"subject": f"{prefix} test", "body": "<p>Hi {{ recipient_name }}</p>"}},
+        virtual_message_receivers={
+            "chosen_user_ids": list(
+                django_user_model.objects.filter(username__startswith=prefix).values_list("pk", flat=True)
+            )
+        },
+    )
+
+
+def queue_message(django_user_model, receivers: int, prefix: str) -> Message:
+    message = draft(django_user_model, receivers, prefix)
+    with transaction.atomic():
+        assert composing.queue_send(message) == receivers
+    return message
+
+
+def message_ids(message: Message) -> dict[str, MessageReceiver]:
+    return {
+        f"<receiver-{r.pk}.message-{message.pk}@messaging.local>": r
+        for r in MessageReceiver.objects.filter(message=message)
+    }
+
+
+def deliveries(sink: MailSink) -> collections.Counter:
+    return collections.Counter(m.message["Message-ID"] for m in list(sink.received))
+
+
+def all_sent(message: Message) -> bool:
+    """Every receiver sent and the message rolled up to `sent`."""
+    receivers = MessageReceiver.objects.filter(message=message)
+    return (
+        receivers.exists()
+        and not receivers.exclude(status=MessageReceiver.Status.SENT).exists()
+        and Message.objects.filter(pk=message.pk, status=Message.Status.SENT).exists()
+    )
+
+
+def statuses(message: Message) -> collections.Counter:
+    return collections.Counter(
+        MessageReceiver.objects.filter(message=message).values_list("status", flat=True)
+    )
+
+
+def claimed(message: Message) -> int:
+    return MessageReceiver.objects.filter(message=message).exclude(claimed_by="").count()
+
+
+def consumer_ready(consumer: Consumer) -> bool:
+    """The consumer's heartbeat thread runs (it starts after the workers)."""
+    return Heartbeat.objects.filter(name=f"{socket.gethostname()}:{consumer.process.pid}").exists()
+
+
+def wait_idle(message: Message, huey_queue, settle: float = 1.0) -> None:
+    """No worker owns a receiver of the message, no task is waiting, and it stays so for `settle`."""
+
+    def idle() -> bool:
+        return claimed(message) == 0 and huey_queue.pending_count() == 0
+
+    deadline = time.monotonic() + 30
+    while True:
+        wait_until(idle, timeout=max(deadline - time.monotonic(), 0.1), interval=0.1, message="idle workers")
+        time.sleep(settle)
+        if idle():
+            return
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. A scheduled message whose huey schedule was lost is started by the next consumer's sweep.
+
+SCHEDULED_RECEIVERS = 20
+SCHEDULE_AHEAD = timedelta(seconds=3)
+
+
+def test_lost_schedule_is_started_by_the_startup_sweep(
+    engine_settings, huey_queue, django_user_model, capsys
+):
+    with MailSink() as sink:
+        message = draft(django_user_model, SCHEDULED_RECEIVERS, "sched")
+        first = Consumer(email_url(sink), workers=WORKERS, **ENGINE_ENV).start()
+        try:
+            wait_until(lambda: consumer_ready(first), timeout=30, message="the first consumer to start")
+            send_at = timezone.now() + SCHEDULE_AHEAD
+            assert composing.queue_send(message, None, send_at=send_at) == SCHEDULED_RECEIVERS
+            # The consumer took the task off the queue and keeps it in huey's schedule.
+            wait_until(
+                lambda: huey_queue.pending_count() == 0 and huey_queue.scheduled_count() == 1,
+                timeout=10,
+                interval=0.05,
+                message="the start task to be in huey's schedule",
+            )
+            first.terminate()
+        finally:
+            first.stop()
+        stopped_before_due = timezone.now() < send_at
+        message.refresh_from_db()
+        status_at_stop = message.status
+
+        # The schedule is lost (a Redis restart, a flushed queue).
+        huey_queue.flush()
+        assert (huey_queue.pending_count(), huey_queue.scheduled_count()) == (0, 0)
+        time.sleep(max((send_at - timezone.now()).total_seconds(), 0) + 0.5)
+        message.refresh_from_db()
+        status_when_due = message.status
+
+        started = time.monotonic()
+        second = Consumer(email_url(sink), workers=WORKERS, **ENGINE_ENV).start()
+        try:
+            wait_until(lambda: all_sent(message), timeout=30, message="every receiver to be sent")
+        finally:
+            second.stop()
+        elapsed = time.monotonic() - started
+        counted = deliveries(sink)
+
+    expected = message_ids(message)
+    with capsys.disabled():
+        print(
+            f"\nlost schedule: receivers={len(expected)} delivered={len(counted)} "
+            f"status_at_stop={status_at_stop} status_when_due={status_when_due} "
+            f"delivered_after_restart={elapsed:.1f}s"
+        )
+
+    assert stopped_before_due, "the first consumer stopped after send_at: nothing was tested"
+    assert status_at_stop == Message.Status.SCHEDULED
+    assert status_when_due == Message.Status.SCHEDULED, "something started the message without a consumer"
+    assert len(expected) == SCHEDULED_RECEIVERS
+    assert set(counted) == set(expected)
+    assert set(counted.values()) == {1}, "a Message-ID was delivered more than once"
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Cancel during a real send: only what is in flight still goes out.
+
+CANCEL_RECEIVERS = 60
+
+
+def test_cancel_mid_send_stops_after_the_receivers_in_flight(
+    engine_settings, huey_queue, django_user_model, capsys
+):
+    with MailSink(data_delay=0.1) as sink:
+        message = queue_message(django_user_model, CANCEL_RECEIVERS, "cancel")
+        consumer = Consumer(email_url(sink), workers=WORKERS, **ENGINE_ENV).start()
+        try:
+            wait_until(lambda: len(sink.received) >= 5, timeout=60, interval=0.05, message="5 deliveries")
+            # (controlling returns the caller's instance, refreshed: keep the status, not the object.)
+            returned = controlling.cancel(message, None).status
+            delivered_at_cancel = len(sink.received)
+            wait_idle(message, huey_queue)
+            delivered_when_idle = len(sink.received)
+            # Nothing more goes out later either.
+            time.sleep(1)
+            delivered_later = len(sink.received)
+        finally:
+            consumer.stop()
+        counted = deliveries(sink)
+
+    expected = message_ids(message)
+    receivers = list(expected.values())
+    by_status = collections.Counter(r.status for r in receivers)
+    sent = {mid for mid, r in expected.items() if r.status == MessageReceiver.Status.SENT}
+    cancelled = [r for r in receivers if r.status == MessageReceiver.Status.CANCELLED]
+    message.refresh_from_db()
+    with capsys.disabled():
+        print(
+            f"\ncancel: receivers={len(receivers)} delivered_at_cancel={delivered_at_cancel} "
+            f"delivered_when_idle={delivered_when_idle} delivered_later={delivered_later} "
+            f"statuses={dict(by_status)} summary={message.status_data.get('summary')}"
+        )
+
+    assert returned == Message.Status.CANCELLED
+    assert delivered_at_cancel < CANCEL_RECEIVERS, "the send finished before the cancel: nothing was tested"
+    assert delivered_when_idle <= delivered_at_cancel + WORKERS, "more than the in-flight receivers went out"
+    assert delivered_later == delivered_when_idle
+    assert set(counted.values()) == {1}, "a Message-ID was delivered more than once"
+    assert set(counted) == sent, "the receivers marked sent are not those the server got"
+    assert (
+        by_status[MessageReceiver.Status.SENT] + by_status[MessageReceiver.Status.CANCELLED]
+        == CANCEL_RECEIVERS
+    )
+    assert {r.cancel_reason for r in cancelled} == {MessageReceiver.CancelReason.CANCELLED}
+    assert [r.pk for r in receivers if r.claimed_by or r.lease_expires_datetime] == []
+    assert message.status == Message.Status.CANCELLED
+    summary = message.status_data["summary"]
+    assert summary["receiver_counts"][MessageReceiver.Status.SENT] == len(sent)
+    assert summary["receiver_counts"][MessageReceiver.Status.CANCELLED] == len(cancelled)
+
+    # A receiver in flight at the cancel was handed to the server and recorded `sent`; cancel
+    # had marked it cancelled first (transitions.cancel: every not_sent receiver, claimed or
+    # not). Nothing of that mark may remain: it is not "cancelled because ...", and the audit
+    # trail does not count it among the cancelled receivers.
+    audited = AuditEvent.objects.get(message=message, action=AuditEvent.Action.CANCELLED).details
+    leftovers = {
+        "sent receivers with a cancel_reason": [
+            r.pk for r in receivers if r.status == MessageReceiver.Status.SENT and r.cancel_reason
+        ],
+        "audited cancelled receivers - cancelled receivers": audited.get("receivers") - len(cancelled),
+    }
+    assert leftovers == {
+        "sent receivers with a cancel_reason": [],
+        "audited cancelled receivers - cancelled receivers": 0,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Pause and resume with two consumers.
+
+PAUSE_RECEIVERS = 150
+
+
+def test_pause_stops_two_consumers_and_resume_delivers_each_receiver_once(
+    engine_settings, huey_queue, django_user_model, capsys
+):
+    with MailSink(data_delay=0.05) as sink:
+        message = queue_message(django_user_model, PAUSE_RECEIVERS, "pause")
+        consumers = [Consumer(email_url(sink), workers=WORKERS, **ENGINE_ENV).start() for _ in range(2)]
+        try:
+            wait_until(lambda: len(sink.received) >= 20, timeout=60, interval=0.05, message="20 deliveries")
+            # (controlling returns the caller's instance, refreshed: keep the status, not the object.)
+            paused = controlling.pause(message, None).status
+            delivered_at_pause = len(sink.received)
+            wait_idle(message, huey_queue)
+            delivered_when_idle = len(sink.received)
+            time.sleep(2)
+            delivered_while_paused = len(sink.received)
+            sent_while_paused = statuses(message)[MessageReceiver.Status.SENT]
+            distinct_while_paused = len(deliveries(sink))
+            message.refresh_from_db()
+            status_while_paused = message.status
+
+            resumed = controlling.resume(message, None).status
+            wait_until(lambda: all_sent(message), timeout=60, message="every receiver to be sent")
+            assert [c.process.poll() for c in consumers] == [None, None]
+        finally:
+            for consumer in consumers:
+                consumer.stop()
+        counted = deliveries(sink)
+
+    expected = message_ids(message)
+    receivers = list(expected.values())
+    with capsys.disabled():
+        print(
+            f"\npause/resume: receivers={len(receivers)} delivered_at_pause={delivered_at_pause} "
+            f"delivered_when_idle={delivered_when_idle} delivered_while_paused={delivered_while_paused} "
+            f"delivered={len(counted)} duplicates={sum(n - 1 for n in counted.values())}"
+        )
+
+    assert paused == Message.Status.PAUSED
+    assert status_while_paused == Message.Status.PAUSED
+    assert delivered_at_pause < PAUSE_RECEIVERS, "the send finished before the pause: nothing was tested"
+    assert delivered_when_idle <= delivered_at_pause + 2 * WORKERS, (
+        "more than the in-flight receivers went out"
+    )
+    assert delivered_while_paused == delivered_when_idle, "the server kept receiving while paused"
+    assert sent_while_paused == distinct_while_paused == delivered_while_paused
+    assert resumed == Message.Status.SENDING
+    assert len(receivers) == PAUSE_RECEIVERS
+    assert {r.status for r in receivers} == {MessageReceiver.Status.SENT}
+    assert set(counted) == set(expected)
+    assert set(counted.values()) == {1}, "a Message-ID was delivered more than once"
+    assert [r.pk for r in receivers if "delivery_uncertain" in r.status_data] == []
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
