@@ -49,26 +49,24 @@ def resume(message: Message, actor=None) -> Message:
 
 
 def cancel(message: Message, actor=None) -> Message:
-    if not transitions.cancel(message.pk):
+    outcome = transitions.cancel(message.pk)
+    if outcome is None:
         current = _current(message)
         if current.status == Message.Status.PREPARING:
             _refuse(current, _("The message is being prepared right now; try again in a moment."))
         _refuse(
             current, _("This message is %(status)s; only a message that has not finished can be cancelled.")
         )
-    message = _current(message)
-    counts = message.status_data.get("summary", {}).get("cancelled", {})
-    record(message, AuditEvent.Action.CANCELLED, actor, receivers=sum(counts.values()))
-    return message
+    record(message, AuditEvent.Action.CANCELLED, actor, **outcome)
+    return _current(message)
 
 
 def expire(message_id: int) -> bool:
     """The message's expiry has passed: what was not delivered is cancelled ("expired")."""
-    if not transitions.expire(message_id):
+    outcome = transitions.expire(message_id)
+    if outcome is None:
         return False
-    counts = Message.objects.filter(pk=message_id).values_list("status_data", flat=True).first() or {}
-    expired = counts.get("summary", {}).get("cancelled", {}).get("expired", 0)
-    record(message_id, AuditEvent.Action.EXPIRED, None, receivers=expired)
+    record(message_id, AuditEvent.Action.EXPIRED, None, **outcome)
     return True
 
 

@@ -341,11 +341,13 @@ def resume(message_id: int) -> bool:
     )
 
 
-def cancel(message_id: int, reason: str = MessageReceiver.CancelReason.CANCELLED) -> bool:
+def cancel(message_id: int, reason: str = MessageReceiver.CancelReason.CANCELLED) -> dict | None:
     """CANCELLABLE → cancelled (reason "cancelled") or EXPIRABLE → expired (reason "expired"),
     and every receiver not yet handed to the server → cancelled, in one transaction. A worker
     that holds a cancelled receiver stops before handing it over (record_result tells it the
-    message's status); the one in flight is recorded with its real outcome."""
+    message's status); the one in flight (at most one per worker) is recorded with its real
+    outcome. Returns {"receivers": cancelled, "in_flight_at_most": workers holding some}, or
+    None if the message was not in a status that allows it."""
     expiring = reason == MessageReceiver.CancelReason.EXPIRED
     new_status = Status.EXPIRED if expiring else Status.CANCELLED
     now = timezone.now()
@@ -357,20 +359,25 @@ def cancel(message_id: int, reason: str = MessageReceiver.CancelReason.CANCELLED
             lambda d: {**d, new_status: now.isoformat()},
         )
         if data is None:
-            return False
+            return None
         undelivered = MessageReceiver.objects.filter(message_id=message_id).filter(
             Q(status=ReceiverStatus.NOT_SENT)
             | Q(status=ReceiverStatus.FAILED, permanent_failure=False, next_attempt_datetime__isnull=False)
         )
-        undelivered.update(status=ReceiverStatus.CANCELLED, cancel_reason=reason, next_attempt_datetime=None)
+        workers = (
+            undelivered.leased(now).exclude(claimed_by="").order_by().values("claimed_by").distinct().count()
+        )
+        cancelled = undelivered.update(
+            status=ReceiverStatus.CANCELLED, cancel_reason=reason, next_attempt_datetime=None
+        )
     roll_up(message_id)
-    return True
+    return {"receivers": cancelled, "in_flight_at_most": workers}
 
 
-def expire(message_id: int) -> bool:
+def expire(message_id: int) -> dict | None:
     """EXPIRABLE → expired once its expiry has passed (see cancel)."""
     if not Message.objects.past_expiry().filter(pk=message_id).exists():
-        return False
+        return None
     return cancel(message_id, MessageReceiver.CancelReason.EXPIRED)
 
 
@@ -518,7 +525,9 @@ def release(ids: Iterable[int], worker_id: str) -> int:
 
 def result_fields(receiver: MessageReceiver, result: DeliveryResult) -> dict:
     now = timezone.now()
-    fields: dict = {"claimed_by": "", "lease_expires_datetime": None}
+    # cancel_reason is cleared: a receiver in flight when its message was cancelled was marked
+    # cancelled, and its real outcome replaces that mark.
+    fields: dict = {"claimed_by": "", "lease_expires_datetime": None, "cancel_reason": ""}
     if result.delivered:
         return fields | {
             "status": ReceiverStatus.SENT,
