@@ -57,6 +57,17 @@ def scripted_channel():
 
 
 @pytest.fixture
+def engine_settings(settings):
+    """For tests that drive consumers (tests.process_helpers.ENGINE_ENV) and the sweeper in this
+    process too: the same engine settings as those consumers."""
+    from tests.process_helpers import ENGINE_ENV
+
+    settings.MESSAGING_LEASE_SECONDS = ENGINE_ENV["MESSAGING_LEASE_SECONDS"]
+    settings.MESSAGING_RETRY_BASE_SECONDS = ENGINE_ENV["MESSAGING_RETRY_BASE_SECONDS"]
+    return settings
+
+
+@pytest.fixture
 def smtp_sink():
     """A real SMTP server on loopback: *@tempfail.example → 451, *@bounce.example → 550."""
     with MailSink() as sink:

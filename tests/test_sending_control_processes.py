@@ -20,70 +20,24 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
 from django.utils import timezone
 
 from messaging.mailsink import MailSink
 from messaging.models import AuditEvent, Heartbeat, Message, MessageReceiver
 from messaging.services import composing, controlling
 from tests.conftest import Consumer, wait_until
+from tests.process_helpers import (
+    ENGINE_ENV,
+    deliveries,
+    draft,
+    email_url,
+    message_ids,
+    queue_message,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# The system check (messaging.checks) needs a lease of at least 2 x (2 x mail timeout): a lease
-# of 4 s passes with a mail timeout of 1 s.
-LEASE_SECONDS = 4
-ENGINE_ENV = {
-    "MESSAGING_LEASE_SECONDS": LEASE_SECONDS,
-    "MESSAGING_RETRY_BASE_SECONDS": 1,
-    # Enough helper tasks that every worker thread of every consumer joins a send.
-    "MESSAGING_DELIVERY_HELPERS": 3,
-}
 WORKERS = 2
-
-
-@pytest.fixture
-def engine_settings(settings):
-    """The same engine settings as the consumers."""
-    settings.MESSAGING_LEASE_SECONDS = LEASE_SECONDS
-    settings.MESSAGING_RETRY_BASE_SECONDS = 1
-    return settings
-
-
-def email_url(sink: MailSink) -> str:
-    return f"{sink.url}/?timeout=1"
-
-
-def draft(django_user_model, receivers: int, prefix: str) -> Message:
-    django_user_model.objects.bulk_create(
-        django_user_model(username=f"{prefix}{i}", email=f"{prefix}{i}@uni.example") for i in range(receivers)
-    )
-    return Message.objects.create(
-        composed_content={"en": {"subject": f"{prefix} test", "body": "<p>Hi {{ recipient_name }}</p>"}},
-        virtual_message_receivers={
-            "chosen_user_ids": list(
-                django_user_model.objects.filter(username__startswith=prefix).values_list("pk", flat=True)
-            )
-        },
-    )
-
-
-def queue_message(django_user_model, receivers: int, prefix: str) -> Message:
-    message = draft(django_user_model, receivers, prefix)
-    with transaction.atomic():
-        assert composing.queue_send(message) == receivers
-    return message
-
-
-def message_ids(message: Message) -> dict[str, MessageReceiver]:
-    return {
-        f"<receiver-{r.pk}.message-{message.pk}@messaging.local>": r
-        for r in MessageReceiver.objects.filter(message=message)
-    }
-
-
-def deliveries(sink: MailSink) -> collections.Counter:
-    return collections.Counter(m.message["Message-ID"] for m in list(sink.received))
 
 
 def all_sent(message: Message) -> bool:

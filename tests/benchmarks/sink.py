@@ -44,6 +44,7 @@ def ensure_smtp_sink(cache_dir: Path) -> Path:
             subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
             subprocess.run(["apt-get", "download", "postfix"], cwd=tmp, check=True, capture_output=True)
         deb = next(Path(tmp).glob("postfix_*.deb"))
+        (cache_dir / "postfix").mkdir(parents=True, exist_ok=True)
         subprocess.run(["dpkg", "-x", str(deb), str(cache_dir / "postfix")], check=True)
     if unpacked.exists():
         return unpacked
