@@ -304,8 +304,14 @@ def test_compose_preview_send_watch_filter_and_resend(
 
     message.refresh_from_db()
     assert message.status == Message.Status.SENT
-    assert len(smtp_sink.received) == total
+    receivers_mail = [m for m in smtp_sink.received if cast.staff.email not in m.rcpt_tos]
+    assert len(receivers_mail) == total
     assert all(sent_to(smtp_sink, user) for user in cast.everyone)
+    # After step 7 the send had finished with a permanent failure and no retry pending: its
+    # sender was told, once (the resend that fixed it afterwards is not a new failure).
+    wait_until(lambda: sent_to(smtp_sink, cast.staff), timeout=30, message="the report to the sender")
+    (report,) = [m for m in smtp_sink.received if cast.staff.email in m.rcpt_tos]
+    assert report.message["Subject"] == "Sent with failures: Exam moved, [recipient_first_name]"
     subjects = {mail.message["Subject"] for mail in smtp_sink.received}
     assert f"Eksamen flyttet, {cast.tempfail[0].first_name}" in subjects  # nb
     assert f"Exam moved, {cast.bounce[0].first_name}" in subjects  # en
