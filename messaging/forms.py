@@ -244,7 +244,7 @@ class SendForm(forms.Form):
     when = forms.ChoiceField(
         label=_("When"),
         choices=[(WHEN_NOW, _("Send now")), (WHEN_LATER, _("Send at a later time"))],
-        widget=forms.RadioSelect,
+        widget=forms.RadioSelect(attrs={"class": "form-check-input"}),
         initial=WHEN_NOW,
         required=False,  # a plain "send" (no choice posted) sends now
     )
@@ -277,8 +277,11 @@ class SendForm(forms.Form):
                 self.add_error("send_at", _("Choose the date and time to send at."))
             elif send_at is not None and send_at <= now:
                 self.add_error("send_at", _("This time has already passed; choose a time in the future."))
-        else:
-            cleaned["send_at"] = send_at = None
+        elif send_at is not None:
+            # A time was typed but "Send now" is chosen: never guess which one was meant.
+            self.add_error(
+                "send_at", _('To send at this time, choose "Send at a later time"; to send now, clear it.')
+            )
         if expires_at is not None:
             if expires_at <= now:
                 self.add_error("expires_at", _("This time has already passed; choose a time in the future."))

@@ -223,9 +223,11 @@ class TestSendForm:
         assert not form.is_valid()
         assert text in " ".join(form.errors[field])
 
-    def test_now_ignores_a_leftover_send_time(self):
-        form = SendForm({"when": "now", "send_at": "2027-01-10T08:00"})
-        assert form.is_valid() and form.cleaned_data["send_at"] is None
+    def test_a_send_time_with_send_now_is_not_guessed(self):
+        form = SendForm({"when": "now", "send_at": "2027-01-12T08:00"})
+        assert not form.is_valid()
+        assert 'choose "Send at a later time"' in form.errors["send_at"][0]
+        assert SendForm({"when": "now", "send_at": ""}).is_valid()
 
 
 class TestSendPage:

@@ -75,6 +75,24 @@
     }) === false;
   });
 
+  // Send page: typing a send time chooses "Send at a later time"; choosing "Send now" clears it.
+  document.addEventListener("input", function (event) {
+    if (event.target.id === "id_send_at" && event.target.value) {
+      var later = document.querySelector('input[name="when"][value="later"]');
+      if (later) {
+        later.checked = true;
+      }
+    }
+  });
+  document.addEventListener("change", function (event) {
+    if (event.target.name === "when" && event.target.value === "now") {
+      var sendAt = document.getElementById("id_send_at");
+      if (sendAt) {
+        sendAt.value = "";
+      }
+    }
+  });
+
   // Placeholders: insert "{{ name }}" at the cursor of the field last focused in the same tab.
   var lastField = null;
   document.addEventListener("focusin", function (event) {
