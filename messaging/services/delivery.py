@@ -98,9 +98,9 @@ def deliver_message(message_id: int, *, wait_for_others: bool = False) -> bool:
                 return False
             if claim.halted:
                 logger.info("Message %s is %s; this worker stops delivering it.", message_id, claim.halted)
-                if claim.halted == Message.Status.EXPIRED:
-                    controlling.expire(message_id)
-                transitions.roll_up(message_id)
+                # Expiring rolls the counts up itself; otherwise publish what this worker recorded.
+                if not (claim.halted == Message.Status.EXPIRED and controlling.expire(message_id)):
+                    transitions.roll_up(message_id)
                 return False
     if worker_shutdown.requested():
         _hand_over(message_id)

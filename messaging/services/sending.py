@@ -117,11 +117,7 @@ def prepare_and_send(
         schedule_start(message)
         return
     # Other workers join in (claims keep them disjoint): one helper per extra worker.
-    from messaging import tasks
-
-    for _helper in range(conf.delivery_helpers()):
-        # robust: helpers are optional; this worker delivers everything by itself anyway.
-        transaction.on_commit(lambda: tasks.deliver_message(message.pk), robust=True)
+    queue_deliveries(message, conf.delivery_helpers())
     delivery.deliver_message(message.pk, wait_for_others=True)
     message.refresh_from_db(fields=["status", "status_data"])
 
@@ -146,8 +142,7 @@ def start_scheduled(message: Message) -> str | None:
     if message.receivers.exists():
         if not transitions.start_scheduled_delivery(message.pk):
             return None
-        for _worker in range(1 + conf.delivery_helpers()):
-            transaction.on_commit(lambda: tasks.deliver_message(message.pk), robust=True)
+        queue_deliveries(message, 1 + conf.delivery_helpers())
         new_status = Message.Status.SENDING
     else:
         user_ids = composing.resolved_user_ids(message)
@@ -157,3 +152,12 @@ def start_scheduled(message: Message) -> str | None:
         new_status = Message.Status.QUEUED
     audit.record(message, AuditEvent.Action.STARTED)
     return new_status
+
+
+def queue_deliveries(message: Message, count: int) -> None:
+    """Queue `count` delivery tasks after commit. robust: the sweeper delivers a sending
+    message anyway, should the queue be unreachable."""
+    from messaging import tasks
+
+    for _task in range(count):
+        transaction.on_commit(lambda: tasks.deliver_message(message.pk), robust=True)

@@ -98,6 +98,7 @@ class FailureWatch:
     def __init__(self, window: int, rate: float, streak: int):
         self.window, self.rate, self.streak = window, rate, streak
         self.recent: deque[bool] = deque(maxlen=window or 1)
+        self.failed = 0  # failures in `recent`, kept as it slides (this runs once per receiver)
         self.same_error, self.last_error = 0, None
 
     @classmethod
@@ -106,7 +107,10 @@ class FailureWatch:
 
     def add(self, delivered: bool, error: str = "") -> dict | None:
         """Count one attempt; returns the finding when a rule trips, else None."""
+        if len(self.recent) == self.recent.maxlen:
+            self.failed -= self.recent[0]
         self.recent.append(not delivered)
+        self.failed += not delivered
         if delivered:
             self.same_error, self.last_error = 0, None
             return None
@@ -114,7 +118,11 @@ class FailureWatch:
         self.last_error = error
         if self.streak and self.same_error >= self.streak:
             return {"rule": "same_error", "count": self.same_error, "error": error[:1000]}
-        failed = sum(self.recent)
-        if self.window and len(self.recent) >= self.window and failed > self.rate * self.window:
-            return {"rule": "failure_rate", "failed": failed, "window": self.window, "error": error[:1000]}
+        if self.window and len(self.recent) >= self.window and self.failed > self.rate * self.window:
+            return {
+                "rule": "failure_rate",
+                "failed": self.failed,
+                "window": self.window,
+                "error": error[:1000],
+            }
         return None
