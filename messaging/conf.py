@@ -45,6 +45,15 @@ DEFAULTS = {
     # messaging_health fails when due work (a scheduled message past its time, a queued message,
     # a receiver waiting to be sent) has waited longer than this.
     "MESSAGING_HEALTH_MAX_WAIT_SECONDS": 900,
+    # SMTP sessions each delivery worker keeps open and sends over at once, so that a relay
+    # taking 100 ms per message does not serialise a send. Relays cap connections per client:
+    # keep (workers x this) below your relay's cap.
+    "MESSAGING_SMTP_CONNECTIONS": 16,
+    # Sending limits per mailer (a key of MAILERS), held across every consumer and host, e.g.
+    # {"default": {"per_second": 14, "per_day": 50000, "per_domain": {"per_minute": 100}}}.
+    # Windows: per_second, per_minute, per_hour, per_day; per_domain applies to each recipient
+    # domain separately. Empty: no limit.
+    "MESSAGING_RATE_LIMITS": {},
 }
 
 
@@ -118,3 +127,11 @@ def heartbeat_stale_seconds() -> int:
 
 def health_max_wait_seconds() -> int:
     return get("MESSAGING_HEALTH_MAX_WAIT_SECONDS")
+
+
+def smtp_connections() -> int:
+    return get("MESSAGING_SMTP_CONNECTIONS")
+
+
+def rate_limits() -> dict:
+    return get("MESSAGING_RATE_LIMITS")

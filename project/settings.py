@@ -4,6 +4,7 @@ The embedded default needs no server: SQLite under var/ and SqliteHuey under var
 Set DATABASE_URL and REDIS_URL to run at scale (PostgreSQL + Redis-backed huey).
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -195,6 +196,7 @@ for _name in (
     "MESSAGING_AUTO_PAUSE_SAME_ERROR",
     "MESSAGING_HEARTBEAT_STALE_SECONDS",
     "MESSAGING_HEALTH_MAX_WAIT_SECONDS",
+    "MESSAGING_SMTP_CONNECTIONS",
 ):
     if os.environ.get(_name):
         globals()[_name] = int(os.environ[_name])
@@ -205,6 +207,9 @@ for _name in ("MESSAGING_SITE_URL", "MESSAGING_METRICS_TOKEN"):
         globals()[_name] = os.environ[_name]
 if os.environ.get("MESSAGING_NOTIFY_SENDER"):
     MESSAGING_NOTIFY_SENDER = os.environ["MESSAGING_NOTIFY_SENDER"].lower() not in ("0", "false", "no", "off")
+if os.environ.get("MESSAGING_RATE_LIMITS"):
+    # JSON, e.g. {"default": {"per_second": 14, "per_day": 50000}}
+    MESSAGING_RATE_LIMITS = json.loads(os.environ["MESSAGING_RATE_LIMITS"])
 # Where the development mail sink (manage.py mailsink) stores .eml files.
 MESSAGING_MAIL_DIR = VAR_DIR / "mail"
 
