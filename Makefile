@@ -37,9 +37,11 @@ test-services: venv
 	bash scripts/services.sh
 	DATABASE_URL=$(SERVICES_DATABASE_URL) REDIS_URL=$(SERVICES_REDIS_URL) $(BIN)/python -m pytest
 
-# Sending benchmark: ours vs django-post_office vs the raw smtplib ceiling (QUICK=1 stops at 10,000).
+# Sending benchmark: ours vs django-post_office vs the ceilings, on an instant and a 100 ms sink
+# (QUICK=1 stops at 10,000; SAVE=1 also writes docs/benchmarks/<date>-<database>.json;
+# BENCH_ARGS passes more options, e.g. BENCH_ARGS="--profiles latency --latency-ms 50").
 bench: venv
-	$(BIN)/python tests/benchmarks/run.py $(if $(QUICK),--quick)
+	$(BIN)/python tests/benchmarks/run.py $(if $(QUICK),--quick) $(if $(SAVE),--save) $(BENCH_ARGS)
 
 # Update locale/nb/LC_MESSAGES/django.po from the code, then compile it (needs gettext).
 messages: venv

@@ -1,4 +1,4 @@
-"""The contenders other than our engine: django-post_office's bulk path and the raw ceiling."""
+"""The contenders other than our engine: django-post_office's bulk path and the ceilings."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_post_office(message_id: int, n: int, env: dict) -> dict:
-    """send_many + send_queued_mail_until_done in a separate process (settings_post_office),
-    on the content our engine rendered for the same receivers."""
+def run_post_office(message_id: int, n: int, env: dict, sink, processes: int) -> dict:
+    """send_many + send_queued_mail_until_done(processes=...) in a separate process
+    (settings_post_office), on the content our engine rendered for the same receivers."""
+    command = ["-m", "tests.benchmarks.post_office_run", str(message_id), str(n), str(processes)]
     out = subprocess.run(
-        [sys.executable, "-m", "tests.benchmarks.post_office_run", str(message_id), str(n)],
+        [sys.executable, *command],
         cwd=ROOT,
         env={**env, "DJANGO_SETTINGS_MODULE": "tests.benchmarks.settings_post_office"},
         capture_output=True,
@@ -27,7 +28,57 @@ def run_post_office(message_id: int, n: int, env: dict) -> dict:
     )
     if out.returncode != 0:
         raise RuntimeError(f"post_office run failed:\n{out.stdout}\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result |= {
+        "msgs_per_s": n / result["total_s"],
+        "send_msgs_per_s": n / result["send_s"],
+        "delivered": sink.delivered(),
+    }
+    sink.clear()
+    return result
+
+
+def prebuilt_mails(message_id: int, n: int) -> list[tuple[str, bytes]]:
+    """The bytes our engine would send to the first n receivers of message_id."""
+    import email.policy
+
+    from messaging.channels.fast_email import FastEmailMultiAlternatives
+    from messaging.models import MessageReceiver
+
+    mails = []
+    rows = (
+        MessageReceiver.objects.filter(message_id=message_id)
+        .order_by("id")
+        .values_list("id", "send_to", "subject", "message_content_plain", "message_content_html")[:n]
+    )
+    for pk, send_to, subject, plain, html in rows.iterator(chunk_size=2000):
+        mail = FastEmailMultiAlternatives(
+            subject=subject, body=plain, to=[send_to], headers={"Message-ID": f"<raw-{pk}@bench.local>"}
+        )
+        mail.attach_alternative(html, "text/html")
+        mails.append((send_to, mail.message(policy=email.policy.SMTP).as_bytes()))
+    return mails
+
+
+def run_raw(message_id: int, n: int, sink, processes: int) -> dict:
+    """The instant sink's ceiling: prebuilt messages over smtplib, one connection per process
+    for the whole run."""
+    from django.conf import settings
+
+    mails = prebuilt_mails(message_id, n)
+    per_process = -(-n // processes)
+    seconds = run_raw_ceiling(
+        sink.host, sink.port, mails, processes, per_process, settings.DEFAULT_FROM_EMAIL
+    )
+    delivered = sink.delivered()
+    sink.clear()
+    return {"seconds": seconds, "msgs_per_s": n / seconds, "delivered": delivered, "processes": processes}
+
+
+def latency_ceiling(connections: int, latency_ms: float) -> dict:
+    """The latency sink's ceiling: every connection busy, each message costing the delay alone
+    (the MAIL/RCPT/DATA round trips are left out, so nothing reaches it exactly)."""
+    return {"connections": connections, "msgs_per_s": connections * 1000 / latency_ms}
 
 
 def _raw_worker(host: str, port: int, mails: list, per_connection: int, sender: str) -> None:
@@ -49,7 +100,7 @@ def run_raw_ceiling(
     host: str, port: int, mails: list[tuple[str, bytes]], processes: int, per_connection: int, sender: str
 ) -> float:
     """Prebuilt messages over smtplib: `processes` concurrent senders, a new connection every
-    `per_connection` messages (our engine's claim batch). Returns seconds."""
+    `per_connection` messages. Returns seconds."""
     context = multiprocessing.get_context("fork")
     workers = [
         context.Process(

@@ -1,15 +1,18 @@
 """django-post_office's recommended bulk path, timed: mail.send_many() then the
 send_queued_mail loop (send_queued_mail_until_done, as `manage.py send_queued_mail` runs it).
 
-Usage (run.py calls it): python -m tests.benchmarks.post_office_run MESSAGE_ID N
+Usage (run.py calls it): python -m tests.benchmarks.post_office_run MESSAGE_ID N PROCESSES
 with DJANGO_SETTINGS_MODULE=tests.benchmarks.settings_post_office. It sends the subject,
 plain text, HTML and address our engine rendered for the first N receivers of MESSAGE_ID
-(so rendering is not part of post_office's time), and prints one JSON line.
+(so rendering is not part of post_office's time; enqueueing is timed apart from sending), with
+PROCESSES processes of post_office's default THREADS_PER_PROCESS threads each, and prints one
+JSON line.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -18,12 +21,13 @@ import django
 ENQUEUE_CHUNK = 1000
 
 
-def main(message_id: int, n: int) -> None:
+def main(message_id: int, n: int, processes: int) -> None:
     django.setup()
     from django.conf import settings
     from post_office import mail
     from post_office.lockfile import default_lockfile
     from post_office.models import Email, Log
+    from post_office.settings import get_batch_size, get_threads_per_process
 
     from messaging.models import MessageReceiver
     from tests.benchmarks.contenders import peak_rss_mb
@@ -51,7 +55,7 @@ def main(message_id: int, n: int) -> None:
             ]
         )
     enqueued = time.perf_counter()
-    mail.send_queued_mail_until_done(default_lockfile, processes=1)
+    mail.send_queued_mail_until_done(default_lockfile, processes=processes)
     finished = time.perf_counter()
     statuses = dict(
         Email.objects.values_list("status")
@@ -65,11 +69,15 @@ def main(message_id: int, n: int) -> None:
                 "send_s": finished - enqueued,
                 "total_s": finished - started,
                 "statuses": {str(k): v for k, v in statuses.items()},
-                "peak_rss_mb": peak_rss_mb(__import__("os").getpid()),
+                "processes": processes,
+                "threads_per_process": get_threads_per_process(),
+                "batch_size": get_batch_size(),
+                "mail_backend": settings.MAILERS["default"]["BACKEND"],
+                "peak_rss_mb": peak_rss_mb(os.getpid()),
             }
         )
     )
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

@@ -5,7 +5,7 @@
 
 Runs on the benchmark database (run `tests/benchmarks/run.py` first: it creates the users) and
 its own smtp-sink. The huey task that lets other consumers join is not enqueued, so the whole
-delivery runs in this process. Writes var/bench/profile.html (pyinstrument) or prints the top
+delivery runs in this process. Writes VAR_DIR/bench/profile.html (pyinstrument) or prints the top
 functions by own time (cProfile).
 """
 
@@ -21,9 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.benchmarks.engine import BENCH_DIR  # noqa: E402
 from tests.benchmarks.sink import SmtpSink  # noqa: E402
-
-BENCH_DIR = ROOT / "var" / "bench"
 
 
 def main() -> None:
@@ -43,7 +42,7 @@ def main() -> None:
         from messaging import tasks
         from messaging.models import Message
         from messaging.services import composing, sending
-        from tests.benchmarks.run import CONTENT
+        from tests.benchmarks.content import CONTENT
 
         ids = list(
             get_user_model()

@@ -1,6 +1,6 @@
 """Benchmark settings: the production-shaped settings on a separate database and huey queue.
 
-SQLite (the default): var/bench/bench.sqlite3 and var/bench/huey.sqlite3.
+SQLite (the default): VAR_DIR/bench/bench.sqlite3 and VAR_DIR/bench/huey.sqlite3 (VAR_DIR: var/).
 PostgreSQL (DATABASE_URL): `<its database>_bench` (e.g. `messaging_bench`) on the same server.
 Redis (REDIS_URL): the huey name `messaging-bench`, so the dev queue is untouched.
 """

@@ -1,8 +1,11 @@
 """Postfix's smtp-sink on a free loopback port, installed or unpacked on first use.
 
 Every mail transaction is dumped to one file (`-d`), so deliveries can be counted per
-Message-ID afterwards (the exactly-once check). The dump directory lives on the same disk as
-the benchmark database; writing it is part of the sink's cost, identical for every contender.
+Message-ID afterwards (the exactly-once check), and each file's modification time is when its
+message arrived (smtp-sink has no timestamps of its own; the kernel's file clock is coarse, a
+few milliseconds, which is enough for "time to the first email"). The dump directory lives on
+the same disk as the benchmark database; writing it is part of the sink's cost, identical for
+every contender.
 """
 
 from __future__ import annotations
@@ -95,14 +98,18 @@ class SmtpSink:
             self.process.terminate()
             self.process.wait(timeout=10)
 
-    def message_ids(self) -> Counter:
-        """Deliveries per Message-ID since the last clear()."""
-        counts: Counter = Counter()
+    def arrivals(self) -> list[tuple[float, str]]:
+        """(arrival time, Message-ID) per message since the last clear()."""
+        rows = []
         for entry in os.scandir(self.dump_dir):
             with open(entry.path, "rb") as fh:
                 match = MESSAGE_ID_RE.search(fh.read(8192))
-            counts[match.group(1).decode() if match else None] += 1
-        return counts
+            rows.append((entry.stat().st_mtime, match.group(1).decode() if match else "-"))
+        return rows
+
+    def message_ids(self) -> Counter:
+        """Deliveries per Message-ID since the last clear()."""
+        return Counter(message_id for _, message_id in self.arrivals())
 
     def delivered(self) -> int:
         return sum(1 for _ in os.scandir(self.dump_dir))
