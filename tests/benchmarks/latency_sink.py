@@ -101,11 +101,13 @@ class LatencySink:
         command += ["--record", str(self.record_path)]
         root = Path(__file__).resolve().parents[2]
         env = {**os.environ, "PYTHONPATH": str(root)}
-        self.process = subprocess.Popen(command, cwd=root, env=env, stderr=subprocess.PIPE)
+        # Its messages go to a file: a pipe nobody reads would block the sink once full.
+        with open(self.work_dir / "sink.log", "wb") as log:
+            self.process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"latency sink exited: {self.process.stderr.read().decode()}")
+                raise RuntimeError(f"latency sink exited: {(self.work_dir / 'sink.log').read_text()}")
             try:
                 socket.create_connection((self.host, self.port), timeout=1).close()
                 return self

@@ -84,8 +84,12 @@ def durability() -> dict:
     }
 
 
-def command_line() -> str:
-    return " ".join([Path(sys.executable).relative_to(ROOT, walk_up=True).as_posix(), *sys.argv])
+def command_line() -> dict:
+    """The command, and the environment that changes what it measures (no DATABASE_URL: it may
+    hold a password; the database and huey backend are recorded with the machine)."""
+    overrides = {k: v for k, v in os.environ.items() if k.startswith(("MESSAGING_", "HUEY_"))}
+    python = Path(sys.executable).relative_to(ROOT, walk_up=True).as_posix()
+    return {"command": " ".join([python, *sys.argv]), "environment": overrides}
 
 
 # --------------------------------------------------------------------------- headline figures
@@ -193,6 +197,10 @@ def print_profile(name: str, profile: dict, results: dict) -> None:
         " once = every Message-ID at the sink exactly once (ours / 1 proc / 2 consumers)."
     )
     for n, row in profile["sizes"].items():
+        for name in ("post_office", "ceiling"):
+            delivered = row.get(name, {}).get("delivered")
+            if delivered is not None and delivered != int(n):
+                print(f"  WARNING: {name} at N={int(n):,} delivered {delivered:,} messages")
         if "ours_2_consumers" in row:
             two = row["ours_2_consumers"]
             print(
@@ -229,12 +237,17 @@ def print_status(status: dict, source: str, status_n: int) -> None:
         extra = " (htmx poll)" if status[kind]["headers"] else ""
         print(f"  {kind:17} GET {status[kind]['url']}{extra}: {pct(status[kind])}")
     print(f"  counts query alone: {pct(status['counts_query'])}")
+    print(
+        f"  status_poll_p95_ms={status['status_poll_p95_ms']:.1f}  "
+        f"status_table_p95_ms={status['status_table_p95_ms']:.1f} (filtered, worst of status/language)  "
+        f"status_page_p95_ms={status['status_page_p95_ms']:.1f} (unfiltered)"
+    )
 
 
 def print_headline(figures: dict, results: dict) -> None:
     print("\nHeadline figures (None: not measured in this run):")
     for key, value in figures.items():
-        print(f"  {key}: {fmt(value, '.2f')}")
+        print(f"  {key}: {value if isinstance(value, int) else fmt(value, '.2f')}")
     build = results["email_build"]
     print(
         f"Email build per two-part message: Django {build['django_ms']:.3f} ms, "

@@ -42,6 +42,8 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,26 +191,36 @@ def email_build_speed(count: int = 500) -> dict:
 # --------------------------------------------------------------------------- runs
 
 
+def step(label: str, run: Callable[[], dict]) -> dict:
+    """One contender's run, announced, and its wall time (set-up included) shown after it."""
+    print(f"{label} ...", end=" ", flush=True)
+    started = time.perf_counter()
+    result = run()
+    print(f"{time.perf_counter() - started:.0f} s", flush=True)
+    return result
+
+
 def run_size(profile: str, n: int, ids: list[int], sink, env: dict, args: argparse.Namespace) -> dict:
     """Every contender at one N on one sink."""
     from messaging import conf
 
     consumers, workers = parse_config(args.consumers)
     processes = consumers * workers
-    print(f"{profile} N={n:,}: ours {config_label(args.consumers)} ...", flush=True)
-    row = {"ours": run_ours(ids, args.consumers, env, sink, tag=profile)}
+    at = f"{profile} N={n:,}:"
+    row = {"ours": step(f"{at} ours", lambda: run_ours(ids, args.consumers, env, sink, tag=profile))}
     if n <= ONE_PROCESS_MAX_N:
-        print(f"{profile} N={n:,}: ours in one process ...", flush=True)
-        row["ours_one_process"] = run_one_process(ids, env, sink)
+        row["ours_one_process"] = step(f"{at} ours in one process", lambda: run_one_process(ids, env, sink))
     if args.scale_out and n == args.scale_out_n and profile == args.profiles[0]:
-        print(f"{profile} N={n:,}: ours {config_label(args.scale_out)} ...", flush=True)
-        row["ours_2_consumers"] = run_ours(ids, args.scale_out, env, sink, tag=profile)
+        row["ours_2_consumers"] = step(
+            f"{at} ours {args.scale_out}", lambda: run_ours(ids, args.scale_out, env, sink, tag=profile)
+        )
+    message_id = row["ours"]["message_id"]
     if not args.no_post_office:
-        print(f"{profile} N={n:,}: post_office, {processes} processes ...", flush=True)
-        row["post_office"] = run_post_office(row["ours"]["message_id"], n, env, sink, processes)
+        row["post_office"] = step(
+            f"{at} post_office", lambda: run_post_office(message_id, n, env, sink, processes)
+        )
     if profile == "instant":
-        print(f"{profile} N={n:,}: raw ceiling ...", flush=True)
-        row["ceiling"] = run_raw(row["ours"]["message_id"], n, sink, processes)
+        row["ceiling"] = step(f"{at} raw ceiling", lambda: run_raw(message_id, n, sink, processes))
     else:
         row["ceiling"] = latency_ceiling(processes * conf.get("MESSAGING_SMTP_CONNECTIONS"), args.latency_ms)
     ours = row["ours"]["msgs_per_s"]
@@ -232,11 +244,13 @@ def sink_description(profile: str, args: argparse.Namespace) -> tuple[str, str]:
     if profile == "instant":
         return (
             "Postfix smtp-sink, instant replies",
-            f"raw smtplib, prebuilt messages, {consumers * workers} processes x 1 connection",
+            f"raw smtplib, prebuilt messages (no preparation), {consumers * workers} processes "
+            "x 1 connection",
         )
     return (
         f"aiosmtpd sink, {args.latency_ms:g} ms before the reply to DATA",
-        f"{consumers * workers} workers x {connections} connections x 1000 / {args.latency_ms:g} ms",
+        f"{consumers * workers} workers x {connections} connections x 1000 / {args.latency_ms:g} ms "
+        "(no preparation, no SMTP round trips but DATA's)",
     )
 
 
@@ -256,20 +270,24 @@ def run_profile(profile: str, users: list[int], env: dict, args: argparse.Namesp
 
 def run_rate_checks(users: list[int], env: dict, latencies: list[float], n: int) -> dict:
     """Two consumers with one worker each under MESSAGING_RATE_LIMITS, the limit read from the
-    latency sink's arrival times."""
-    checks = {}
+    latency sink's arrival times, for each sink latency."""
+    return {
+        f"{latency:g}": step(
+            f"rate limit {RATE_LIMIT}/s, latency {latency:g} ms, N={n:,}: ours 2x1",
+            partial(rate_check, users[:n], env, latency),
+        )
+        for latency in latencies
+    }
+
+
+def rate_check(user_ids: list[int], env: dict, latency_ms: float) -> dict:
+    sink = LatencySink(BENCH_DIR / f"rate-sink-{latency_ms:g}", latency_ms).start()
     limits = json.dumps({"default": {"per_second": RATE_LIMIT}})
-    for latency in latencies:
-        print(f"rate limit {RATE_LIMIT}/s, latency {latency:g} ms, N={n:,} ...", flush=True)
-        sink = LatencySink(BENCH_DIR / f"rate-sink-{latency:g}", latency).start()
-        try:
-            rate_env = {**env, "EMAIL_URL": sink.url, "MESSAGING_RATE_LIMITS": limits}
-            checks[f"{latency:g}"] = run_ours(
-                users[:n], "2x1", rate_env, sink, tag="rate", rate_limit=RATE_LIMIT
-            )
-        finally:
-            sink.stop()
-    return checks
+    try:
+        rate_env = {**env, "EMAIL_URL": sink.url, "MESSAGING_RATE_LIMITS": limits}
+        return run_ours(user_ids, "2x1", rate_env, sink, tag="rate", rate_limit=RATE_LIMIT)
+    finally:
+        sink.stop()
 
 
 # --------------------------------------------------------------------------- main
@@ -278,7 +296,9 @@ def run_rate_checks(users: list[int], env: dict, latencies: list[float], n: int)
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="N = 1,000 and 10,000 only")
-    parser.add_argument("--sizes", help="comma-separated N values (overrides --quick)")
+    parser.add_argument(
+        "--sizes", help=f"comma-separated N values (overrides --quick); latency stops at {LATENCY_MAX_N:,}"
+    )
     parser.add_argument("--profiles", default="instant,latency", help="sink profiles, in order")
     parser.add_argument("--latency-ms", type=float, default=100.0, help="the latency sink's delay")
     parser.add_argument(
@@ -288,7 +308,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--scale-out", default="2x1", help="the 'ours 2 consumers' setup ('' to skip)")
     parser.add_argument(
-        "--rate-latencies", default="100,0", help="latency sinks for the rate check ('' to skip)"
+        "--rate-latencies", help="latency sinks (ms) for the rate check; default 100,0, quick 100; '' skips"
     )
     parser.add_argument("--rate-n", type=int, default=RATE_N)
     parser.add_argument("--no-post-office", action="store_true")
@@ -303,6 +323,8 @@ def parse_args() -> argparse.Namespace:
     args.profiles = [p for p in args.profiles.split(",") if p]
     if set(args.profiles) - {"instant", "latency"}:
         raise SystemExit(f"Unknown profile in {args.profiles}; use instant and/or latency")
+    if args.rate_latencies is None:
+        args.rate_latencies = "100" if args.quick else "100,0"
     args.rate_latencies = [float(x) for x in args.rate_latencies.split(",") if x]
     parse_config(args.consumers)
     small = [n for n in args.sizes if n <= SCALE_OUT_MAX_N]
@@ -385,7 +407,7 @@ def main() -> None:
         users = create_users(count)
         results: dict = {
             "date": datetime.date.today().isoformat(),
-            "command": report.command_line(),
+            **report.command_line(),
             "git": report.git_state(),
             "machine": report.machine(load_before),
             "settings": settings_that_matter(args),
