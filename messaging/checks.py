@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from django.core import checks
+from django.core import checks, mail
+from django.core.mail.handler import DEFAULT_MAILER_ALIAS
 
 from messaging import channels, conf
+from messaging.rate_limits import WINDOWS
 
 
 @checks.register()
@@ -33,4 +35,54 @@ def lease_covers_a_send(app_configs=None, **kwargs) -> list[checks.CheckMessage]
                 id="messaging.E002",
             )
         )
+    return problems
+
+
+@checks.register()
+def sending_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Connections and rate limits that cannot work refuse to start, naming the setting."""
+    problems = []
+    connections = conf.smtp_connections()
+    if not isinstance(connections, int) or isinstance(connections, bool) or connections < 1:
+        problems.append(
+            checks.Error(
+                f"MESSAGING_SMTP_CONNECTIONS must be a whole number of at least 1 (is {connections!r}).",
+                id="messaging.E003",
+            )
+        )
+    problems += [
+        checks.Error(f"MESSAGING_RATE_LIMITS{where}: {problem}", id="messaging.E004")
+        for where, problem in _rate_limit_problems(conf.rate_limits())
+    ]
+    return problems
+
+
+def _rate_limit_problems(limits) -> list[tuple[str, str]]:
+    if not isinstance(limits, dict):
+        return [("", f"must be a dict of mailer name to limits (is {limits!r}).")]
+    problems = []
+    for mailer, rules in limits.items():
+        where = f"[{mailer!r}]"
+        if mailer not in mail.mailers and mailer != DEFAULT_MAILER_ALIAS:
+            problems.append(
+                (where, f"unknown mailer {mailer!r}; MAILERS has {', '.join(mail.mailers) or 'none'}.")
+            )
+        if not isinstance(rules, dict):
+            problems.append((where, f"must be a dict such as {{'per_second': 14}} (is {rules!r})."))
+            continue
+        per_domain = rules.get("per_domain", {})
+        if not isinstance(per_domain, dict):
+            problems.append((f"{where}['per_domain']", "must be a dict such as {'per_minute': 100}."))
+            per_domain = {}
+        for scope, entries in (
+            (where, {k: v for k, v in rules.items() if k != "per_domain"}),
+            (f"{where}['per_domain']", per_domain),
+        ):
+            for name, limit in entries.items():
+                if name not in WINDOWS:
+                    problems.append((f"{scope}[{name!r}]", f"unknown window; use {', '.join(WINDOWS)}."))
+                elif not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+                    problems.append(
+                        (f"{scope}[{name!r}]", f"must be a whole number of at least 1 (is {limit!r}).")
+                    )
     return problems

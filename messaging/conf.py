@@ -54,6 +54,8 @@ DEFAULTS = {
     # Windows: per_second, per_minute, per_hour, per_day; per_domain applies to each recipient
     # domain separately. Empty: no limit.
     "MESSAGING_RATE_LIMITS": {},
+    # Where the rate limits keep their shared state: a Redis URL, or None for the database.
+    "MESSAGING_RATE_LIMIT_REDIS_URL": None,
 }
 
 
@@ -135,3 +137,7 @@ def smtp_connections() -> int:
 
 def rate_limits() -> dict:
     return get("MESSAGING_RATE_LIMITS")
+
+
+def rate_limit_redis_url() -> str | None:
+    return get("MESSAGING_RATE_LIMIT_REDIS_URL")

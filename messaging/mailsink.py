@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -30,6 +31,8 @@ class SunkMail:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     data: bytes
+    # Unix time the message was complete at the sink (before any reply delay).
+    arrived_at: float = 0.0
 
     @property
     def message(self) -> EmailMessage:
@@ -46,6 +49,8 @@ class SinkHandler:
         self.data_delay = data_delay
         self.received: list[SunkMail] = []
         self.sessions = 0
+        # Messages being answered right now, and the most at once (concurrent senders).
+        self.in_flight = self.most_in_flight = 0
         self._lock = threading.Lock()
         if self.mail_dir:
             self.mail_dir.mkdir(parents=True, exist_ok=True)
@@ -71,9 +76,15 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        arrived_at = time.time()
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
-        mail = SunkMail(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(envelope.content))
+        with self._lock:
+            self.in_flight -= 1
+        mail = SunkMail(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(envelope.content), arrived_at)
         with self._lock:
             self.received.append(mail)
             number = len(self.received)

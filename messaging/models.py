@@ -504,3 +504,21 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class RateLimitSlot(models.Model):
+    """One send counted against one sending limit (messaging/rate_limits.py), when the limits'
+    shared state is the database (no Redis). `frees_at` is a Unix time: while the send is in
+    flight, its reservation time plus the longest a send may take plus the window; once its
+    result came, that time plus the window."""
+
+    key = models.CharField(max_length=300)
+    token = models.CharField(max_length=32)
+    frees_at = models.FloatField()
+    in_flight = models.BooleanField(default=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["key", "frees_at"]), models.Index(fields=["token"])]
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.token}"

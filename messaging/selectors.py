@@ -293,6 +293,7 @@ def blocked_state(message: Message) -> dict | None:
     return {
         "reason": blocked.get("reason", ""),
         "attempts": blocked.get("attempts", 0),
+        "quota": blocked.get("quota", False),
         "since": _parse_datetime(blocked.get("since")),
         "next_attempt": _parse_datetime(blocked.get("next_attempt")),
     }

@@ -176,6 +176,7 @@ HUEY = {
 }
 if _redis_url:
     HUEY |= {"huey_class": "huey.RedisHuey", "connection": {"url": _redis_url}}
+    MESSAGING_RATE_LIMIT_REDIS_URL = _redis_url
 else:
     HUEY |= {
         "huey_class": "huey.SqliteHuey",

@@ -18,7 +18,10 @@ ENGINE_ENV = {
     "MESSAGING_RETRY_BASE_SECONDS": 1,
     # Enough helper tasks that every worker thread of every consumer joins a send.
     "MESSAGING_DELIVERY_HELPERS": 3,
+    # Each worker sends over this many SMTP connections at once (so as many may be in flight).
+    "MESSAGING_SMTP_CONNECTIONS": 2,
 }
+CONNECTIONS = ENGINE_ENV["MESSAGING_SMTP_CONNECTIONS"]
 
 
 def email_url(sink: MailSink) -> str:

@@ -19,6 +19,7 @@ import pytest
 from messaging import tasks
 from messaging.mailsink import MailSink, SinkHandler
 from messaging.models import Message, MessageReceiver
+from messaging.services.delivery import LANE_CLAIM_SIZE
 from tests.conftest import Consumer, wait_until
 from tests.process_helpers import (
     ENGINE_ENV,
@@ -60,10 +61,10 @@ def sweep_until(predicate, timeout: float, interval: float = 1.0) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. A slow relay: a claim of 100 receivers takes longer than the lease.
+# 1. A slow relay: a claim takes longer than the lease.
 
 SLOW_RECEIVERS = 250
-SLOW_DATA_DELAY = 0.06  # x 100 receivers a claim = 6 s > the 4 s lease
+SLOW_DATA_DELAY = 0.25  # x 20 receivers a claim (delivery.LANE_CLAIM_SIZE) = 5 s > the 4 s lease
 
 
 def test_slow_relay_leases_are_renewed_and_each_receiver_is_sent_once(
@@ -85,7 +86,7 @@ def test_slow_relay_leases_are_renewed_and_each_receiver_is_sent_once(
 
     expected = message_ids(message)
     receivers = list(expected.values())
-    first_claim = sorted(receivers, key=lambda r: r.pk)[:100]
+    first_claim = sorted(receivers, key=lambda r: r.pk)[:LANE_CLAIM_SIZE]  # claims go in id order
     claim_span = (
         max(r.sent_datetime for r in first_claim) - min(r.sent_datetime for r in first_claim)
     ).total_seconds()

@@ -372,7 +372,7 @@ class TestPauseResumeCancel:
         controlling.pause(message, staff)
         assert message.status == Status.PAUSED and message.status_data["paused"]["by"] == staff.pk
         assert transitions.claim_batch(message.pk, "w") is None
-        assert delivery.deliver_message(message.pk) is True  # nothing to claim: nothing sent
+        assert delivery.deliver_message(message.pk) is False  # paused: nothing claimed, nothing sent
         assert scripted_channel.attempted == []
         message.refresh_from_db()
         assert message.status == Status.PAUSED

@@ -30,6 +30,8 @@ class ChannelUnavailable(Exception):
 
 class Channel(abc.ABC):
     message_type: str = ""
+    # The MESSAGING_RATE_LIMITS entry that limits this channel ("": none).
+    rate_limit_mailer: str = ""
 
     @abc.abstractmethod
     def deliver(self, receivers: Iterable) -> Iterator[tuple[object, DeliveryResult]]:

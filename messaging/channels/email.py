@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import smtplib
 import ssl
 import traceback
@@ -10,11 +9,13 @@ from collections.abc import Iterable, Iterator
 
 from django.core import mail
 from django.core.mail import make_msgid
+from django.core.mail.handler import DEFAULT_MAILER_ALIAS
 from django.utils.translation import gettext as _
 
 from messaging import conf
 from messaging.channels.base import Channel, ChannelUnavailable, DeliveryResult
 from messaging.channels.fast_email import FastEmailMultiAlternatives
+from messaging.channels.mailer_pool import MailerPool, close_mailer
 
 
 def message_id_for(receiver) -> str:
@@ -117,19 +118,19 @@ def _smtp_text(exc: smtplib.SMTPResponseException) -> str:
 
 class EmailChannel(Channel):
     message_type = "email"
+    rate_limit_mailer = DEFAULT_MAILER_ALIAS
+
+    def __init__(self):
+        self.pool = MailerPool(DEFAULT_MAILER_ALIAS)
 
     def seconds_per_receiver(self) -> float:
         # One attempt, and one more on a fresh connection if the first one's connection dropped.
         return 2 * attempt_seconds(mail.mailers.default)
 
     def deliver(self, receivers: Iterable) -> Iterator[tuple[object, DeliveryResult]]:
-        mailer = mail.mailers.default
-        try:
+        with self.pool.mailer() as mailer:
             for receiver in receivers:
                 yield receiver, self._deliver_one(mailer, receiver)
-        finally:
-            with contextlib.suppress(OSError, smtplib.SMTPException):
-                mailer.close()
 
     def _deliver_one(self, mailer, receiver) -> DeliveryResult:
         if not receiver.send_to:
@@ -156,11 +157,11 @@ class EmailChannel(Channel):
     def _after_failure(self, mailer, exc, receiver, retried: bool) -> DeliveryResult | None:
         """The result for a failed send, or None to reconnect and try once more."""
         if is_server_problem(exc):
-            _reset(mailer)
+            close_mailer(mailer)
             raise ChannelUnavailable(describe_server_problem(exc)) from exc
         connection_lost = is_connection_problem(exc)
         if connection_lost and getattr(mailer, "payload_sent", False):
-            _reset(mailer)
+            close_mailer(mailer)
             return DeliveryResult(
                 delivered=False,
                 uncertain=True,
@@ -169,7 +170,7 @@ class EmailChannel(Channel):
                 traceback="".join(traceback.format_exception(exc)),
             )
         if connection_lost:
-            _reset(mailer)
+            close_mailer(mailer)
             if not retried:
                 return None
             # A fresh connection failed too: the server is the problem, not this receiver.
@@ -192,12 +193,5 @@ def _open(mailer) -> None:
         if hasattr(smtp, "ehlo_or_helo_if_needed"):
             smtp.ehlo_or_helo_if_needed()  # a server that drops us at EHLO is down, not the receiver's fault
     except Exception as exc:  # smtplib, ssl and socket errors share no base class but OSError
-        _reset(mailer)
+        close_mailer(mailer)
         raise ChannelUnavailable(describe_server_problem(exc)) from exc
-
-
-def _reset(mailer) -> None:
-    with contextlib.suppress(OSError, smtplib.SMTPException):
-        mailer.close()
-    if hasattr(mailer, "connection"):
-        mailer.connection = None

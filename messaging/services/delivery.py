@@ -11,19 +11,22 @@ again, and the first of them is flagged "delivery_uncertain" (transitions.claim_
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from messaging import channels, conf, worker_shutdown
+from messaging import channels, conf, rate_limits, worker_shutdown
 from messaging.channels import ChannelUnavailable, DeliveryResult
 from messaging.models import Message, MessageReceiver
 from messaging.services import controlling, transitions
@@ -34,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 # How often a delivering worker publishes progress counts for the status page, in seconds.
 PROGRESS_INTERVAL = 2.0
+# Receivers per claim when a worker delivers over several lanes: small enough that a send of a
+# few hundred keeps every lane busy, large enough that claiming stays a small share of the work.
+LANE_CLAIM_SIZE = 20
 
 
 def new_worker_id() -> str:
@@ -51,63 +57,124 @@ def safety_margin() -> float:
 
 @dataclass
 class DeliveryRun:
-    """One worker's delivery of one message: its expiry (read once) and its failure watch."""
+    """One worker's delivery of one message, shared by its lanes: the expiry (read once), the
+    failure watch, and when progress was last published."""
 
     message_id: int
-    worker_id: str
     expires_at: datetime | None
     watch: FailureWatch
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    published: float = field(default_factory=time.monotonic)
 
     @classmethod
     def start(cls, message_id: int) -> DeliveryRun:
         expires_at = Message.objects.filter(pk=message_id).values_list("expires_at", flat=True).first()
-        return cls(message_id, new_worker_id(), expires_at, FailureWatch.from_settings())
+        return cls(message_id, expires_at, FailureWatch.from_settings())
 
     def expired(self) -> bool:
         return self.expires_at is not None and timezone.now() >= self.expires_at
 
+    def count_attempt(self, delivered: bool, reason: str) -> dict | None:
+        with self.lock:
+            return self.watch.add(delivered, reason)
+
+    def progress_due(self) -> bool:
+        """True for one lane every PROGRESS_INTERVAL: that lane publishes the counts."""
+        with self.lock:
+            if time.monotonic() - self.published < PROGRESS_INTERVAL:
+                return False
+            self.published = time.monotonic()
+            return True
+
+
+class Lane(enum.Enum):
+    """How one lane's delivery loop ended."""
+
+    DONE = "done"  # nothing left to claim
+    STOPPED = "stopped"  # blocked, paused, cancelled, expired, or the lease cannot cover a send
+    SHUTDOWN = "shutdown"  # the worker is stopping
+
+
+def lane_count() -> int:
+    """Lanes (each its own SMTP session, database connection and claims) for one delivery.
+    One when the caller is inside a transaction: other threads could not see its receivers."""
+    return 1 if connection.in_atomic_block else max(1, conf.smtp_connections())
+
 
 def deliver_message(message_id: int, *, wait_for_others: bool = False) -> bool:
-    """Claim and deliver batches until none is left. False if the channel was unavailable (the
-    message is then "delivery blocked", nothing charged), the message was paused, cancelled or
-    expired, or the worker is stopping. With wait_for_others, also waits while other workers
-    hold live claims on its receivers."""
+    """Claim and deliver batches until none is left, over `lane_count()` concurrent lanes.
+    False if the channel was unavailable (the message is then "delivery blocked", nothing
+    charged), the message was paused, cancelled or expired, or the worker is stopping. With
+    wait_for_others, also waits while other workers hold live claims on its receivers."""
     run = DeliveryRun.start(message_id)
-    published = time.monotonic()
-    with relaxed_commit_durability():
-        while not worker_shutdown.requested():
-            if time.monotonic() - published >= PROGRESS_INTERVAL:
-                transitions.roll_up(message_id)
-                published = time.monotonic()
-            if run.expired():
-                controlling.expire(message_id)
-                return False
-            claim = transitions.claim_batch(message_id, run.worker_id)
-            if claim is None:
-                if wait_for_others and _others_in_flight(message_id):
-                    time.sleep(0.2)
-                    continue
-                break
-            try:
-                deliver_claim(claim, run)
-            except ChannelUnavailable as exc:
-                _block(message_id, str(exc))
-                return False
-            except LeaseTooShort as exc:
-                logger.error("Message %s: nothing sent: %s", message_id, exc)
-                return False
-            if claim.halted:
-                logger.info("Message %s is %s; this worker stops delivering it.", message_id, claim.halted)
-                # Expiring rolls the counts up itself; otherwise publish what this worker recorded.
-                if not (claim.halted == Message.Status.EXPIRED and controlling.expire(message_id)):
-                    transitions.roll_up(message_id)
-                return False
-    if worker_shutdown.requested():
+    lanes = lane_count()
+    if lanes == 1:
+        with relaxed_commit_durability():
+            outcomes = [_deliver_lane(run, wait_for_others, transitions.CLAIM_BATCH_SIZE)]
+    else:
+        outcomes = _run_lanes(run, lanes, wait_for_others)
+    if Lane.SHUTDOWN in outcomes:
         _hand_over(message_id)
+        return False
+    if Lane.STOPPED in outcomes:
         return False
     transitions.roll_up(message_id, delivered_unblocked=True)
     schedule_retries(message_id)
     return True
+
+
+def _run_lanes(run: DeliveryRun, lanes: int, wait_for_others: bool) -> list[Lane]:
+    """Each lane in its own thread (the time goes into waiting for the mail server, so the GIL
+    is free meanwhile); its own worker id keeps its claims, and so its one receiver in flight,
+    apart from the other lanes'. A lane that raised re-raises here once all have ended."""
+
+    def lane() -> Lane:
+        try:
+            with relaxed_commit_durability():
+                return _deliver_lane(run, wait_for_others, LANE_CLAIM_SIZE)
+        finally:
+            connections.close_all()  # this thread's own; the next delivery opens fresh ones
+
+    with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix=f"deliver-{run.message_id}") as pool:
+        futures = [pool.submit(lane) for _ in range(lanes)]
+    return [future.result() for future in futures]
+
+
+def _deliver_lane(run: DeliveryRun, wait_for_others: bool, claim_size: int) -> Lane:
+    worker_id = new_worker_id()
+    message_id = run.message_id
+    while not worker_shutdown.requested():
+        if run.progress_due():
+            transitions.roll_up(message_id)
+        if run.expired():
+            controlling.expire(message_id)
+            return Lane.STOPPED
+        claim = transitions.claim_batch(message_id, worker_id, claim_size)
+        if claim is None:
+            if wait_for_others and _others_in_flight(message_id):
+                time.sleep(0.2)
+                continue
+            # Nothing to claim: all delivered, or the message is on hold (blocked by another lane
+            # or worker, paused), and then its record is not this run's to settle.
+            return Lane.STOPPED if _on_hold(message_id) else Lane.DONE
+        try:
+            deliver_claim(claim, run)
+        except ChannelUnavailable as exc:
+            _block(message_id, str(exc))
+            return Lane.STOPPED
+        except rate_limits.QuotaSpent as exc:
+            _wait_for_quota(message_id, exc)
+            return Lane.STOPPED
+        except LeaseTooShort as exc:
+            logger.error("Message %s: nothing sent: %s", message_id, exc)
+            return Lane.STOPPED
+        if claim.halted:
+            logger.info("Message %s is %s; this worker stops delivering it.", message_id, claim.halted)
+            # Expiring rolls the counts up itself; otherwise publish what this worker recorded.
+            if not (claim.halted == Message.Status.EXPIRED and controlling.expire(message_id)):
+                transitions.roll_up(message_id)
+            return Lane.STOPPED
+    return Lane.SHUTDOWN
 
 
 def deliver_claim(claim: Claim, run: DeliveryRun) -> None:
@@ -127,7 +194,8 @@ def deliver_claim(claim: Claim, run: DeliveryRun) -> None:
                     transitions.record_result(receiver, failure, claim.worker_id)
                 continue
             budget = channel.seconds_per_receiver() + safety_margin()
-            for receiver, result in channel.deliver(_under_lease(claim, run, group, budget)):
+            limiter = rate_limits.Limiter.for_channel(channel, hold_seconds=budget)
+            for receiver, result in channel.deliver(_under_lease(claim, run, group, budget, limiter)):
                 _record_and_watch(claim, run, receiver, result)
     finally:
         # Everything recorded has claimed_by cleared, so this releases only what was not sent.
@@ -143,34 +211,49 @@ def _record_and_watch(
         return
     if result.uncertain:
         return
-    tripped = run.watch.add(result.delivered, result.reason)
+    tripped = run.count_attempt(result.delivered, result.reason)
     if tripped and controlling.auto_pause(run.message_id, tripped):
         logger.warning("Message %s paused itself: %s", run.message_id, tripped)
         claim.halted = Message.Status.PAUSED
 
 
-def _under_lease(claim: Claim, run: DeliveryRun, receivers: list, budget: float) -> Iterator[MessageReceiver]:
-    """Yield each receiver only while this worker's lease on it outlasts one send; renew the
-    lease first when it would not; skip receivers lost meanwhile; stop when the worker stops,
-    the message stopped being `sending` or its expiry passed."""
+def _under_lease(
+    claim: Claim, run: DeliveryRun, receivers: list, budget: float, limiter: rate_limits.Limiter
+) -> Iterator[MessageReceiver]:
+    """Yield each receiver only once the rate limits grant it a slot and while this worker's
+    lease on it outlasts one send; renew the lease first when it would not; skip receivers lost
+    meanwhile; stop when the worker stops, the message stopped being `sending` or its expiry
+    passed. A slot counts against the limits until a window after the send's result came."""
     for index, receiver in enumerate(receivers):
-        if worker_shutdown.requested() or claim.halted:
+        slot = limiter.acquire(receiver.send_to, stop=lambda: _should_stop(claim, run))
+        if slot is None:
             return
-        if run.expired():
-            claim.halted = Message.Status.EXPIRED
-            return
-        if claim.seconds_left() < budget:
-            remaining = [r.pk for r in receivers[index:] if r.pk not in claim.lost]
-            transitions.renew_leases(claim, remaining)
+        try:
             if claim.seconds_left() < budget:
-                lease = conf.lease_seconds()
-                raise LeaseTooShort(
-                    f"MESSAGING_LEASE_SECONDS ({lease}) cannot cover one send ({budget:.0f} s)."
-                )
-        if receiver.pk in claim.lost:
-            logger.warning("Receiver %s was claimed by another worker; not sending it.", receiver.pk)
-            continue
-        yield receiver
+                remaining = [r.pk for r in receivers[index:] if r.pk not in claim.lost]
+                transitions.renew_leases(claim, remaining)
+                if claim.seconds_left() < budget:
+                    lease = conf.lease_seconds()
+                    raise LeaseTooShort(
+                        f"MESSAGING_LEASE_SECONDS ({lease}) cannot cover one send ({budget:.0f} s)."
+                    )
+            if receiver.pk in claim.lost:
+                logger.warning("Receiver %s was claimed by another worker; not sending it.", receiver.pk)
+                continue
+            yield receiver
+        finally:
+            # Runs when the channel asks for the next receiver (this one's result is recorded)
+            # or stops asking.
+            slot.release()
+
+
+def _should_stop(claim: Claim, run: DeliveryRun) -> bool:
+    if worker_shutdown.requested() or claim.halted:
+        return True
+    if run.expired():
+        claim.halted = Message.Status.EXPIRED
+        return True
+    return False
 
 
 def record(receiver: MessageReceiver, result: DeliveryResult, worker_id: str) -> str:
@@ -184,9 +267,10 @@ def record(receiver: MessageReceiver, result: DeliveryResult, worker_id: str) ->
     return message_status
 
 
-def _block(message_id: int, reason: str) -> None:
-    logger.warning("Message %s: delivery blocked: %s", message_id, reason)
-    blocked = transitions.block(message_id, reason)
+def _block(message_id: int, reason: str, until: datetime | None = None) -> None:
+    if until is None:
+        logger.warning("Message %s: delivery blocked: %s", message_id, reason)
+    blocked = transitions.block(message_id, reason, until=until)
     if blocked:
         from messaging import tasks
 
@@ -196,6 +280,13 @@ def _block(message_id: int, reason: str) -> None:
             lambda: tasks.retry_blocked_message.schedule((message_id,), eta=eta), robust=True
         )
     transitions.roll_up(message_id)
+
+
+def _wait_for_quota(message_id: int, spent: rate_limits.QuotaSpent) -> None:
+    """A sending limit is used up for longer than a worker should sleep: the message waits
+    (shown as blocked, with the time it resumes) and is taken up again then."""
+    logger.info("Message %s: %s", message_id, spent)
+    _block(message_id, str(spent), until=spent.until)
 
 
 def _hand_over(message_id: int) -> None:
@@ -243,6 +334,10 @@ def relaxed_commit_durability():
     finally:
         with connection.cursor() as cursor:
             cursor.execute("RESET synchronous_commit")
+
+
+def _on_hold(message_id: int) -> bool:
+    return Message.objects.filter(pk=message_id, status__in=Message.HOLDING).exists()
 
 
 def _others_in_flight(message_id: int) -> bool:

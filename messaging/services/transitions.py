@@ -20,7 +20,8 @@ Message:
     draft|queued ─start_preparing→ preparing    (prepare_and_send from code: draft)
     preparing ─requeue_preparation→ queued      (its worker died; staff-composed: sent again)
     preparing|queued ─fail→ error                (preparing raised, nothing to send, worker died)
-    sending ─block→ blocked ─unblock→ sending   (the mail server refuses every delivery)
+    sending ─block→ blocked ─unblock→ sending   (the mail server refuses every delivery, or a
+                                                sending limit is used up for a while)
     DELIVERING ─roll_up→ from the receivers' counts (cancelled and expired are kept)
 
 Every message transition sends `messaging.signals.message_status_changed` after it happened.
@@ -40,7 +41,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from django.db import connection, transaction
@@ -256,26 +257,33 @@ def adopt_prepared(message_id: int) -> bool:
     return _move(message_id, [Status.PREPARING], Status.SENDING) is not None
 
 
-def block(message_id: int, reason: str) -> dict | None:
-    """sending|blocked → blocked: the mail server refuses every delivery (login, TLS, down).
-    Nothing is charged to receivers; the sweeper tries again after a growing delay.
-    Returns the "blocked" record, or None if the message was not sending."""
+def block(message_id: int, reason: str, *, until: datetime | None = None) -> dict | None:
+    """sending → blocked: the mail server refuses every delivery (login, TLS, down),
+    or, with `until`, a sending limit is used up until then ("quota" in the record).
+    Nothing is charged to receivers; the sweeper tries again after a growing delay (or at
+    `until`). Returns the "blocked" record, or None if the message was not sending."""
     now = timezone.now()
 
     def change(data: dict) -> dict:
         previous = data.get("blocked") or {}
-        attempts = previous.get("attempts", 0) + 1
+        if until is not None:
+            record = {"quota": True, "attempts": previous.get("attempts", 0), "next_attempt": until}
+        else:
+            attempts = previous.get("attempts", 0) + 1
+            record = {"attempts": attempts, "next_attempt": now + retry_delay(attempts)}
         return {
             **data,
             "blocked": {
                 "reason": reason[:1000],
                 "since": previous.get("since", now.isoformat()),
-                "attempts": attempts,
-                "next_attempt": (now + retry_delay(attempts)).isoformat(),
+                **record,
+                "next_attempt": record["next_attempt"].isoformat(),
             },
         }
 
-    data = _move(message_id, [Status.SENDING, Status.BLOCKED], Status.BLOCKED, change)
+    # Only from sending: the other lanes and workers of the same run find it blocked already,
+    # and must not count their refusals as further attempts (each would double the delay).
+    data = _move(message_id, [Status.SENDING], Status.BLOCKED, change)
     return data["blocked"] if data else None
 
 

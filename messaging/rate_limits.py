@@ -1,0 +1,281 @@
+"""Sending limits per mailer (MESSAGING_RATE_LIMITS) that hold across every consumer and host.
+
+A rule is a number of sends per window (second, minute, hour, day), for a mailer as a whole or
+for each recipient domain. Before a send, a worker reserves a slot in every rule that applies;
+the slot stays counted from then until one window after the send's result came back. So in any
+window of that length, wherever the server counts a send between our reservation and its
+answer, it sees at most `limit` sends: of any two sends it counts in one window, the later
+reserved one found the earlier one still counted. (An in-flight slot whose worker died counts
+until the longest a send may take, plus the window, has passed.)
+
+The slots are shared state: Redis when MESSAGING_RATE_LIMIT_REDIS_URL is set (the project
+sets it from REDIS_URL), else the database. Times are Unix times from each host's clock, which
+must agree (NTP), as the leases already require.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from django.db import connection, transaction
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from messaging import conf
+
+WINDOWS = {"per_second": 1, "per_minute": 60, "per_hour": 3600, "per_day": 86400}
+WINDOW_NAMES = {
+    "per_second": gettext_lazy("per second"),
+    "per_minute": gettext_lazy("per minute"),
+    "per_hour": gettext_lazy("per hour"),
+    "per_day": gettext_lazy("per day"),
+}
+# A worker sleeps through a shorter wait; a longer one makes the message wait (QuotaSpent).
+LONGEST_SLEEP = 30.0
+# While slots are in flight nobody knows when they free up: look again this soon.
+POLL_SECONDS = 0.02
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    limit: int
+    window: float
+    label: str  # for people: "14 per second (mailer default)"
+
+
+def _rule(mailer: str, name: str, limit: int, domain: str = "") -> Rule:
+    values = {"limit": limit, "window": WINDOW_NAMES[name], "mailer": mailer, "domain": domain}
+    if domain:
+        label = _("%(limit)s %(window)s to %(domain)s (mailer %(mailer)s)") % values
+    else:
+        label = _("%(limit)s %(window)s (mailer %(mailer)s)") % values
+    return Rule(f"{mailer}@{domain}:{name}" if domain else f"{mailer}:{name}", limit, WINDOWS[name], label)
+
+
+def rules_for(mailer: str, address: str) -> list[Rule]:
+    config = conf.rate_limits().get(mailer) or {}
+    rules = [_rule(mailer, name, limit) for name, limit in config.items() if name in WINDOWS]
+    domain = address.rpartition("@")[2].lower()
+    if domain:
+        per_domain = config.get("per_domain") or {}
+        rules += [_rule(mailer, name, limit, domain) for name, limit in per_domain.items() if name in WINDOWS]
+    return rules
+
+
+class QuotaSpent(Exception):
+    """A limit is used up for longer than a worker should sleep."""
+
+    def __init__(self, until: datetime, rule: Rule):
+        self.until, self.rule = until, rule
+        super().__init__(
+            _("The sending limit of %(rule)s is used up until %(time)s.")
+            % {"rule": rule.label, "time": date_format(localtime(until), "DATETIME_FORMAT")}
+        )
+
+
+@dataclass
+class Wait:
+    seconds: float
+    rule: Rule
+
+
+class Slot:
+    """A reserved send; release() once its result came back (or it was not sent)."""
+
+    def __init__(self, store: Store | None = None, rules: list[Rule] | None = None, token: str = ""):
+        self.store, self.rules, self.token = store, rules or [], token
+
+    def release(self) -> None:
+        if self.store is not None:
+            self.store.release(self.rules, self.token, time.time())
+            self.store = None
+
+
+class Limiter:
+    def __init__(self, mailer: str, hold_seconds: float, store: Store | None = None):
+        self.mailer, self.hold = mailer, hold_seconds
+        self.store = store
+
+    @classmethod
+    def for_channel(cls, channel, hold_seconds: float) -> Limiter:
+        """The limiter for a channel's mailer; one that never waits if it has no limits."""
+        mailer = channel.rate_limit_mailer
+        store = default_store() if mailer and conf.rate_limits().get(mailer) else None
+        return cls(mailer, hold_seconds, store)
+
+    def acquire(self, address: str, stop: Callable[[], bool]) -> Slot | None:
+        """A slot for one send to `address`, sleeping through short waits; None if `stop()`
+        became true meanwhile. Raises QuotaSpent when the wait is longer than LONGEST_SLEEP."""
+        if stop():
+            return None
+        if self.store is None:
+            return Slot()
+        rules = rules_for(self.mailer, address)
+        # One lane per process asks the store at a time; the others wait here without polling.
+        with _gate(self.mailer):
+            return self._reserve(rules, stop)
+
+    def _reserve(self, rules: list[Rule], stop: Callable[[], bool]) -> Slot | None:
+        while True:
+            if stop():
+                return None
+            token = uuid.uuid4().hex
+            now = time.time()
+            wait = self.store.reserve(rules, token, now, self.hold)
+            if wait is None:
+                return Slot(self.store, rules, token)
+            if wait.seconds > LONGEST_SLEEP:
+                raise QuotaSpent(datetime.fromtimestamp(now + wait.seconds, tz=UTC), wait.rule)
+            # A little jitter, so that workers waiting for the same slot do not all ask at once.
+            time.sleep(wait.seconds + random.uniform(0, POLL_SECONDS))
+
+
+_gates: dict[str, threading.Lock] = {}
+_gates_lock = threading.Lock()
+
+
+def _gate(mailer: str) -> threading.Lock:
+    with _gates_lock:
+        return _gates.setdefault(mailer, threading.Lock())
+
+
+class Store:
+    def reserve(self, rules: list[Rule], token: str, now: float, hold: float) -> Wait | None:
+        """Take a slot in every rule, or none: then how long until one may be free."""
+        raise NotImplementedError
+
+    def release(self, rules: list[Rule], token: str, now: float) -> None:
+        """The send's result came: its slots count for one more window from now."""
+        raise NotImplementedError
+
+
+def _wait(rule: Rule, now: float, earliest_done: float | None, in_flight: bool) -> Wait:
+    seconds = float("inf") if earliest_done is None else earliest_done - now
+    if in_flight:
+        seconds = min(seconds, POLL_SECONDS)
+    return Wait(max(seconds, 0.001), rule)
+
+
+class DatabaseStore(Store):
+    """Slots as rows (RateLimitSlot). Writers are serialised per rule: PostgreSQL by an
+    advisory lock on the rule's key, SQLite by its IMMEDIATE transactions."""
+
+    def reserve(self, rules: list[Rule], token: str, now: float, hold: float) -> Wait | None:
+        from messaging.models import RateLimitSlot
+
+        with transaction.atomic():
+            self._lock(rules)
+            for rule in rules:
+                counted = RateLimitSlot.objects.filter(key=rule.key, frees_at__gt=now)
+                if counted.count() >= rule.limit:
+                    earliest = counted.filter(in_flight=False).order_by("frees_at").first()
+                    in_flight = counted.filter(in_flight=True).exists()
+                    return _wait(rule, now, earliest and earliest.frees_at, in_flight)
+            keys = [rule.key for rule in rules]
+            RateLimitSlot.objects.filter(key__in=keys, frees_at__lte=now).delete()
+            RateLimitSlot.objects.bulk_create(
+                RateLimitSlot(key=rule.key, token=token, frees_at=now + hold + rule.window) for rule in rules
+            )
+        return None
+
+    def release(self, rules: list[Rule], token: str, now: float) -> None:
+        from messaging.models import RateLimitSlot
+
+        with transaction.atomic():
+            for rule in rules:
+                RateLimitSlot.objects.filter(key=rule.key, token=token, in_flight=True).update(
+                    frees_at=now + rule.window, in_flight=False
+                )
+
+    def _lock(self, rules: list[Rule]) -> None:
+        if connection.vendor != "postgresql":
+            return
+        with connection.cursor() as cursor:
+            for key in sorted(rule.key for rule in rules):  # one order: no deadlock
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"messaging-rate:{key}"])
+
+
+# Per rule two sorted sets (token → the Unix time its slot frees): sends in flight, sends done.
+# KEYS: in_flight_1, done_1, in_flight_2, done_2, ...  ARGV: now, token, hold, poll, then
+# limit_i, window_i per rule. Returns nil when reserved, else "<seconds to wait> <rule index>".
+_RESERVE = """
+local now, token, hold, poll = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 1, #KEYS / 2 do
+  local flying, done = KEYS[2 * i - 1], KEYS[2 * i]
+  redis.call('ZREMRANGEBYSCORE', flying, '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', done, '-inf', now)
+  local in_flight = redis.call('ZCARD', flying)
+  if in_flight + redis.call('ZCARD', done) >= tonumber(ARGV[3 + 2 * i]) then
+    local wait = 1e12
+    if in_flight > 0 then wait = poll end
+    local first = redis.call('ZRANGE', done, 0, 0, 'WITHSCORES')
+    if first[2] then wait = math.min(wait, tonumber(first[2]) - now) end
+    return tostring(wait) .. ' ' .. i
+  end
+end
+for i = 1, #KEYS / 2 do
+  local window = tonumber(ARGV[4 + 2 * i])
+  redis.call('ZADD', KEYS[2 * i - 1], now + hold + window, token)
+  redis.call('EXPIRE', KEYS[2 * i - 1], math.ceil(hold + window) + 1)
+end
+return false
+"""
+_RELEASE = """
+local now, token = tonumber(ARGV[1]), ARGV[2]
+for i = 1, #KEYS / 2 do
+  if redis.call('ZREM', KEYS[2 * i - 1], token) == 1 then
+    local window = tonumber(ARGV[2 + i])
+    redis.call('ZADD', KEYS[2 * i], now + window, token)
+    redis.call('EXPIRE', KEYS[2 * i], math.ceil(window) + 1)
+  end
+end
+return false
+"""
+
+
+class RedisStore(Store):
+    """Slots in Redis sorted sets; each reservation is one Lua script, so it is atomic across
+    every consumer and host."""
+
+    prefix = "messaging:rate:"
+
+    def __init__(self, url: str):
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self._reserve = self.client.register_script(_RESERVE)
+        self._release = self.client.register_script(_RELEASE)
+
+    def _keys(self, rules: list[Rule]) -> list[str]:
+        return [f"{self.prefix}{rule.key}:{part}" for rule in rules for part in ("flying", "done")]
+
+    def reserve(self, rules: list[Rule], token: str, now: float, hold: float) -> Wait | None:
+        limits = [value for rule in rules for value in (rule.limit, rule.window)]
+        answer = self._reserve(keys=self._keys(rules), args=[now, token, hold, POLL_SECONDS, *limits])
+        if answer is None:
+            return None
+        seconds, index = answer.decode().split()
+        return Wait(max(float(seconds), 0.001), rules[int(index) - 1])
+
+    def release(self, rules: list[Rule], token: str, now: float) -> None:
+        self._release(keys=self._keys(rules), args=[now, token, *(rule.window for rule in rules)])
+
+
+@lru_cache(maxsize=4)
+def _redis_store(url: str) -> RedisStore:
+    return RedisStore(url)
+
+
+def default_store() -> Store:
+    url = conf.rate_limit_redis_url()
+    return _redis_store(url) if url else DatabaseStore()
