@@ -133,7 +133,7 @@ def run_ours(
         started_wall = time.time()
         started = time.perf_counter()
         composing.queue_send(message)
-        # At least 20/s, or a third of a rate limit, or it is a failure.
+        # Slower than 20/s (or a third of the rate limit) is a failure, not a figure.
         wait_until_done(message, consumers, started + max(600, n / 20, 3 * n / (rate_limit or n)))
         elapsed = time.perf_counter() - started
         # The largest process of the consumers (each worker is a child process of its consumer).

@@ -129,9 +129,6 @@ class LatencySink:
                 rows.append((float(stamp), message_id))
         return rows
 
-    def timestamps(self) -> list[float]:
-        return sorted(stamp for stamp, _ in self.arrivals())
-
     def message_ids(self) -> Counter:
         return Counter(message_id for _, message_id in self.arrivals())
 

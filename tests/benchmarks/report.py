@@ -145,38 +145,38 @@ def print_all(results: dict, status_n: int) -> None:
         print_profile(name, profile, results)
     print_rate_limit(results["rate_limit"])
     if "status" in results:
-        print_status(results["status"], results["status_source"], status_n)
+        print_status(results["status"], status_n)
     print_headline(results["headline"], results)
 
 
+HEADER = ["N", "ours", "ours 1 proc", "post_office", "PO send only", "ceiling", "ours/PO", "ours/ceiling"]
+HEADER += ["1st email s", "prepare/s", "RSS MB", "once"]
+OURS_RUNS = ("ours", "ours_one_process", "ours_2_consumers")
+
+
+def table_line(n: str, row: dict) -> list[str]:
+    ours, one, po = row["ours"], row.get("ours_one_process", {}), row.get("post_office", {})
+    return [
+        f"{int(n):,}",
+        fmt(ours["msgs_per_s"]),
+        fmt(one.get("msgs_per_s")),
+        fmt(po.get("msgs_per_s")),
+        fmt(po.get("send_msgs_per_s")),
+        fmt(row["ceiling"]["msgs_per_s"]),
+        fmt(row.get("ours_vs_post_office"), ".2f"),
+        fmt(row.get("ours_vs_ceiling"), ".2f"),
+        fmt(ours["first_email_s"], ".1f"),
+        fmt(ours["prepare_receivers_per_s"]),
+        fmt(ours["worker_peak_rss_mb"]),
+        "/".join("yes" if row[run]["exactly_once"] else "NO" for run in OURS_RUNS if run in row),
+    ]
+
+
 def print_profile(name: str, profile: dict, results: dict) -> None:
-    header = ["N", "ours", "ours 1 proc", "post_office", "PO send only", "ceiling", "ours/PO", "ours/ceiling"]
-    header += ["1st email s", "prepare/s", "RSS MB", "once"]
-    lines = [header]
-    for n, row in profile["sizes"].items():
-        ours, one = row["ours"], row.get("ours_one_process", {})
-        po = row.get("post_office", {})
-        runs = [r for r in (ours, one, row.get("ours_2_consumers")) if r]
-        lines.append(
-            [
-                f"{int(n):,}",
-                fmt(ours["msgs_per_s"]),
-                fmt(one.get("msgs_per_s")),
-                fmt(po.get("msgs_per_s")),
-                fmt(po.get("send_msgs_per_s")),
-                fmt(row["ceiling"]["msgs_per_s"]),
-                fmt(row.get("ours_vs_post_office"), ".2f"),
-                fmt(row.get("ours_vs_ceiling"), ".2f"),
-                fmt(ours["first_email_s"], ".1f"),
-                fmt(ours["prepare_receivers_per_s"]),
-                fmt(ours["worker_peak_rss_mb"]),
-                "/".join("yes" if r["exactly_once"] else "NO" for r in runs),
-            ]
-        )
     settings, m = results["settings"], results["machine"]
     durability = settings["durability"]
     print(f"\n{name}: {profile['sink']}. msgs/s, {m['database']} + {m['huey']}")
-    print_rows(lines)
+    print_rows([HEADER] + [table_line(n, row) for n, row in profile["sizes"].items()])
     print(
         f"  ours = {settings['ours']}, {settings['total_smtp_connections']} SMTP connections; "
         "ours 1 proc = message.prepare_and_send in one process."
@@ -197,16 +197,32 @@ def print_profile(name: str, profile: dict, results: dict) -> None:
         " once = every Message-ID at the sink exactly once (ours / 1 proc / 2 consumers)."
     )
     for n, row in profile["sizes"].items():
-        for name in ("post_office", "ceiling"):
-            delivered = row.get(name, {}).get("delivered")
-            if delivered is not None and delivered != int(n):
-                print(f"  WARNING: {name} at N={int(n):,} delivered {delivered:,} messages")
         if "ours_2_consumers" in row:
             two = row["ours_2_consumers"]
             print(
                 f"  ours 2 consumers x 1 worker, N={int(n):,}: {two['msgs_per_s']:.0f} msgs/s, "
                 f"exactly once: {'yes' if two['exactly_once'] else 'NO'}"
             )
+        for warning in warnings(int(n), row):
+            print(f"  WARNING: {warning}")
+
+
+def warnings(n: int, row: dict) -> list[str]:
+    """Runs whose figure is not that of a complete send: a message not `sent`, a receiver
+    missing or twice at the sink, a contender that delivered another count."""
+    found = []
+    for contender in ("post_office", "ceiling"):
+        delivered = row.get(contender, {}).get("delivered")
+        if delivered is not None and delivered != n:
+            found.append(f"{contender} at N={n:,} delivered {delivered:,} messages")
+    for run in (row[key] for key in OURS_RUNS if key in row):
+        if run["status"] != "sent" or not run["exactly_once"]:
+            found.append(
+                f"ours {run['config']} at N={n:,}: message {run['message_id']} {run['status']}, "
+                f"{run['receiver_counts']}, at the sink {run['delivered']:,} (duplicates "
+                f"{run['duplicates']}, e.g. {run['duplicate_examples']}; missing {run['missing']})"
+            )
+    return found
 
 
 def print_rate_limit(checks: dict) -> None:
@@ -225,12 +241,12 @@ def print_rate_limit(checks: dict) -> None:
         )
 
 
-def print_status(status: dict, source: str, status_n: int) -> None:
+def print_status(status: dict, status_n: int) -> None:
     def pct(r: dict) -> str:
         return f"p50 {r['p50_ms']:.1f} / p95 {r['p95_ms']:.1f} ms"
 
     print(
-        f"\nStatus page, {status_n:,} receivers ({source}), django.test.Client, "
+        f"\nStatus page, {status_n:,} receivers ({status['source']}), django.test.Client, "
         f"{status['view_poll']['runs']} requests each, consumers stopped:"
     )
     for kind in ("view_poll", "view_page", "view_table_failed", "view_table_nb"):

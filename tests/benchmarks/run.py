@@ -378,14 +378,35 @@ def setup_database(env: dict) -> str:
     return database
 
 
-def measure_status(results: dict, users: list[int], repeat: int) -> None:
+def measure_status(results: dict, users: list[int], repeat: int) -> dict:
     """The status page on the 100,000-receiver message ours sent, else on a bulk-inserted one."""
-    print("status page ...", flush=True)
     big = results["profiles"].get("instant", {}).get("sizes", {}).get(str(status_page.STATUS_N), {})
     status_id, source = status_page.status_message(users, big.get("ours", {}).get("message_id"))
     status_page.settle_database()
-    results["status"] = status_page.measure_status(status_id, repeat)
-    results["status_source"] = source
+    return status_page.measure_status(status_id, repeat) | {"source": source}
+
+
+def new_results(args: argparse.Namespace, load_before: float) -> dict:
+    """What the run is, where and on what: everything but the figures."""
+    return {
+        "date": datetime.date.today().isoformat(),
+        **report.command_line(),
+        "git": report.git_state(),
+        "machine": report.machine(load_before),
+        "settings": settings_that_matter(args),
+        "email_build": email_build_speed(),
+        "profiles": {},
+    }
+
+
+def write_results(results: dict, database: str, to_docs: bool) -> None:
+    save(results)
+    print(f"\nwrote {BENCH_DIR / 'results.json'}")
+    if to_docs:
+        DOCS_DIR.mkdir(parents=True, exist_ok=True)
+        path = DOCS_DIR / f"{results['date']}-{database}.json"
+        save(results, path)
+        print(f"wrote {path.relative_to(ROOT)}")
 
 
 def main() -> None:
@@ -405,32 +426,19 @@ def main() -> None:
         count = max([*args.sizes, args.rate_n if args.rate_latencies else 1])
         print(f"database {database}; creating {count:,} users ...", flush=True)
         users = create_users(count)
-        results: dict = {
-            "date": datetime.date.today().isoformat(),
-            **report.command_line(),
-            "git": report.git_state(),
-            "machine": report.machine(load_before),
-            "settings": settings_that_matter(args),
-            "email_build": email_build_speed(),
-            "profiles": {},
-        }
+        results = new_results(args, load_before)
         for profile in args.profiles:
             run_profile(profile, users, env, args, results)
         results["rate_limit"] = run_rate_checks(users, env, args.rate_latencies, args.rate_n)
         save(results)
         if args.status_repeat:
-            measure_status(results, users, args.status_repeat)
+            status = partial(measure_status, results, users, args.status_repeat)
+            results["status"] = step("status page", status)
         results["machine"]["load_1min_after"] = os.getloadavg()[0]
         results["wall_seconds"] = time.perf_counter() - wall
         results["headline"] = report.headline(results)
-        save(results)
         report.print_all(results, status_page.STATUS_N)
-        print(f"\nwrote {BENCH_DIR / 'results.json'}")
-        if args.save:
-            DOCS_DIR.mkdir(parents=True, exist_ok=True)
-            path = DOCS_DIR / f"{results['date']}-{database}.json"
-            save(results, path)
-            print(f"wrote {path.relative_to(ROOT)}")
+        write_results(results, database, args.save)
     finally:
         kill_leftovers()
 
