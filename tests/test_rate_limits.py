@@ -189,3 +189,12 @@ def test_good_limits_pass_the_system_check(settings):
     }
     settings.MESSAGING_SMTP_CONNECTIONS = 8
     assert not [e for e in checks.run_checks() if e.id.startswith("messaging.")]
+
+
+def test_a_quota_wait_is_not_reported_to_the_sender_as_a_blocked_server():
+    from messaging.services import reporting
+
+    quota = {"blocked": {"quota": True, "attempts": 0, "reason": "The sending limit …"}}
+    server = {"blocked": {"attempts": 1, "reason": "535 Authentication failed"}}
+    assert reporting.event_for(Message.Status.SENDING, Message.Status.BLOCKED, quota) is None
+    assert reporting.event_for(Message.Status.SENDING, Message.Status.BLOCKED, server) == reporting.BLOCKED
