@@ -6,6 +6,11 @@ the lease outlasts the longest that one send can take (`Channel.seconds_per_rece
 it first when needed; its result is committed before the channel takes the next one. A claim
 whose lease ran out without results was abandoned by a dead worker: its receivers are claimable
 again, and the first of them is flagged "delivery_uncertain" (transitions.claim_batch).
+
+A worker delivers over several lanes at once (MESSAGING_SMTP_CONNECTIONS), each a thread with its
+own SMTP session, database connection, worker id and claims, running exactly that loop: so a
+crash leaves at most one receiver in flight per lane. Before each send a lane takes a slot from
+the sending limits (messaging.rate_limits).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -65,6 +70,8 @@ class DeliveryRun:
     watch: FailureWatch
     lock: threading.Lock = field(default_factory=threading.Lock)
     published: float = field(default_factory=time.monotonic)
+    attempts: int = 0  # results counted by the failure watch, for LaneRamp
+    lane_cap: int = 1_000_000  # lanes with a higher index stop after their current claim
 
     @classmethod
     def start(cls, message_id: int) -> DeliveryRun:
@@ -76,6 +83,7 @@ class DeliveryRun:
 
     def count_attempt(self, delivered: bool, reason: str) -> dict | None:
         with self.lock:
+            self.attempts += 1
             return self.watch.add(delivered, reason)
 
     def progress_due(self) -> bool:
@@ -123,27 +131,63 @@ def deliver_message(message_id: int, *, wait_for_others: bool = False) -> bool:
     return True
 
 
-def _run_lanes(run: DeliveryRun, lanes: int, wait_for_others: bool) -> list[Lane]:
+def _run_lanes(run: DeliveryRun, most: int, wait_for_others: bool) -> list[Lane]:
     """Each lane in its own thread (the time goes into waiting for the mail server, so the GIL
     is free meanwhile); its own worker id keeps its claims, and so its one receiver in flight,
-    apart from the other lanes'. A lane that raised re-raises here once all have ended."""
+    apart from the other lanes'. Lanes are added while they pay (LaneRamp). A lane that raised
+    re-raises here once all have ended."""
 
-    def lane() -> Lane:
+    def lane(index: int) -> Lane:
         try:
             with relaxed_commit_durability():
-                return _deliver_lane(run, wait_for_others, LANE_CLAIM_SIZE)
+                return _deliver_lane(run, wait_for_others, LANE_CLAIM_SIZE, index)
         finally:
             connections.close_all()  # this thread's own; the next delivery opens fresh ones
 
-    with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix=f"deliver-{run.message_id}") as pool:
-        futures = [pool.submit(lane) for _ in range(lanes)]
+    ramp = LaneRamp(run, most)
+    with ThreadPoolExecutor(max_workers=most, thread_name_prefix=f"deliver-{run.message_id}") as pool:
+        futures = [pool.submit(lane, 0)]
+        while wait(futures, timeout=LaneRamp.INTERVAL).not_done:
+            futures += [pool.submit(lane, len(futures)) for _ in range(ramp.lanes_to_add(len(futures)))]
     return [future.result() for future in futures]
 
 
-def _deliver_lane(run: DeliveryRun, wait_for_others: bool, claim_size: int) -> Lane:
+class LaneRamp:
+    """How many lanes pay. A relay that answers slowly leaves the CPU idle, and twice the lanes
+    deliver about twice as much; a fast one (a local Postfix) leaves nothing to overlap, and
+    extra lanes only contend for the GIL and the database. So start with one lane and double
+    every INTERVAL while that raised the delivery rate by GAIN; when a doubling did not, stop,
+    and retire the lanes it added (each after its current claim)."""
+
+    INTERVAL = 0.5
+    GAIN = 1.25
+
+    def __init__(self, run: DeliveryRun, most: int):
+        self.run, self.most = run, most
+        self.best_rate = 0.0
+        self.growing = True
+        self.seen, self.since = 0, time.monotonic()
+
+    def lanes_to_add(self, lanes: int) -> int:
+        now, attempts = time.monotonic(), self.run.attempts
+        rate = (attempts - self.seen) / max(now - self.since, 1e-3)
+        self.seen, self.since = attempts, now
+        if not self.growing or lanes >= self.most:
+            return 0
+        if rate < self.best_rate * self.GAIN:
+            self.growing = False
+            self.run.lane_cap = max(1, lanes // 2)
+            return 0
+        self.best_rate = rate
+        return min(lanes, self.most - lanes)
+
+
+def _deliver_lane(run: DeliveryRun, wait_for_others: bool, claim_size: int, index: int = 0) -> Lane:
     worker_id = new_worker_id()
     message_id = run.message_id
     while not worker_shutdown.requested():
+        if index >= run.lane_cap:
+            return Lane.DONE  # retired: the other lanes deliver the rest
         if run.progress_due():
             transitions.roll_up(message_id)
         if run.expired():
