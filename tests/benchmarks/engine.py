@@ -225,6 +225,9 @@ def delivery_check(
         "unexpected": len(arrivals) - sum(seen[mid] for mid in expected if mid in seen),
         "first_email_s": stamps[0] - started_wall if stamps else None,
         "last_email_s": stamps[-1] - started_wall if stamps else None,
+        # The delivery rate alone: from the first email at the sink to the last (preparation,
+        # which comes before the first, excluded).
+        "send_msgs_per_s": (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else None,
     } | ({"rate": rate_windows(stamps, rate_limit)} if rate_limit else {})
 
 

@@ -226,6 +226,8 @@ def run_size(profile: str, n: int, ids: list[int], sink, env: dict, args: argpar
     ours = row["ours"]["msgs_per_s"]
     row["ours_vs_post_office"] = ours / row["post_office"]["msgs_per_s"] if "post_office" in row else None
     row["ours_vs_ceiling"] = ours / row["ceiling"]["msgs_per_s"]
+    send_only = row["ours"].get("send_msgs_per_s")
+    row["ours_send_vs_ceiling"] = send_only / row["ceiling"]["msgs_per_s"] if send_only else None
     return row
 
 
