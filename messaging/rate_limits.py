@@ -15,6 +15,7 @@ must agree (NTP), as the leases already require.
 
 from __future__ import annotations
 
+import abc
 import random
 import threading
 import time
@@ -149,14 +150,16 @@ def _gate(mailer: str) -> threading.Lock:
         return _gates.setdefault(mailer, threading.Lock())
 
 
-class Store:
+class Store(abc.ABC):
+    """Where the slots live, shared by every consumer. `now` is the caller's Unix time."""
+
+    @abc.abstractmethod
     def reserve(self, rules: list[Rule], token: str, now: float, hold: float) -> Wait | None:
         """Take a slot in every rule, or none: then how long until one may be free."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def release(self, rules: list[Rule], token: str, now: float) -> None:
         """The send's result came: its slots count for one more window from now."""
-        raise NotImplementedError
 
 
 def _wait(rule: Rule, now: float, earliest_done: float | None, in_flight: bool) -> Wait:
