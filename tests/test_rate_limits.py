@@ -198,3 +198,20 @@ def test_a_quota_wait_is_not_reported_to_the_sender_as_a_blocked_server():
     server = {"blocked": {"attempts": 1, "reason": "535 Authentication failed"}}
     assert reporting.event_for(Message.Status.SENDING, Message.Status.BLOCKED, quota) is None
     assert reporting.event_for(Message.Status.SENDING, Message.Status.BLOCKED, server) == reporting.BLOCKED
+
+
+def test_a_direct_send_keeps_to_the_limits_and_is_not_charged_when_they_are_spent(
+    settings, smtp_mailer, django_user_model
+):
+    users = [django_user_model.objects.create(username=f"d{i}", email=f"d{i}@uni.example") for i in range(2)]
+    message = Message.objects.create(virtual_message_receivers={"user_ids": [u.pk for u in users]})
+    message.prepare_and_send(LanguageSubject(), **SEND_ARGS)  # no limit yet: both sent
+    settings.MESSAGING_RATE_LIMITS = {"default": {"per_hour": 1}}
+    first, second = MessageReceiver.objects.filter(message=message).order_by("pk")
+
+    assert first.send().delivered  # receiver.send(), the public API
+    result = second.send()
+    second.refresh_from_db()
+    assert not result.delivered and "1 per hour" in result.reason
+    assert (second.sending_success_count, second.sending_failed_count, second.claimed_by) == (1, 0, "")
+    assert len(smtp_mailer.received) == 3

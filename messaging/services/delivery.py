@@ -400,7 +400,8 @@ def _others_in_flight(message_id: int) -> bool:
 def send_one(receiver: MessageReceiver) -> DeliveryResult:
     """One attempt now, in this process (MessageReceiver.send()). Never raises for a delivery
     failure; a channel that is unreachable counts as a failed attempt here. A receiver that a
-    worker is delivering is left alone: the result says so and nothing is sent."""
+    worker is delivering is left alone, and so is one whose sending limit is used up for longer
+    than a short wait: the result says so and nothing is sent or charged."""
     if receiver.pk is None:
         receiver.save()
     worker_id = new_worker_id()
@@ -410,7 +411,15 @@ def send_one(receiver: MessageReceiver) -> DeliveryResult:
         return DeliveryResult(delivered=False, reason=reason, details={"claimed_by": "another worker"})
     try:
         channel = channels.get_channel(receiver.message_type)
-        result = next(iter(channel.deliver([receiver])))[1]
+        budget = channel.seconds_per_receiver() + safety_margin()
+        slot = rate_limits.Limiter.for_channel(channel, budget).acquire(receiver.send_to, stop=lambda: False)
+        try:
+            result = next(iter(channel.deliver([receiver])))[1]
+        finally:
+            slot.release()
+    except rate_limits.QuotaSpent as exc:
+        transitions.release([receiver.pk], worker_id)  # not sent, not charged
+        return DeliveryResult(delivered=False, reason=str(exc))
     except ChannelUnavailable as exc:
         result = DeliveryResult(delivered=False, reason=str(exc))
     except LookupError as exc:
