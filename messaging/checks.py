@@ -43,7 +43,7 @@ def sending_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     """Connections and rate limits that cannot work refuse to start, naming the setting."""
     problems = []
     connections = conf.smtp_connections()
-    if not isinstance(connections, int) or isinstance(connections, bool) or connections < 1:
+    if not _whole_at_least_one(connections):
         problems.append(
             checks.Error(
                 f"MESSAGING_SMTP_CONNECTIONS must be a whole number of at least 1 (is {connections!r}).",
@@ -74,15 +74,20 @@ def _rate_limit_problems(limits) -> list[tuple[str, str]]:
         if not isinstance(per_domain, dict):
             problems.append((f"{where}['per_domain']", "must be a dict such as {'per_minute': 100}."))
             per_domain = {}
-        for scope, entries in (
-            (where, {k: v for k, v in rules.items() if k != "per_domain"}),
-            (f"{where}['per_domain']", per_domain),
-        ):
-            for name, limit in entries.items():
-                if name not in WINDOWS:
-                    problems.append((f"{scope}[{name!r}]", f"unknown window; use {', '.join(WINDOWS)}."))
-                elif not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-                    problems.append(
-                        (f"{scope}[{name!r}]", f"must be a whole number of at least 1 (is {limit!r}).")
-                    )
+        problems += _window_problems(where, {k: v for k, v in rules.items() if k != "per_domain"})
+        problems += _window_problems(f"{where}['per_domain']", per_domain)
     return problems
+
+
+def _window_problems(scope: str, entries: dict) -> list[tuple[str, str]]:
+    problems = []
+    for name, limit in entries.items():
+        if name not in WINDOWS:
+            problems.append((f"{scope}[{name!r}]", f"unknown window; use {', '.join(WINDOWS)}."))
+        elif not _whole_at_least_one(limit):
+            problems.append((f"{scope}[{name!r}]", f"must be a whole number of at least 1 (is {limit!r})."))
+    return problems
+
+
+def _whole_at_least_one(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
