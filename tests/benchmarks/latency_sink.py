@@ -18,16 +18,14 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
-MESSAGE_ID_RE = re.compile(rb"^Message-ID:\s*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
+from tests.benchmarks.sink import MESSAGE_ID_RE, SinkProcess
+
 HEADER_BYTES = 8192  # the Message-ID is among the headers, well within this
 
 
@@ -76,22 +74,15 @@ def main() -> None:
     asyncio.run(serve(args.host, args.port, args.latency_ms, args.record))
 
 
-class LatencySink:
+class LatencySink(SinkProcess):
     """The sink above as a child process of the harness."""
 
-    def __init__(self, work_dir: Path, latency_ms: float, host: str = "127.0.0.1"):
-        from tests.benchmarks.sink import free_port
+    name = "latency sink"
 
-        self.work_dir = Path(work_dir)
+    def __init__(self, work_dir: Path, latency_ms: float, host: str = "127.0.0.1"):
+        super().__init__(work_dir, host)
         self.record_path = self.work_dir / "arrivals.tsv"
         self.latency_ms = latency_ms
-        self.host = host
-        self.port = free_port(host)
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"smtp://{self.host}:{self.port}"
 
     def start(self) -> LatencySink:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -104,21 +95,8 @@ class LatencySink:
         # Its messages go to a file: a pipe nobody reads would block the sink once full.
         with open(self.work_dir / "sink.log", "wb") as log:
             self.process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"latency sink exited: {(self.work_dir / 'sink.log').read_text()}")
-            try:
-                socket.create_connection((self.host, self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("latency sink did not start listening")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+        self._wait_listening(lambda: (self.work_dir / "sink.log").read_text())
+        return self
 
     def arrivals(self) -> list[tuple[float, str]]:
         """(time.time() at the end of DATA, Message-ID) per message since the last clear()."""
@@ -128,9 +106,6 @@ class LatencySink:
                 stamp, message_id = line.rstrip("\n").split("\t")
                 rows.append((float(stamp), message_id))
         return rows
-
-    def message_ids(self) -> Counter:
-        return Counter(message_id for _, message_id in self.arrivals())
 
     def delivered(self) -> int:
         return len(self.arrivals())

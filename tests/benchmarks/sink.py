@@ -56,10 +56,13 @@ def ensure_smtp_sink(cache_dir: Path) -> Path:
     return SYSTEM_BINARY
 
 
-class SmtpSink:
+class SinkProcess:
+    """An SMTP sink running as a child process of the harness, on a free loopback port."""
+
+    name = "sink"
+
     def __init__(self, work_dir: Path, host: str = "127.0.0.1"):
         self.work_dir = Path(work_dir)
-        self.dump_dir = self.work_dir / "dump"
         self.host = host
         self.port = free_port(host)
         self.process: subprocess.Popen | None = None
@@ -67,6 +70,39 @@ class SmtpSink:
     @property
     def url(self) -> str:
         return f"smtp://{self.host}:{self.port}"
+
+    def _wait_listening(self, exit_output) -> None:
+        """Until the port accepts connections; `exit_output()` says why, should it exit first."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {exit_output()}")
+            try:
+                socket.create_connection((self.host, self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not start listening")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def arrivals(self) -> list[tuple[float, str]]:
+        raise NotImplementedError
+
+    def message_ids(self) -> Counter:
+        """Deliveries per Message-ID since the last clear()."""
+        return Counter(message_id for _, message_id in self.arrivals())
+
+
+class SmtpSink(SinkProcess):
+    name = "smtp-sink"
+
+    def __init__(self, work_dir: Path, host: str = "127.0.0.1"):
+        super().__init__(work_dir, host)
+        self.dump_dir = self.work_dir / "dump"
 
     def start(self) -> SmtpSink:
         binary = ensure_smtp_sink(self.work_dir)
@@ -82,21 +118,8 @@ class SmtpSink:
         if libraries.is_dir():
             env["LD_LIBRARY_PATH"] = ":".join(filter(None, [str(libraries), env.get("LD_LIBRARY_PATH")]))
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"smtp-sink exited: {self.process.stderr.read().decode()}")
-            try:
-                socket.create_connection((self.host, self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("smtp-sink did not start listening")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+        self._wait_listening(lambda: self.process.stderr.read().decode())
+        return self
 
     def arrivals(self) -> list[tuple[float, str]]:
         """(arrival time, Message-ID) per message since the last clear()."""
@@ -106,10 +129,6 @@ class SmtpSink:
                 match = MESSAGE_ID_RE.search(fh.read(8192))
             rows.append((entry.stat().st_mtime, match.group(1).decode() if match else "-"))
         return rows
-
-    def message_ids(self) -> Counter:
-        """Deliveries per Message-ID since the last clear()."""
-        return Counter(message_id for _, message_id in self.arrivals())
 
     def delivered(self) -> int:
         return sum(1 for _ in os.scandir(self.dump_dir))
