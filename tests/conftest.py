@@ -44,6 +44,20 @@ def make_user(db):
     return make
 
 
+@pytest.fixture(autouse=True)
+def empty_rate_limits():
+    """Each test starts with no send counted against the sending limits. On the database they
+    go with the test's data; in Redis (REDIS_URL) they would outlive the test, for up to a day."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        from messaging.rate_limits import RedisStore, _redis_store
+
+        client = _redis_store(url).client
+        for key in client.scan_iter(f"{RedisStore.prefix}*"):
+            client.delete(key)
+    yield
+
+
 @pytest.fixture
 def scripted_channel():
     """The email channel replaced by a ScriptedChannel (tests.engine_helpers) for one test."""
