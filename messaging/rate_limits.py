@@ -102,6 +102,9 @@ class Slot:
             self.store = None
 
 
+UNLIMITED = Slot()  # releasing it does nothing
+
+
 class Limiter:
     def __init__(self, mailer: str, hold_seconds: float, store: Store | None = None):
         self.mailer, self.hold = mailer, hold_seconds
@@ -120,7 +123,7 @@ class Limiter:
         if stop():
             return None
         if self.store is None:
-            return Slot()
+            return UNLIMITED
         rules = rules_for(self.mailer, address)
         # One lane per process asks the store at a time; the others wait here without polling.
         with _gate(self.mailer):

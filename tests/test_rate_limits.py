@@ -33,14 +33,8 @@ def store_params():
 
 @pytest.fixture(params=store_params())
 def store(request):
-    if request.param == "database":
-        yield DatabaseStore()
-        return
-    redis_store = RedisStore(os.environ["REDIS_URL"])
-    redis_store.prefix = f"messaging:test-rate:{os.getpid()}:"
-    yield redis_store
-    for key in redis_store.client.scan_iter(f"{redis_store.prefix}*"):
-        redis_store.client.delete(key)
+    # Redis starts empty for each test (conftest.empty_rate_limits).
+    return DatabaseStore() if request.param == "database" else RedisStore(os.environ["REDIS_URL"])
 
 
 def per_second(limit: int) -> list[Rule]:

@@ -98,7 +98,7 @@ class DeliveryRun:
 class Lane(enum.Enum):
     """How one lane's delivery loop ended."""
 
-    DONE = "done"  # nothing left to claim
+    DONE = "done"  # nothing left to claim, or retired by LaneRamp
     STOPPED = "stopped"  # blocked, paused, cancelled, expired, or the lease cannot cover a send
     SHUTDOWN = "shutdown"  # the worker is stopping
 

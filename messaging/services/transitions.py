@@ -313,7 +313,9 @@ def roll_up(message_id: int, *, delivered_unblocked: bool = False) -> str | None
         if counts[ReceiverStatus.CANCELLED]:
             summary["cancelled"] = cancelled_counts(message_id)
         status_data = {**message.status_data, "summary": summary}
-        if delivered_unblocked or new_status != Status.BLOCKED:
+        # A run that went through drops a stale record, unless the message was blocked again
+        # meanwhile (by another worker): that record is current.
+        if (delivered_unblocked and message.status != Status.BLOCKED) or new_status != Status.BLOCKED:
             status_data.pop("blocked", None)
         if new_status != message.status or status_data != message.status_data:
             Message.objects.filter(pk=message_id, status=message.status).update(

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 SYSTEM_BINARY = Path("/usr/sbin/smtp-sink")
@@ -91,10 +90,6 @@ class SinkProcess:
 
     def arrivals(self) -> list[tuple[float, str]]:
         raise NotImplementedError
-
-    def message_ids(self) -> Counter:
-        """Deliveries per Message-ID since the last clear()."""
-        return Counter(message_id for _, message_id in self.arrivals())
 
 
 class SmtpSink(SinkProcess):
