@@ -1,0 +1,1 @@
+"""Delivery feedback from mail servers and providers."""
