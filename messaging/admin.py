@@ -20,8 +20,17 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from messaging import channels
-from messaging.models import AuditEvent, Message, MessageReceiver, MessagingProfile, UserEmail
-from messaging.services import controlling, resending
+from messaging.models import (
+    AuditEvent,
+    DeliveryEvent,
+    Message,
+    MessageReceiver,
+    MessagingProfile,
+    Suppression,
+    UnmatchedBounce,
+    UserEmail,
+)
+from messaging.services import controlling, resending, suppressions
 
 RESENDABLE = MessageReceiver.RESENDABLE
 
@@ -284,7 +293,7 @@ class MessageAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMixin, adm
     def virtual_message_receivers_display(self, obj: Message) -> str:
         return pretty_json(obj.virtual_message_receivers)
 
-    @admin.action(description=_("Resend failed/error receivers"), permissions=["resend"])
+    @admin.action(description=_("Resend failed, error or bounced receivers"), permissions=["resend"])
     def resend_failed_receivers(self, request, queryset):
         queued = 0
         messages_with_failures = 0
@@ -346,12 +355,14 @@ class MessageReceiverAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMi
         "send_to",
         "language",
         "status",
+        "delivery_outcome",
         "sending_failed_count",
         "sending_success_count",
         "sent_datetime",
     ]
     list_filter = [
         "status",
+        "delivery_outcome",
         "message_type",
         LanguageListFilter,
         "permanent_failure",
@@ -392,6 +403,10 @@ class MessageReceiverAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMi
                 ]
             },
         ),
+        (
+            _("After sending"),
+            {"fields": ["delivery_outcome", "outcome_detail", "outcome_datetime", "provider_message_id"]},
+        ),
         (_("Content"), {"fields": ["subject", "message_content_plain", "message_content_html"]}),
         (_("Errors"), {"fields": ["errors_display", "status_data_display", "metadata_display"]}),
     ]
@@ -412,7 +427,7 @@ class MessageReceiverAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMi
         lines = [f"{e.get('timestamp', '')}  {e.get('error_message', '')}" for e in errors]
         return format_html("<pre>{}</pre>", "\n".join(lines))
 
-    @admin.action(description=_("Resend failed/error receivers"), permissions=["resend"])
+    @admin.action(description=_("Resend failed, error or bounced receivers"), permissions=["resend"])
     def resend_receivers(self, request, queryset):
         queued = skipped = 0
         for receiver in queryset.order_by("pk"):
@@ -426,8 +441,8 @@ class MessageReceiverAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMi
             queued,
         ) % {"queued": queued}
         text += ngettext(
-            "skipped %(skipped)d that was not failed or error (already sent or still pending).",
-            "skipped %(skipped)d that were not failed or error (already sent or still pending).",
+            "skipped %(skipped)d that was not failed, error or bounced, or whose address is suppressed.",
+            "skipped %(skipped)d that were not failed, error or bounced, or whose address is suppressed.",
             skipped,
         ) % {"skipped": skipped}
         self.message_user(request, text, messages.SUCCESS if queued else messages.WARNING)
@@ -466,3 +481,85 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(DeliveryEvent)
+class DeliveryEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "id",
+        "occurred_datetime",
+        "event_type",
+        "provider",
+        "recipient",
+        "reject_reason",
+        "receiver",
+    ]
+    list_filter = ["event_type", "provider", "reject_reason"]
+    search_fields = ["recipient", "event_id", "mta_response", "=receiver__id"]
+    list_select_related = ["receiver"]
+    show_full_result_count = False
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "receiver",
+                    "event_type",
+                    "provider",
+                    "event_id",
+                    "recipient",
+                    "reject_reason",
+                    "description",
+                    "mta_response",
+                    "occurred_datetime",
+                    "received_datetime",
+                    "payload_display",
+                ]
+            },
+        )
+    ]
+
+    @admin.display(description=_("as received"))
+    def payload_display(self, obj: DeliveryEvent) -> str:
+        return pretty_json(obj.payload)
+
+
+@admin.register(Suppression)
+class SuppressionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Lifting is deleting, done by the service so that it is audited."""
+
+    list_display = ["address", "reason", "detail", "created_datetime"]
+    list_filter = ["reason", ("created_datetime", admin.DateFieldListFilter)]
+    search_fields = ["address", "detail"]
+    fieldsets = [(None, {"fields": ["address", "reason", "detail", "created_datetime", "event"]})]
+    actions = ["lift"]
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("messaging.lift_suppression")
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # not audited; "lift" is
+        return actions
+
+    def delete_model(self, request, obj: Suppression) -> None:
+        suppressions.lift(obj, actor=request.user)
+
+    @admin.action(
+        description=_("Lift the suppression (send to these addresses again)"), permissions=["delete"]
+    )
+    def lift(self, request, queryset):
+        lifted = sum(suppressions.lift(suppression, actor=request.user) for suppression in queryset)
+        text = ngettext("Lifted %(count)d suppression.", "Lifted %(count)d suppressions.", lifted)
+        self.message_user(request, text % {"count": lifted}, messages.SUCCESS)
+
+
+@admin.register(UnmatchedBounce)
+class UnmatchedBounceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["id", "received_datetime", "sender", "subject", "reason"]
+    search_fields = ["sender", "subject", "reason"]
+    fieldsets = [(None, {"fields": ["received_datetime", "sender", "subject", "reason", "raw_display"]})]
+
+    @admin.display(description=_("message"))
+    def raw_display(self, obj: UnmatchedBounce) -> str:
+        return format_html("<pre>{}</pre>", bytes(obj.raw).decode("utf-8", "replace"))

@@ -17,3 +17,5 @@ class MessagingConfig(AppConfig):
         from messaging.signals import message_status_changed
 
         message_status_changed.connect(reporting.on_status_changed, dispatch_uid="messaging.reporting")
+
+        from messaging.feedback import webhooks  # noqa: F401 (connects anymail's tracking signal)

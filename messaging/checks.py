@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core import checks, mail
 from django.core.mail.handler import DEFAULT_MAILER_ALIAS
 
@@ -14,6 +15,17 @@ def lease_covers_a_send(app_configs=None, **kwargs) -> list[checks.CheckMessage]
     """A worker hands a receiver to the mail server only while its lease outlasts the longest
     one send can take; a lease shorter than two sends could never send anything."""
     lease = conf.lease_seconds()
+    try:
+        mail.mailers[DEFAULT_MAILER_ALIAS]
+    except Exception as exc:  # a backend's own configuration error, e.g. anymail without its API key
+        return [
+            checks.Error(
+                f"The email backend cannot start: {exc}",
+                hint="EMAIL_URL=anymail:<esp> reads the provider's credentials from ANYMAIL_<ESP>_<NAME> "
+                "variables, e.g. ANYMAIL_MAILGUN_API_KEY (see README, Configuration).",
+                id="messaging.E005",
+            )
+        ]
     problems = []
     for message_type in channels.registered_types():
         needed = channels.get_channel(message_type).seconds_per_receiver()
@@ -54,6 +66,26 @@ def sending_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         checks.Error(f"MESSAGING_RATE_LIMITS{where}: {problem}", id="messaging.E004")
         for where, problem in _rate_limit_problems(conf.rate_limits())
     ]
+    mailer = settings.MAILERS.get(DEFAULT_MAILER_ALIAS, {}) if hasattr(settings, "MAILERS") else {}
+    if str(mailer.get("BACKEND", "")).startswith("anymail.") and not getattr(settings, "ANYMAIL", {}).get(
+        "WEBHOOK_SECRET"
+    ):
+        problems.append(
+            checks.Warning(
+                "ANYMAIL_WEBHOOK_SECRET is not set: anyone can post delivery events to the webhooks.",
+                hint="Set ANYMAIL_WEBHOOK_SECRET=user:password; the provider calls https://user:password@host/...",
+                id="messaging.W001",
+            )
+        )
+    bounce_address = conf.bounce_address()
+    if bounce_address and (bounce_address.count("@") != 1 or "+" in bounce_address.partition("@")[0]):
+        problems.append(
+            checks.Error(
+                f"MESSAGING_BOUNCE_ADDRESS must be a plain address without '+', like "
+                f"bounces@bounces.example.edu (is {bounce_address!r}).",
+                id="messaging.E006",
+            )
+        )
     return problems
 
 

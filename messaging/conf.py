@@ -56,6 +56,16 @@ DEFAULTS = {
     "MESSAGING_RATE_LIMITS": {},
     # Where the rate limits keep their shared state: a Redis URL, or None for the database.
     "MESSAGING_RATE_LIMIT_REDIS_URL": None,
+    # Bounces from your own relay. The envelope sender (Return-Path) of each email: with an
+    # address like "bounces@bounces.example.edu", each receiver's email goes out from
+    # "bounces+r<id>-<signature>@bounces.example.edu" (VERP), so a bounce names its receiver even
+    # when it quotes nothing of the original. Empty: the From address, and bounces are matched by
+    # the Message-ID they quote.
+    "MESSAGING_BOUNCE_ADDRESS": "",
+    # Where those bounces arrive: maildir:///path, mbox:///path, imap(s)://user:pass@host/INBOX.
+    # Read every BOUNCE_POLL_MINUTES by the consumer and by `manage.py messaging_read_bounces`.
+    "MESSAGING_BOUNCE_MAILBOX": "",
+    "MESSAGING_BOUNCE_POLL_MINUTES": 5,
 }
 
 
@@ -141,3 +151,15 @@ def rate_limits() -> dict:
 
 def rate_limit_redis_url() -> str | None:
     return get("MESSAGING_RATE_LIMIT_REDIS_URL")
+
+
+def bounce_address() -> str:
+    return get("MESSAGING_BOUNCE_ADDRESS")
+
+
+def bounce_mailbox() -> str:
+    return get("MESSAGING_BOUNCE_MAILBOX")
+
+
+def bounce_poll_minutes() -> int:
+    return get("MESSAGING_BOUNCE_POLL_MINUTES")

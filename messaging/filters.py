@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 from django.utils.translation import gettext_lazy as _
 
-from messaging.models import Message, MessageReceiver
+from messaging.models import Message, MessageReceiver, Suppression
 
 User = get_user_model()
 
@@ -68,14 +68,31 @@ class ReceiverFilter(BootstrapFilterSet):
         widget=forms.TextInput(attrs={"placeholder": _("Name, username or address"), "type": "search"}),
     )
     status = django_filters.ChoiceFilter(label=_("Status"), choices=MessageReceiver.Status.choices)
+    outcome = django_filters.ChoiceFilter(
+        label=_("After sending"), field_name="delivery_outcome", choices=MessageReceiver.Outcome.choices
+    )
     language = django_filters.ChoiceFilter(label=_("Language"), choices=settings.LANGUAGES)
 
     class Meta:
         model = MessageReceiver
-        fields = ["q", "status", "language"]
+        fields = ["q", "status", "outcome", "language"]
 
     def filter_search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         condition = Q(send_to__icontains=value)
         for field in ("username", "first_name", "last_name", "email"):
             condition |= Q(**{f"user__{field}__icontains": value})
         return queryset.filter(condition)
+
+
+class SuppressionFilter(BootstrapFilterSet):
+    q = django_filters.CharFilter(
+        label=_("Address"),
+        field_name="address",
+        lookup_expr="icontains",
+        widget=forms.TextInput(attrs={"placeholder": _("Part of an address"), "type": "search"}),
+    )
+    reason = django_filters.ChoiceFilter(label=_("Reason"), choices=Suppression.Reason.choices)
+
+    class Meta:
+        model = Suppression
+        fields = ["q", "reason"]

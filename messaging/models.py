@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -242,6 +243,10 @@ class Message(models.Model):
         )
 
 
+def _is_suppressed() -> models.Exists:
+    return models.Exists(Suppression.objects.filter(address=Lower(models.OuterRef("send_to"))))
+
+
 class MessageReceiverQuerySet(models.QuerySet):
     def create_receiver(
         self, user, message, message_type, subject_generator, template_name, template_context
@@ -256,8 +261,19 @@ class MessageReceiverQuerySet(models.QuerySet):
         return self.filter(created_datetime__lt=datetime_obj)
 
     def resendable(self) -> MessageReceiverQuerySet:
-        """Receivers staff may resend by hand: every failure, never one already sent."""
-        return self.filter(status__in=MessageReceiver.RESENDABLE)
+        """Receivers staff may resend by hand: every failure, and a sent email that bounced
+        (or was rejected or complained about) afterwards; never one that was delivered."""
+        return self.filter(
+            Q(status__in=MessageReceiver.RESENDABLE)
+            | Q(status=MessageReceiver.Status.SENT, delivery_outcome__in=MessageReceiver.UNDELIVERED)
+        )
+
+    def suppressed(self) -> MessageReceiverQuerySet:
+        """Receivers whose address is on the suppression list (now)."""
+        return self.filter(_is_suppressed())
+
+    def unsuppressed(self) -> MessageReceiverQuerySet:
+        return self.exclude(_is_suppressed())
 
     def final(self) -> MessageReceiverQuerySet:
         """Receivers no worker will touch again by itself (sent, or retries exhausted)."""
@@ -303,9 +319,25 @@ class MessageReceiver(models.Model):
         CANCELLED = "cancelled", _("Cancelled by staff")
         EXPIRED = "expired", _("Expired")
 
+    class Outcome(models.TextChoices):
+        """What became of a sent email afterwards, as the provider or the recipient's mail
+        server reported it (messaging.services.feedback), beside the contract's status."""
+
+        DELIVERED = "delivered", _("Delivered")
+        DEFERRED = "deferred", _("Deferred")
+        SOFT_BOUNCE = "soft_bounce", _("Bounced (temporary)")
+        HARD_BOUNCE = "hard_bounce", _("Bounced")
+        COMPLAINED = "complained", _("Marked as spam")
+        REJECTED = "rejected", _("Rejected by the provider")
+        # Never handed over: the address is on the suppression list.
+        SUPPRESSED = "suppressed", _("Suppressed")
+
     RESENDABLE = (Status.FAILED, Status.ERROR)
     # `failed` is not final: the sweeper retries it unless the failure was permanent.
     FINAL = (Status.SENT, Status.ERROR, Status.CANCELLED)
+    # A sent email that did not reach its recipient after all: staff may resend it (to an
+    # address that is not suppressed).
+    UNDELIVERED = (Outcome.SOFT_BOUNCE, Outcome.HARD_BOUNCE, Outcome.COMPLAINED, Outcome.REJECTED)
 
     created_datetime = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
     status = models.CharField(_("status"), max_length=10, choices=Status, default=Status.NOT_SENT)
@@ -342,6 +374,12 @@ class MessageReceiver(models.Model):
     # The newest error's message, as a column so the status page can group failures in SQL.
     last_error = models.CharField(_("last error"), max_length=255, blank=True)
     cancel_reason = models.CharField(_("cancelled because"), max_length=20, choices=CancelReason, blank=True)
+    # Delivery feedback: the newest outcome reported (events come out of order: the time of
+    # the event that set it decides), the server's reply, and the provider's id for this email.
+    delivery_outcome = models.CharField(_("delivery outcome"), max_length=20, choices=Outcome, blank=True)
+    outcome_datetime = models.DateTimeField(_("outcome reported"), null=True, blank=True)
+    outcome_detail = models.CharField(_("outcome detail"), max_length=255, blank=True)
+    provider_message_id = models.CharField(_("provider's message id"), max_length=255, blank=True)
 
     objects = MessageReceiverQuerySet.as_manager()
 
@@ -359,6 +397,12 @@ class MessageReceiver(models.Model):
             models.Index(fields=["message", "language", "id"], name="receiver_message_language"),
             # Sends per minute (operations page, /metrics).
             models.Index(fields=["sent_datetime"], name="receiver_sent_datetime"),
+            models.Index(fields=["message", "delivery_outcome", "outcome_detail"], name="receiver_outcome"),
+            models.Index(
+                fields=["provider_message_id"],
+                name="receiver_provider_message_id",
+                condition=~Q(provider_message_id=""),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -389,6 +433,12 @@ class MessageReceiver(models.Model):
     @property
     def errors(self) -> list[dict]:
         return self.status_data.get("errors", [])
+
+    @property
+    def is_resendable(self) -> bool:
+        return self.status in self.RESENDABLE or (
+            self.status == self.Status.SENT and self.delivery_outcome in self.UNDELIVERED
+        )
 
 
 class MessagingProfile(models.Model):
@@ -446,6 +496,7 @@ class AuditEvent(models.Model):
         CANCELLED = "cancelled", _("Cancelled")
         EXPIRED = "expired", _("Expired")
         SENDER_NOTIFIED = "sender_notified", _("Sender notified")
+        SUPPRESSION_LIFTED = "suppression_lifted", _("Suppression lifted")
 
     message = models.ForeignKey(
         Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
@@ -522,3 +573,111 @@ class RateLimitSlot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} {self.token}"
+
+
+class DeliveryEvent(models.Model):
+    """One report about a sent email after it left us: a provider's webhook event (through
+    django-anymail) or a bounce message from a mail server. Stored once per provider and event
+    id (providers repeat their webhooks), kept beside the receiver as its timeline."""
+
+    class Type(models.TextChoices):
+        # anymail's normalised event types (anymail.signals.EventType) that concern delivery.
+        QUEUED = "queued", _("Queued by the provider")
+        SENT = "sent", _("Sent by the provider")
+        REJECTED = "rejected", _("Rejected by the provider")
+        FAILED = "failed", _("Provider could not send it")
+        BOUNCED = "bounced", _("Bounced")
+        DEFERRED = "deferred", _("Deferred")
+        DELIVERED = "delivered", _("Delivered")
+        AUTORESPONDED = "autoresponded", _("Automatic reply")
+        OPENED = "opened", _("Opened")
+        CLICKED = "clicked", _("Clicked")
+        COMPLAINED = "complained", _("Marked as spam")
+        UNSUBSCRIBED = "unsubscribed", _("Unsubscribed")
+
+    receiver = models.ForeignKey(
+        MessageReceiver,
+        verbose_name=_("receiver"),
+        on_delete=models.CASCADE,
+        related_name="delivery_events",
+    )
+    # "SendGrid", "Mailgun", ... (anymail's esp_name), or BOUNCE_MAILBOX.
+    provider = models.CharField(_("reported by"), max_length=50)
+    event_id = models.CharField(_("event id"), max_length=255)
+    event_type = models.CharField(_("event"), max_length=20, choices=Type)
+    reject_reason = models.CharField(_("reason"), max_length=20, blank=True)
+    description = models.TextField(_("description"), blank=True)
+    mta_response = models.TextField(_("mail server's reply"), blank=True)
+    recipient = models.CharField(_("recipient"), max_length=255, blank=True)
+    occurred_datetime = models.DateTimeField(_("when"))
+    received_datetime = models.DateTimeField(_("received"), default=timezone.now)
+    payload = models.JSONField(_("as received"), default=dict, blank=True)
+
+    BOUNCE_MAILBOX = "bounce mailbox"
+
+    class Meta:
+        verbose_name = _("delivery event")
+        verbose_name_plural = _("delivery events")
+        ordering = ["occurred_datetime", "id"]
+        constraints = [models.UniqueConstraint(fields=["provider", "event_id"], name="delivery_event_once")]
+        indexes = [models.Index(fields=["receiver", "occurred_datetime"], name="delivery_event_timeline")]
+
+    def __str__(self) -> str:
+        return f"{self.get_event_type_display()} ({self.provider})"
+
+
+class Suppression(models.Model):
+    """An address no email is sent to: it bounced for good, or its owner marked our email as
+    spam. Sends record its receivers as permanent failures instead (messaging.services.suppressions)."""
+
+    class Reason(models.TextChoices):
+        HARD_BOUNCE = "hard_bounce", _("bounced")
+        COMPLAINT = "complaint", _("marked as spam")
+        REJECTED = "rejected", _("rejected by the provider")
+
+    address = models.CharField(_("address"), max_length=255, unique=True)  # lower-case
+    reason = models.CharField(_("reason"), max_length=20, choices=Reason)
+    detail = models.CharField(_("detail"), max_length=255, blank=True)
+    created_datetime = models.DateTimeField(_("since"), default=timezone.now)
+    event = models.ForeignKey(
+        DeliveryEvent,
+        verbose_name=_("caused by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        verbose_name = _("suppressed address")
+        verbose_name_plural = _("suppressed addresses")
+        ordering = ["-created_datetime", "-id"]
+        permissions = [("lift_suppression", _("Can lift suppressions"))]
+
+    def __str__(self) -> str:
+        return self.address
+
+    def describe(self) -> str:
+        """ "suppressed: bounced on 2026-11-01 (550 5.1.1 …)": why a receiver was not sent to."""
+        day = timezone.localdate(self.created_datetime).isoformat()
+        text = _("suppressed: %(reason)s on %(day)s") % {"reason": self.get_reason_display(), "day": day}
+        return f"{text} ({self.detail})" if self.detail else text
+
+
+class UnmatchedBounce(models.Model):
+    """A message from the bounce mailbox that could not be read as a bounce report, or names no
+    receiver of ours: kept for staff to look at, never dropped."""
+
+    received_datetime = models.DateTimeField(_("received"), default=timezone.now, db_index=True)
+    sender = models.CharField(_("from"), max_length=255, blank=True)
+    subject = models.CharField(_("subject"), max_length=255, blank=True)
+    reason = models.CharField(_("why it was not recorded"), max_length=255)
+    raw = models.BinaryField(_("message"))
+
+    class Meta:
+        verbose_name = _("unmatched bounce")
+        verbose_name_plural = _("unmatched bounces")
+        ordering = ["-received_datetime", "-id"]
+
+    def __str__(self) -> str:
+        return self.subject or self.reason

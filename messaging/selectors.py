@@ -16,7 +16,7 @@ from django.utils import timezone
 from messaging import recipients
 from messaging.filters import MessageFilter, ReceiverFilter
 from messaging.models import Message, MessageReceiver
-from messaging.services import composing
+from messaging.services import composing, suppressions
 
 User = get_user_model()
 
@@ -116,6 +116,9 @@ class RecipientSummary:
     per_language: dict[str, int] = field(default_factory=dict)
     without_address: list = field(default_factory=list)
     without_address_count: int = 0
+    # (user, Suppression) for recipients whose address is on the suppression list.
+    suppressed: list = field(default_factory=list)
+    suppressed_count: int = 0
 
     @property
     def language_rows(self) -> list[tuple[str, str, int]]:
@@ -126,6 +129,10 @@ class RecipientSummary:
     def more_without_address(self) -> int:
         return self.without_address_count - len(self.without_address)
 
+    @property
+    def more_suppressed(self) -> int:
+        return self.suppressed_count - len(self.suppressed)
+
 
 def recipient_summary(user_ids, group_ids) -> RecipientSummary:
     resolved = recipients.resolve_user_ids(user_ids, group_ids)
@@ -133,13 +140,20 @@ def recipient_summary(user_ids, group_ids) -> RecipientSummary:
         total=len(resolved), per_language={code: 0 for code in recipients.supported_languages()}
     )
     for batch in recipients.iter_users_in_batches(resolved, 500):
+        addresses = {user.pk: recipients.notification_address(user) for user in batch}
+        suppressed = suppressions.suppressions_for(addresses.values())
         for user in batch:
             language = recipients.preferred_language(user)
             summary.per_language[language] = summary.per_language.get(language, 0) + 1
-            if not recipients.notification_address(user):
+            address = addresses[user.pk]
+            if not address:
                 summary.without_address_count += 1
                 if len(summary.without_address) < NO_ADDRESS_LISTED:
                     summary.without_address.append(user)
+            elif (suppression := suppressed.get(suppressions.normalise(address))) is not None:
+                summary.suppressed_count += 1
+                if len(summary.suppressed) < NO_ADDRESS_LISTED:
+                    summary.suppressed.append((user, suppression))
     return summary
 
 
@@ -283,6 +297,44 @@ def failure_groups(message: Message) -> list[tuple[str, int]]:
         .order_by("-n", "last_error")
     )
     return [(reason or "?", n) for reason, n in rows]
+
+
+def outcome_counts(message: Message) -> dict[str, int]:
+    """Receivers per delivery outcome reported afterwards (delivered, bounced, ...); {} if none."""
+    rows = (
+        # "> ''", not "!= ''": a range on the index (message, delivery_outcome, ...) reads only
+        # the receivers with an outcome, not all of a 100,000-receiver message's.
+        MessageReceiver.objects.filter(message=message, delivery_outcome__gt="")
+        .order_by()
+        .values_list("delivery_outcome")
+        .annotate(n=Count("*"))
+    )
+    counts = dict(rows)
+    return {outcome: counts.get(outcome, 0) for outcome in MessageReceiver.Outcome.values} if counts else {}
+
+
+def bounce_groups(message: Message) -> list[tuple[str, str, str, int]]:
+    """Emails that did not reach their recipient after all, grouped by outcome and the server's
+    reply: [("hard_bounce", "Bounced", "550 5.1.1 User unknown", 12), ...]."""
+    rows = (
+        MessageReceiver.objects.filter(message=message, delivery_outcome__in=MessageReceiver.UNDELIVERED)
+        .order_by()
+        .values_list("delivery_outcome", "outcome_detail")
+        .annotate(n=Count("*"))
+        .order_by("-n", "delivery_outcome", "outcome_detail")
+    )
+    labels = dict(MessageReceiver.Outcome.choices)
+    return [(outcome, labels[outcome], detail or "?", n) for outcome, detail, n in rows]
+
+
+def suppressed_resendable_count(message: Message) -> int:
+    """Failed or bounced receivers a resend leaves alone: their address is suppressed."""
+    return MessageReceiver.objects.filter(message=message).resendable().suppressed().count()
+
+
+def delivery_events(receiver: MessageReceiver) -> QuerySet:
+    """The receiver's timeline of reports from the provider or mail servers, oldest first."""
+    return receiver.delivery_events.defer("payload")
 
 
 def blocked_state(message: Message) -> dict | None:

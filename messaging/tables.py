@@ -9,15 +9,22 @@ from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from messaging.models import Message, MessageReceiver
-
-RESENDABLE = MessageReceiver.RESENDABLE
+from messaging.models import Message, MessageReceiver, Suppression
 
 
 def status_badge(status: str, label: str) -> str:
     """The same badge as the templates draw; colours per status are in static/messaging/app.css."""
     return format_html(
         '<span class="badge status-badge status-{}" data-status="{}">{}</span>', status, status, label
+    )
+
+
+def outcome_badge(receiver: MessageReceiver) -> str:
+    return format_html(
+        '<span class="badge outcome-badge outcome-{}" data-outcome="{}">{}</span>',
+        receiver.delivery_outcome,
+        receiver.delivery_outcome,
+        receiver.get_delivery_outcome_display(),
     )
 
 
@@ -106,6 +113,7 @@ class ReceiverTable(tables.Table):
             "id": lambda record: f"receiver-{record.pk}",
             "data-receiver-id": lambda record: record.pk,
             "data-status": lambda record: record.status,
+            "data-outcome": lambda record: record.delivery_outcome,
         }
         empty_text = _("No receivers match.")
 
@@ -121,6 +129,8 @@ class ReceiverTable(tables.Table):
         badge = status_badge(record.status, record.get_status_display())
         if record.cancel_reason:
             return format_html('{} <span class="small">{}</span>', badge, record.get_cancel_reason_display())
+        if record.delivery_outcome:
+            return format_html("{} {}", badge, outcome_badge(record))
         return badge
 
     def render_attempts(self, record: MessageReceiver) -> str:
@@ -139,7 +149,7 @@ class ReceiverTable(tables.Table):
             reverse("messaging:receiver_detail", args=[record.pk]),
             _("Details"),
         )
-        if not self.can_resend or record.status not in RESENDABLE:
+        if not self.can_resend or not record.is_resendable:
             return detail
         query = f"?{self.query}" if self.query else ""
         resend = format_html(
@@ -153,8 +163,53 @@ class ReceiverTable(tables.Table):
         return format_html("{} {}", detail, resend)
 
     def render_last_error(self, record: MessageReceiver) -> str:
-        if record.status == MessageReceiver.Status.SENT or not record.last_error:
+        if record.status == MessageReceiver.Status.SENT:
+            message = record.outcome_detail if record.delivery_outcome in MessageReceiver.UNDELIVERED else ""
+        else:
+            message = record.last_error
+        if not message:
             return "—"
-        message = record.last_error
         short = message if len(message) <= 80 else message[:79] + "…"
         return format_html('<span class="text-danger small" title="{}">{}</span>', message, short)
+
+
+class SuppressionTable(tables.Table):
+    address = tables.Column(verbose_name=_("Address"))
+    reason = tables.Column(verbose_name=_("Reason"))
+    detail = tables.Column(verbose_name=_("Detail"), orderable=False)
+    created_datetime = tables.DateTimeColumn(verbose_name=_("Since"), format="SHORT_DATETIME_FORMAT")
+    actions = tables.Column(
+        verbose_name="", empty_values=(), orderable=False, attrs={"td": {"class": "text-end text-nowrap"}}
+    )
+
+    class Meta:
+        model = Suppression
+        fields = ()
+        sequence = ("address", "reason", "detail", "created_datetime", "actions")
+        order_by = ("-created_datetime",)
+        attrs = {"class": "table table-sm table-hover align-middle", "id": "suppression-table"}
+        row_attrs = {
+            "id": lambda record: f"suppression-{record.pk}",
+            "data-address": lambda record: record.address,
+        }
+        empty_text = _("No suppressed addresses.")
+
+    def __init__(self, *args, can_lift: bool = False, **kwargs):
+        self.can_lift = can_lift
+        super().__init__(*args, **kwargs)
+
+    def render_reason(self, record: Suppression) -> str:
+        return record.get_reason_display()
+
+    def render_actions(self, record: Suppression) -> str:
+        if not self.can_lift:
+            return ""
+        # A POST without a form: htmx sends the CSRF header set on <body> (base.html).
+        return format_html(
+            '<button type="button" class="btn btn-sm btn-outline-primary" data-testid="lift-suppression" '
+            'hx-post="{}" hx-confirm="{}" hx-target="#suppression-results" hx-swap="outerHTML">{}</button>',
+            reverse("messaging:suppression_lift", args=[record.pk]),
+            _("Send to %(address)s again? Lift it only once the address works again.")
+            % {"address": record.address},
+            _("Lift"),
+        )

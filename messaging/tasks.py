@@ -5,7 +5,16 @@ from huey.contrib.djhuey import db_periodic_task, db_task
 
 from messaging import conf
 from messaging.models import Message
-from messaging.services import composing, delivery, maintenance, reporting, resending, retention, sending
+from messaging.services import (
+    bounces,
+    composing,
+    delivery,
+    maintenance,
+    reporting,
+    resending,
+    retention,
+    sending,
+)
 
 
 @db_task()
@@ -56,6 +65,11 @@ def report_to_sender(message_id: int, event: str) -> None:
 @db_periodic_task(crontab(minute=f"*/{conf.sweep_minutes()}"))
 def sweep() -> None:
     maintenance.sweep()
+
+
+@db_periodic_task(crontab(minute=f"*/{conf.bounce_poll_minutes()}"))
+def read_bounce_mailbox() -> None:
+    bounces.read_configured_mailbox()
 
 
 # No huey lock_task anywhere: a lock left by a killed consumer would block its task forever,

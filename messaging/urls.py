@@ -1,7 +1,7 @@
 from django.urls import path
 from django.views.i18n import set_language
 
-from messaging import views, views_operations
+from messaging import views, views_operations, views_suppressions
 
 app_name = "messaging"
 
@@ -25,6 +25,18 @@ urlpatterns = [
     path("recipients/search/", views.recipient_search, name="recipient_search"),
     path("recipients/summary/", views.recipient_summary, name="recipient_summary"),
     path("operations/", views_operations.operations, name="operations"),
+    path("suppressions/", views_suppressions.suppression_list, name="suppression_list"),
+    path("suppressions/<int:pk>/lift/", views_suppressions.suppression_lift, name="suppression_lift"),
+    path(
+        "suppressions/bounces/<int:pk>/",
+        views_suppressions.unmatched_bounce_download,
+        name="unmatched_bounce_download",
+    ),
+    path(
+        "suppressions/bounces/<int:pk>/dismiss/",
+        views_suppressions.unmatched_bounce_dismiss,
+        name="unmatched_bounce_dismiss",
+    ),
     # Public on purpose (the login page has a language switcher too): it only sets a cookie.
     path("language/", set_language, name="set_language"),
 ]

@@ -29,7 +29,7 @@ from django_tables2.paginators import LazyPaginator
 from messaging import rendering, selectors
 from messaging.forms import MessageForm, RecipientSelectionForm, SendForm
 from messaging.models import Message, MessageReceiver
-from messaging.services import composing, controlling, resending, status
+from messaging.services import composing, controlling, resending, status, suppressions
 from messaging.tables import MessageTable, ReceiverTable
 
 VIEW = "messaging.view_message"
@@ -144,6 +144,7 @@ def _compose(request: HttpRequest, message: Message | None) -> HttpResponse:
 
 def _status_context(request: HttpRequest, message: Message) -> dict:
     counts = status.published_counts(message)
+    outcomes = selectors.outcome_counts(message)
     receivers = selectors.receiver_filter(message, request.GET)
     can_resend = request.user.has_perm(RESEND) and resending.resend_allowed(message)
     table = ReceiverTable(receivers.qs, can_resend=can_resend, query=request.GET.urlencode())
@@ -156,13 +157,17 @@ def _status_context(request: HttpRequest, message: Message) -> dict:
         # A scheduled message's page follows it too, so staff watching see it start.
         "in_progress": message.is_in_progress or message.is_scheduled,
         "failures": selectors.failure_groups(message),
+        "outcomes": outcomes,
+        "bounces": selectors.bounce_groups(message) if outcomes else [],
         "message_errors": selectors.message_errors(message),
         "blocked": selectors.blocked_state(message),
         "paused": selectors.paused_state(message),
         "cancelled_counts": selectors.cancelled_counts(message),
         "can_control": request.user.has_perm(SEND),
         "resendable_count": (
-            counts[MessageReceiver.Status.FAILED] + counts[MessageReceiver.Status.ERROR]
+            counts[MessageReceiver.Status.FAILED]
+            + counts[MessageReceiver.Status.ERROR]
+            + sum(outcomes.get(outcome, 0) for outcome in MessageReceiver.UNDELIVERED)
             if resending.resend_allowed(message)
             else 0
         ),
@@ -382,14 +387,22 @@ def message_status(request: HttpRequest, pk: int) -> HttpResponse:
 def message_resend_failed(request: HttpRequest, pk: int) -> HttpResponse:
     message = selectors.get_message_for_status(pk)
     moved = resending.resend_failed(message, actor=request.user)
+    skipped = selectors.suppressed_resendable_count(message)
     if moved:
         text = ngettext(
             "%(count)d receiver was queued again.", "%(count)d receivers were queued again.", moved
         )
         messages.success(request, text % {"count": moved})
-    elif not resending.resend_allowed(message):
+    if skipped:
+        text = ngettext(
+            "%(count)d receiver was not resent: its address is suppressed.",
+            "%(count)d receivers were not resent: their addresses are suppressed.",
+            skipped,
+        )
+        messages.warning(request, text % {"count": skipped})
+    elif not moved and not resending.resend_allowed(message):
         messages.info(request, _("This message was cancelled or has expired; duplicate it to send it again."))
-    else:
+    elif not moved:
         messages.info(request, _("There were no failed receivers to resend."))
     if request.htmx:
         return _render_status(request, message)
@@ -400,10 +413,14 @@ def message_resend_failed(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def receiver_detail(request: HttpRequest, pk: int) -> HttpResponse:
     receiver = selectors.get_receiver(pk)
+    can_resend = request.user.has_perm(RESEND) and receiver.is_resendable
     context = {
         "receiver": receiver,
         "message": receiver.message,
-        "can_resend": request.user.has_perm(RESEND) and resending.resend_allowed(receiver.message),
+        "can_resend": can_resend,
+        "resend_refusal": resending.resend_refusal(receiver) if can_resend else "",
+        "events": selectors.delivery_events(receiver),
+        "suppression": suppressions.suppression_of(receiver.send_to),
     }
     return _render(request, "messaging/receiver_detail.html", context)
 
@@ -412,10 +429,10 @@ def receiver_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def receiver_resend(request: HttpRequest, pk: int) -> HttpResponse:
     receiver = selectors.get_receiver(pk)
-    resent = resending.resend_receiver(receiver, actor=request.user)
+    refusal = resending.resend_refusal(receiver)
+    if refusal or not resending.resend_receiver(receiver, actor=request.user):
+        messages.info(request, refusal or _("Only failed or bounced receivers can be resent."))
     if not request.htmx:
-        if not resent:
-            messages.info(request, _("Only failed receivers can be resent."))
         return redirect(_status_url(receiver.message))
     # The whole live region: the row, the counts and the polling that follows the resend.
     return _render_status(request, receiver.message)

@@ -4,6 +4,7 @@ The embedded default needs no server: SQLite under var/ and SqliteHuey under var
 Set DATABASE_URL and REDIS_URL to run at scale (PostgreSQL + Redis-backed huey).
 """
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -17,6 +18,41 @@ from django.utils.translation import gettext_lazy as _
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _anymail_mailer(url: str) -> dict:
+    esp = url.removeprefix("anymail:").strip("/")
+    if not esp.isidentifier() or importlib.util.find_spec(f"anymail.backends.{esp}") is None:
+        raise ImproperlyConfigured(
+            f"EMAIL_URL={url!r}: anymail has no backend {esp!r} (e.g. anymail:sendgrid, anymail:mailgun, "
+            "anymail:postmark, anymail:brevo, anymail:amazon_ses)."
+        )
+    return {"BACKEND": f"anymail.backends.{esp}.EmailBackend", "OPTIONS": {}}
+
+
+def _mailer(url: str) -> dict:
+    email = dj_email_url.parse(url)
+    if "EMAIL_BACKEND" not in email:
+        raise ImproperlyConfigured(
+            f"EMAIL_URL={url!r}: unknown scheme; use one of {', '.join(sorted(dj_email_url.SCHEMES))} "
+            "(e.g. smtp://host:25, console:, memory:) or anymail:<esp>."
+        )
+    backend = email["EMAIL_BACKEND"]
+    if backend == "django.core.mail.backends.smtp.EmailBackend":
+        # Django's SMTP backend without re-parsing plain addresses (messaging/channels/smtp_backend.py).
+        options = {
+            "host": email["EMAIL_HOST"],
+            "port": email["EMAIL_PORT"],
+            "username": email["EMAIL_HOST_USER"],
+            "password": email["EMAIL_HOST_PASSWORD"],
+            "use_tls": email["EMAIL_USE_TLS"],
+            "use_ssl": email["EMAIL_USE_SSL"],
+            "timeout": email["EMAIL_TIMEOUT"] or 30,
+        }
+        return {"BACKEND": "messaging.channels.smtp_backend.EmailBackend", "OPTIONS": options}
+    if backend.endswith("filebased.EmailBackend"):
+        return {"BACKEND": backend, "OPTIONS": {"file_path": email["EMAIL_FILE_PATH"]}}
+    return {"BACKEND": backend, "OPTIONS": {}}
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -48,6 +84,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_tables2",
     "django_filters",
+    "anymail",
     # messaging before djhuey: its run_huey (graceful SIGTERM) takes precedence.
     "messaging",
     "huey.contrib.djhuey",
@@ -124,37 +161,21 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 
-# Email: EMAIL_URL such as smtp://user:pass@host:587/?tls=True, console: or memory:.
+# Email: EMAIL_URL such as smtp://user:pass@host:587/?tls=True, console:, memory:, or
+# anymail:<esp> for an email provider's API through django-anymail (anymail:sendgrid,
+# anymail:mailgun, anymail:postmark, anymail:brevo, anymail:amazon_ses, ...), whose credentials
+# come from ANYMAIL_* variables (see below).
 # The default is the development sink that `make run` starts (manage.py mailsink).
 _email_url = os.environ.get("EMAIL_URL", "smtp://127.0.0.1:8025")
-_email = dj_email_url.parse(_email_url)
-if "EMAIL_BACKEND" not in _email:
-    raise ImproperlyConfigured(
-        f"EMAIL_URL={_email_url!r}: unknown scheme; use one of "
-        f"{', '.join(sorted(dj_email_url.SCHEMES))} (e.g. smtp://host:25, console:, memory:)."
-    )
-_email_options = {
-    "host": _email["EMAIL_HOST"],
-    "port": _email["EMAIL_PORT"],
-    "username": _email["EMAIL_HOST_USER"],
-    "password": _email["EMAIL_HOST_PASSWORD"],
-    "use_tls": _email["EMAIL_USE_TLS"],
-    "use_ssl": _email["EMAIL_USE_SSL"],
-    "timeout": _email["EMAIL_TIMEOUT"] or 30,
-}
-_SMTP = "django.core.mail.backends.smtp.EmailBackend"
 MAILERS = {
-    "default": {
-        # Django's SMTP backend without re-parsing plain addresses (messaging/channels/smtp_backend.py).
-        "BACKEND": "messaging.channels.smtp_backend.EmailBackend"
-        if _email["EMAIL_BACKEND"] == _SMTP
-        else _email["EMAIL_BACKEND"],
-        "OPTIONS": _email_options
-        if _email["EMAIL_BACKEND"] == _SMTP
-        else {"file_path": _email["EMAIL_FILE_PATH"]}
-        if _email["EMAIL_BACKEND"].endswith("filebased.EmailBackend")
-        else {},
-    }
+    "default": _anymail_mailer(_email_url) if _email_url.startswith("anymail:") else _mailer(_email_url)
+}
+# django-anymail, from every ANYMAIL_<NAME> variable: the provider's credentials
+# (ANYMAIL_SENDGRID_API_KEY, ANYMAIL_MAILGUN_API_KEY, ANYMAIL_POSTMARK_SERVER_TOKEN, ...) and
+# ANYMAIL_WEBHOOK_SECRET ("user:password"), which the tracking webhooks require
+# (/anymail/<esp>/tracking/; Mailgun also checks ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY).
+ANYMAIL = {
+    name.removeprefix("ANYMAIL_"): value for name, value in os.environ.items() if name.startswith("ANYMAIL_")
 }
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Messaging <noreply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
@@ -198,12 +219,18 @@ for _name in (
     "MESSAGING_HEARTBEAT_STALE_SECONDS",
     "MESSAGING_HEALTH_MAX_WAIT_SECONDS",
     "MESSAGING_SMTP_CONNECTIONS",
+    "MESSAGING_BOUNCE_POLL_MINUTES",
 ):
     if os.environ.get(_name):
         globals()[_name] = int(os.environ[_name])
 if os.environ.get("MESSAGING_AUTO_PAUSE_FAILURE_RATE"):
     MESSAGING_AUTO_PAUSE_FAILURE_RATE = float(os.environ["MESSAGING_AUTO_PAUSE_FAILURE_RATE"])
-for _name in ("MESSAGING_SITE_URL", "MESSAGING_METRICS_TOKEN"):
+for _name in (
+    "MESSAGING_SITE_URL",
+    "MESSAGING_METRICS_TOKEN",
+    "MESSAGING_BOUNCE_ADDRESS",
+    "MESSAGING_BOUNCE_MAILBOX",
+):
     if os.environ.get(_name):
         globals()[_name] = os.environ[_name]
 if os.environ.get("MESSAGING_NOTIFY_SENDER"):

@@ -4,6 +4,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from messaging import views_operations
+from messaging.feedback.webhooks import tracking_urlpatterns
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="messaging:message_list"), name="home"),
@@ -11,6 +12,8 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("messages/", include("messaging.urls")),
+    # Providers' delivery webhooks (django-anymail), e.g. /anymail/sendgrid/tracking/.
+    path("anymail/", include((tracking_urlpatterns(), "anymail"))),
     # Prometheus scrapes this (bearer token or staff login): messaging.views_operations.
     path("metrics", views_operations.metrics, name="metrics"),
 ]

@@ -178,7 +178,7 @@ EXPECTED = {
         report_id="<6f1c2e9a-4b1d-4c55-9d1e-7a3b2c1d0e9f@example.org>",
         arrived_at=datetime(2024, 6, 3, 11, 2, 41, tzinfo=CEST),
         subject="Re: Spring newsletter",
-        reason="No failed recipients found in the message.",
+        reason="Neither a delivery report nor an automatic reply.",
     ),
 }
 
@@ -246,6 +246,20 @@ def test_flufl_alone_would_call_the_out_of_office_reply_a_bounce():
     msg = email.message_from_bytes(sample("out_of_office.eml"), policy=compat32)
     assert all_failures(msg) == (frozenset(), frozenset({b"per@example.org"}))
     assert parse_report(sample("out_of_office.eml")).kind == Kind.AUTO_REPLY
+
+
+def test_a_persons_reply_naming_addresses_is_not_read_as_a_bounce():
+    """flufl.bounce's catch-all would report bob@example.org as failed; only mail from a mail
+    server goes to flufl.bounce, so this is kept for staff instead."""
+    raw = (
+        b"From: Kari Nordmann <kari@example.org>\n"
+        b"To: bounces+r30-0a0b0c0d@bounces.example.edu\n"
+        b"Subject: Re: Exam\n\n"
+        b"Please also tell my colleagues, bob@example.org, and Eva.\n"
+    )
+    msg = email.message_from_bytes(raw, policy=compat32)
+    assert all_failures(msg)[1] == frozenset({b"bob@example.org"})
+    assert parse_report(raw).kind == Kind.UNRECOGNISED
 
 
 def test_warning_in_a_non_standard_format_is_a_delay():

@@ -17,8 +17,8 @@ class DeliveryResult:
     uncertain: bool = False
 
     @classmethod
-    def ok(cls) -> DeliveryResult:
-        return cls(delivered=True)
+    def ok(cls, **details) -> DeliveryResult:
+        return cls(delivered=True, details=details)
 
 
 class ChannelUnavailable(Exception):

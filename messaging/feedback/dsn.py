@@ -80,13 +80,20 @@ def parse_report(raw: bytes) -> Report:
 def _classify(raw: bytes, msg: Message) -> Report:
     """A standard report is trusted first. An auto-reply is settled before any heuristics run,
     because flufl.bounce's loosest detectors match ordinary out-of-office prose; mail from a mail
-    server is never an auto-reply, since Exim marks its own bounces Auto-Submitted."""
+    server is never an auto-reply, since Exim marks its own bounces Auto-Submitted. flufl.bounce
+    reads only mail from a mail server: on anything else its catch-all takes "Eva, bob@x.org, and"
+    in a person's reply for a failed address, and a wrong suppression is worse than a message
+    kept for staff to read."""
     if (status_part := _status_part(msg)) is not None:
         return _from_dsn(raw, msg, status_part)
-    if _is_auto_reply(msg) and not _from_mail_server(msg):
+    if _from_mail_server(msg):
+        found = _from_flufl(raw, msg)
+        return found or _report(
+            raw, msg, Kind.UNRECOGNISED, reason="No failed recipients found in the message."
+        )
+    if _is_auto_reply(msg):
         return _report(raw, msg, Kind.AUTO_REPLY, original=_replied_to(msg))
-    found = _from_flufl(raw, msg)
-    return found or _report(raw, msg, Kind.UNRECOGNISED, reason="No failed recipients found in the message.")
+    return _report(raw, msg, Kind.UNRECOGNISED, reason="Neither a delivery report nor an automatic reply.")
 
 
 def _status_part(msg: Message) -> Message | None:

@@ -34,7 +34,7 @@ from django.utils import timezone
 from messaging import channels, conf, rate_limits, worker_shutdown
 from messaging.channels import ChannelUnavailable, DeliveryResult
 from messaging.models import Message, MessageReceiver
-from messaging.services import controlling, transitions
+from messaging.services import controlling, suppressions, transitions
 from messaging.services.status import FailureWatch
 from messaging.services.transitions import Claim
 
@@ -237,6 +237,7 @@ def deliver_claim(claim: Claim, run: DeliveryRun) -> None:
                 for receiver in group:
                     transitions.record_result(receiver, failure, claim.worker_id)
                 continue
+            group = _skip_suppressed(claim, group)
             budget = channel.seconds_per_receiver() + safety_margin()
             limiter = rate_limits.Limiter.for_channel(channel, hold_seconds=budget)
             for receiver, result in channel.deliver(_under_lease(claim, run, group, budget, limiter)):
@@ -244,6 +245,32 @@ def deliver_claim(claim: Claim, run: DeliveryRun) -> None:
     finally:
         # Everything recorded has claimed_by cleared, so this releases only what was not sent.
         transitions.release(claim.ids, claim.worker_id)
+
+
+def suppressed_result(suppression) -> DeliveryResult:
+    """A receiver whose address is suppressed: a permanent failure saying why, never sent."""
+    return DeliveryResult(
+        delivered=False, permanent=True, reason=suppression.describe(), details={"suppressed": True}
+    )
+
+
+def _skip_suppressed(claim: Claim, receivers: list[MessageReceiver]) -> list[MessageReceiver]:
+    """Record receivers whose address is suppressed (one query per claim) and return the rest.
+    Not counted by the failure watch: staff knew of these addresses, a pause would not help."""
+    suppressed = suppressions.suppressions_for(r.send_to for r in receivers)
+    if not suppressed:
+        return receivers
+    rest = []
+    for receiver in receivers:
+        suppression = suppressed.get(suppressions.normalise(receiver.send_to))
+        if suppression is None:
+            rest.append(receiver)
+            continue
+        message_status = record(receiver, suppressed_result(suppression), claim.worker_id)
+        if message_status and message_status != Message.Status.SENDING:
+            claim.halted = message_status
+            return []
+    return rest
 
 
 def _record_and_watch(
@@ -409,6 +436,12 @@ def send_one(receiver: MessageReceiver) -> DeliveryResult:
         reason = "Not sent: a worker is delivering this receiver right now."
         logger.warning("Receiver %s: %s", receiver.pk, reason)
         return DeliveryResult(delivered=False, reason=reason, details={"claimed_by": "another worker"})
+    suppression = suppressions.suppression_of(receiver.send_to)
+    if suppression is not None:
+        result = suppressed_result(suppression)
+        record(receiver, result, worker_id)
+        transitions.roll_up(receiver.message_id)
+        return result
     try:
         channel = channels.get_channel(receiver.message_type)
         budget = channel.seconds_per_receiver() + safety_margin()

@@ -1,18 +1,20 @@
 """Resending: staff resends (one receiver or all failed ones) and automatic retries.
 
-A resend only moves failed/error receivers back to not_sent with one conditional UPDATE;
-delivery then claims them like any other. A receiver already sent is never touched, and
-a second click finds nothing left to move.
+A resend only moves failed/error receivers (and sent emails that bounced afterwards) back to
+not_sent with one conditional UPDATE; delivery then claims them like any other. A delivered
+receiver is never touched, a second click finds nothing left to move, and a receiver whose
+(current) address is suppressed stays as it is: it would only fail again.
 """
 
 from __future__ import annotations
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from messaging.models import AuditEvent, Message, MessageReceiver
 from messaging.recipients import notification_address, users_with_recipient_data
-from messaging.services import transitions
+from messaging.services import suppressions, transitions
 
 
 def _refresh_addresses(receivers) -> None:
@@ -43,15 +45,32 @@ def resend_allowed(message: Message) -> bool:
     return message.status not in (Message.Status.CANCELLED, Message.Status.EXPIRED) and not message.is_expired
 
 
+def resend_refusal(receiver: MessageReceiver) -> str:
+    """Why staff cannot resend this receiver now, or "" if they can."""
+    if not resend_allowed(receiver.message):
+        return _("This message was cancelled or has expired; duplicate it to send it again.")
+    if not receiver.is_resendable:
+        return _("Only failed or bounced receivers can be resent.")
+    user = users_with_recipient_data([receiver.user_id]).first()
+    address = notification_address(user) if user else ""
+    suppression = suppressions.suppression_of(address)
+    if suppression is None:
+        return ""
+    return _("%(address)s is %(why)s. Change the user's address or lift the suppression, then resend.") % {
+        "address": address,
+        "why": suppression.describe(),
+    }
+
+
 def resend_receiver(receiver: MessageReceiver, actor=None) -> bool:
-    """Queue one failed/error receiver again. False if it was not resendable (e.g. sent, or
-    its message was cancelled or has expired)."""
+    """Queue one failed/error (or bounced) receiver again. False if it was not resendable
+    (e.g. delivered, its address is suppressed, or its message was cancelled or has expired)."""
     if not resend_allowed(receiver.message):
         return False
     with transaction.atomic():
         resendable = MessageReceiver.objects.resendable().filter(pk=receiver.pk)
         _refresh_addresses(resendable)
-        moved = transitions.reset_for_resend(resendable)
+        moved = transitions.reset_for_resend(resendable.unsuppressed())
         if not moved:
             return False
         AuditEvent.objects.create(
@@ -63,14 +82,14 @@ def resend_receiver(receiver: MessageReceiver, actor=None) -> bool:
 
 
 def resend_failed(message: Message, actor=None) -> int:
-    """Queue every failed/error receiver of a message again; returns how many (none for a
-    cancelled or expired message)."""
+    """Queue every failed/error (or bounced) receiver of a message again, but those whose address
+    is suppressed; returns how many (none for a cancelled or expired message)."""
     if not resend_allowed(message):
         return 0
     with transaction.atomic():
         resendable = MessageReceiver.objects.filter(message=message).resendable()
         _refresh_addresses(resendable)
-        moved = transitions.reset_for_resend(resendable)
+        moved = transitions.reset_for_resend(resendable.unsuppressed())
         if moved:
             AuditEvent.objects.create(
                 message=message,

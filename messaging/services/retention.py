@@ -31,7 +31,7 @@ from django.db import router, transaction
 from django.utils import timezone
 
 from messaging import conf
-from messaging.models import AuditEvent, Message, MessageReceiver
+from messaging.models import AuditEvent, DeliveryEvent, Message, MessageReceiver, Suppression
 
 logger = logging.getLogger(__name__)
 
@@ -87,9 +87,13 @@ def delete_old_receivers(days: int, batch_size: int = RECEIVER_BATCH_SIZE) -> in
             )
             if not ids:
                 break
-            # What Django's collector would do for AuditEvent.receiver (SET_NULL), without
-            # loading the receivers.
+            # What Django's collector would do for AuditEvent.receiver (SET_NULL) and the
+            # receivers' delivery events (CASCADE; a suppression keeps its address and reason),
+            # without loading the receivers.
             AuditEvent.objects.using(using).filter(receiver_id__in=ids).update(receiver=None)
+            events = DeliveryEvent.objects.using(using).filter(receiver_id__in=ids)
+            Suppression.objects.using(using).filter(event__in=events).update(event=None)
+            events._raw_delete(using)
             deleted += MessageReceiver.objects.using(using).filter(pk__in=ids)._raw_delete(using)
         last_id = ids[-1]
         if len(ids) < batch_size:

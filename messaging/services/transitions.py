@@ -31,7 +31,8 @@ Receiver (status not_sent → sent | failed | error | cancelled; ownership via c
     owned ─record_result→ sent | failed | error  (released)
     owned ─record_uncertain→ not_sent, flagged delivery_uncertain (released)
     owned ─release→ not_sent (unowned)
-    failed|error ─reset_for_resend→ not_sent
+    failed|error|sent but undelivered ─reset_for_resend→ not_sent (delivery outcome cleared)
+    any ─record_outcome→ delivery outcome from feedback (the newest event wins; a complaint stays)
     not_sent|failed awaiting retry ─cancel/expire→ cancelled  (a claimed one keeps its owner, whose
                                                    result, if it was in flight, overwrites this)
 """
@@ -538,6 +539,8 @@ def result_fields(receiver: MessageReceiver, result: DeliveryResult) -> dict:
     # cancel_reason is cleared: a receiver in flight when its message was cancelled was marked
     # cancelled, and its real outcome replaces that mark.
     fields: dict = {"claimed_by": "", "lease_expires_datetime": None, "cancel_reason": ""}
+    if result.details.get("provider_message_id"):
+        fields["provider_message_id"] = result.details["provider_message_id"][:255]
     if result.delivered:
         return fields | {
             "status": ReceiverStatus.SENT,
@@ -550,6 +553,12 @@ def result_fields(receiver: MessageReceiver, result: DeliveryResult) -> dict:
     status = status_after_failure(failed_count)
     entry = error_entry(result.reason, result.traceback, code=result.code, permanent=result.permanent)
     retried = status == ReceiverStatus.FAILED and not result.permanent
+    if result.details.get("suppressed"):
+        fields |= {
+            "delivery_outcome": MessageReceiver.Outcome.SUPPRESSED,
+            "outcome_datetime": now,
+            "outcome_detail": result.reason[:255],
+        }
     return fields | {
         "status": status,
         "sending_failed_count": failed_count,
@@ -631,11 +640,35 @@ def _update_owned(pk: int, worker_id: str, fields: dict) -> str:
 
 
 def reset_for_resend(receivers) -> int:
-    """failed|error → not_sent (a resend or an automatic retry); never touches a sent receiver
-    or one a worker owns."""
-    return receivers.filter(status__in=MessageReceiver.RESENDABLE, claimed_by="").update(
-        status=ReceiverStatus.NOT_SENT,
-        next_attempt_datetime=None,
-        permanent_failure=False,
-        lease_expires_datetime=None,
+    """failed|error, or sent but bounced → not_sent (a resend or an automatic retry); never
+    touches a delivered receiver or one a worker owns. The outcome starts afresh: feedback about
+    the earlier attempt that arrives late (older than now) does not apply."""
+    return (
+        receivers.resendable()
+        .filter(claimed_by="")
+        .update(
+            status=ReceiverStatus.NOT_SENT,
+            next_attempt_datetime=None,
+            permanent_failure=False,
+            lease_expires_datetime=None,
+            delivery_outcome="",
+            outcome_detail="",
+            outcome_datetime=timezone.now(),
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Receivers: delivery feedback
+
+
+def record_outcome(receiver_id: int, outcome: str, occurred: datetime, detail: str = "") -> bool:
+    """What the provider or the recipient's server reported about a sent email. Reports come
+    out of order and repeat, so the newest event wins (an older one changes nothing), except
+    that a complaint stays: nothing later makes it wanted. True if the outcome changed."""
+    return bool(
+        MessageReceiver.objects.filter(pk=receiver_id)
+        .filter(Q(outcome_datetime__isnull=True) | Q(outcome_datetime__lte=occurred))
+        .exclude(delivery_outcome=MessageReceiver.Outcome.COMPLAINED)
+        .update(delivery_outcome=outcome, outcome_datetime=occurred, outcome_detail=detail[:255])
     )

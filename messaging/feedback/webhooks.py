@@ -1,0 +1,107 @@
+"""Providers' delivery webhooks, through django-anymail: its views check the webhook secret
+and signatures and normalise each provider's events; the `tracking` signal hands them to us.
+
+Each email we send carries the receiver's id in anymail's metadata, and the provider's message
+id is stored on the receiver, so an event finds its receiver by either (or by our Message-ID,
+which some providers echo)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from anymail.signals import AnymailTrackingEvent, tracking
+from anymail.urls import urlpatterns as anymail_urlpatterns
+from django.core.exceptions import SuspiciousOperation
+from django.db import DatabaseError
+from django.dispatch import receiver
+from django.http import HttpResponseBadRequest
+from django.urls import URLPattern
+from django.utils import timezone
+
+from messaging.channels.email import RECEIVER_METADATA_KEY, receiver_id_from_message_id
+from messaging.models import MessageReceiver
+from messaging.services import feedback
+
+logger = logging.getLogger(__name__)
+
+
+def tracking_urlpatterns() -> list[URLPattern]:
+    """anymail's tracking webhook URLs (not its inbound ones: we receive no mail that way),
+    each guarded so that no body makes a 500: a post anymail cannot read is answered 400."""
+    return [
+        URLPattern(pattern.pattern, _guarded(pattern.callback), pattern.default_args, pattern.name)
+        for pattern in anymail_urlpatterns
+        if pattern.name and pattern.name.endswith("_tracking_webhook")
+    ]
+
+
+def _guarded(view):
+    @functools.wraps(view)
+    def guarded(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except (SuspiciousOperation, DatabaseError):
+            raise  # a bad secret or signature: 400; our database down: 500, the provider retries
+        except Exception as exc:  # anymail parses provider JSON with KeyError/ValueError/TypeError
+            logger.warning("Malformed %s webhook post: %s: %s", request.path, type(exc).__name__, exc)
+            return HttpResponseBadRequest("Malformed webhook post.")
+
+    return guarded
+
+
+@receiver(tracking, dispatch_uid="messaging.feedback.webhooks.record_tracking_event")
+def record_tracking_event(sender, event: AnymailTrackingEvent, esp_name: str, **kwargs) -> None:
+    found = find_receiver(event)
+    if found is None:
+        # Another application's mail on the same provider account, or a receiver deleted
+        # since: acknowledged (a retry would not help), not stored.
+        logger.info(
+            "%s %s event for an unknown email (%s); ignored.", esp_name, event.event_type, event.message_id
+        )
+        return
+    feedback.record(_as_feedback(event, esp_name), found)
+
+
+def find_receiver(event: AnymailTrackingEvent) -> MessageReceiver | None:
+    metadata = event.metadata if isinstance(event.metadata, dict) else {}
+    receiver_id = _as_id(metadata.get(RECEIVER_METADATA_KEY))
+    receivers = MessageReceiver.objects.only("id", "send_to", "message_id")
+    if receiver_id is not None:
+        return receivers.filter(pk=receiver_id).first()
+    message_id = str(event.message_id or "")[:255]
+    if not message_id:
+        return None
+    own = receiver_id_from_message_id(message_id)
+    if own is not None:
+        return receivers.filter(pk=own).first()
+    return receivers.filter(provider_message_id=message_id).first()
+
+
+def _as_id(value) -> int | None:
+    try:
+        number = int(str(value))
+    except (TypeError, ValueError):
+        return None
+    return number if 0 < number < 2**63 else None
+
+
+def _as_feedback(event: AnymailTrackingEvent, esp_name: str) -> feedback.Feedback:
+    return feedback.Feedback(
+        provider=esp_name,
+        event_type=event.event_type,
+        occurred=event.timestamp or timezone.now(),
+        event_id=str(event.event_id or ""),
+        recipient=str(event.recipient or ""),
+        reject_reason=str(event.reject_reason or ""),
+        description=str(event.description or ""),
+        mta_response=str(event.mta_response or ""),
+        payload=_payload(event.esp_event),
+    )
+
+
+def _payload(esp_event):
+    """anymail's raw event: parsed JSON, or a QueryDict for form posts."""
+    if hasattr(esp_event, "lists"):
+        return dict(esp_event.lists())
+    return esp_event if isinstance(esp_event, dict | list) else {"event": str(esp_event)}

@@ -1,0 +1,129 @@
+"""Delivery feedback: what providers (webhooks) and mail servers (bounce messages) report about
+an email after it was sent. Each report is stored once, sets the receiver's delivery outcome
+and, for a hard bounce or a complaint, suppresses the address."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+
+from messaging.models import DeliveryEvent, MessageReceiver, Suppression
+from messaging.services import suppressions, transitions
+
+logger = logging.getLogger(__name__)
+
+Type = DeliveryEvent.Type
+Outcome = MessageReceiver.Outcome
+
+PAYLOAD_LIMIT = 32_000
+# A reply code or enhanced status code saying the failure is temporary ("452", "4.2.2").
+_TEMPORARY_REPLY = re.compile(r"^\s*(?:4\d\d\b|4\.\d{1,3}\.\d{1,3}\b)")
+# anymail's reject reasons (anymail.signals.RejectReason) that mean "this address will not work".
+_ADDRESS_REJECTED = {"invalid": Suppression.Reason.HARD_BOUNCE, "bounced": Suppression.Reason.HARD_BOUNCE}
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """One report about one sent email, whoever made it."""
+
+    provider: str
+    event_type: str
+    occurred: datetime
+    event_id: str = ""
+    recipient: str = ""
+    reject_reason: str = ""
+    description: str = ""
+    mta_response: str = ""
+    # For a bounce: whether it is for good. None: judge from the reason and the server's reply.
+    permanent: bool | None = None
+    payload: dict = field(default_factory=dict)
+
+    def unique_id(self) -> str:
+        """The provider's event id, or a digest of the event when it has none: a repeated
+        webhook is the same bytes again."""
+        if self.event_id:
+            return self.event_id[:255]
+        parts = [self.event_type, self.recipient, self.occurred.isoformat(), _as_json(self.payload)]
+        return "sha256:" + hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+    @property
+    def is_hard_bounce(self) -> bool:
+        if self.permanent is not None:
+            return self.permanent
+        if self.reject_reason in ("timed_out", "blocked"):
+            return False  # the address may well work: full mailbox, spam filter, greylisting
+        return not _TEMPORARY_REPLY.match(self.mta_response or "")
+
+    def outcome(self) -> str:
+        return {
+            Type.DELIVERED: Outcome.DELIVERED,
+            Type.DEFERRED: Outcome.DEFERRED,
+            Type.BOUNCED: Outcome.HARD_BOUNCE if self.is_hard_bounce else Outcome.SOFT_BOUNCE,
+            Type.COMPLAINED: Outcome.COMPLAINED,
+            Type.REJECTED: Outcome.REJECTED,
+            Type.FAILED: Outcome.REJECTED,
+        }.get(self.event_type, "")
+
+    def suppression_reason(self) -> str:
+        if self.event_type == Type.COMPLAINED or self.reject_reason == "spam":
+            return Suppression.Reason.COMPLAINT
+        if self.event_type == Type.BOUNCED:
+            return Suppression.Reason.HARD_BOUNCE if self.is_hard_bounce else ""
+        if self.event_type == Type.REJECTED:
+            return _ADDRESS_REJECTED.get(self.reject_reason, "")
+        return ""
+
+    def detail(self) -> str:
+        return " ".join((self.mta_response or self.description or self.reject_reason).split())
+
+
+def record(feedback: Feedback, receiver: MessageReceiver) -> DeliveryEvent | None:
+    """Store the report on the receiver's timeline and apply it; None if it was stored before
+    (a repeated webhook or a bounce read twice), and then nothing changes."""
+    if feedback.event_type not in Type.values:
+        return None
+    try:
+        with transaction.atomic():
+            event = DeliveryEvent.objects.create(
+                receiver=receiver,
+                provider=feedback.provider[:50],
+                event_id=feedback.unique_id(),
+                event_type=feedback.event_type,
+                reject_reason=(feedback.reject_reason or "")[:20],
+                description=feedback.description or "",
+                mta_response=feedback.mta_response or "",
+                recipient=(feedback.recipient or "")[:255],
+                occurred_datetime=feedback.occurred,
+                payload=_capped(feedback.payload),
+            )
+            _apply(feedback, receiver, event)
+    except IntegrityError:
+        return None
+    return event
+
+
+def _apply(feedback: Feedback, receiver: MessageReceiver, event: DeliveryEvent) -> None:
+    outcome = feedback.outcome()
+    if outcome:
+        transitions.record_outcome(receiver.pk, outcome, feedback.occurred, feedback.detail())
+    reason = feedback.suppression_reason()
+    if reason and suppressions.suppress(receiver.send_to, reason, feedback.detail(), event):
+        logger.info("Suppressed %s: %s (%s)", receiver.send_to, reason, feedback.detail())
+
+
+def _as_json(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _capped(payload) -> dict:
+    """The provider's event as it came, unless it is unreasonably large (then its start)."""
+    text = _as_json(payload)
+    if len(text) <= PAYLOAD_LIMIT:
+        return json.loads(text)
+    return {"truncated": text[:PAYLOAD_LIMIT]}

@@ -1,0 +1,193 @@
+"""Bounce messages from our own relay: read from a real Maildir/mbox, matched to receivers by the
+VERP return path or the quoted Message-ID, recorded and suppressed; the rest kept for staff."""
+
+from __future__ import annotations
+
+import mailbox
+import re
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from messaging import tasks
+from messaging.channels.email import message_id_for
+from messaging.feedback import return_path
+from messaging.models import DeliveryEvent, Message, MessageReceiver, Suppression, UnmatchedBounce
+from messaging.services import bounces
+from tests.engine_helpers import SEND_ARGS, LanguageSubject
+
+pytestmark = pytest.mark.django_db
+
+SAMPLES = Path(__file__).parent / "bounces"
+Outcome = MessageReceiver.Outcome
+SAMPLE_VERP = re.compile(rb"bounces\+r\d+-[0-9a-f]+@bounces\.example\.edu")
+SAMPLE_MESSAGE_ID = re.compile(rb"<receiver-\d+\.message-\d+@messaging\.local>")
+
+
+@pytest.fixture(autouse=True)
+def bounce_address(settings):
+    settings.MESSAGING_BOUNCE_ADDRESS = "bounces@bounces.example.edu"
+
+
+@pytest.fixture
+def receivers(make_user, smtp_mailer):
+    users = [make_user(email=f"student{n}@example.org") for n in range(3)]
+    message = Message.objects.create(virtual_message_receivers={"user_ids": [u.pk for u in users]})
+    message.prepare_and_send(LanguageSubject(prefix="Exam"), **SEND_ARGS)
+    return list(message.receivers.order_by("pk"))
+
+
+def bounce_for(receiver, sample: str, *, verp: bool = True, message_id: bool = True) -> bytes:
+    """A sample bounce, addressed as if it came back for `receiver`."""
+    raw = (SAMPLES / sample).read_bytes()
+    address = return_path.envelope_sender(receiver) if verp else "bounces@bounces.example.edu"
+    raw = SAMPLE_VERP.sub(address.encode(), raw)
+    quoted = message_id_for(receiver) if message_id else "<somebody-else@example.net>"
+    return SAMPLE_MESSAGE_ID.sub(quoted.encode(), raw)
+
+
+class TestProcessingOneReport:
+    def test_a_hard_bounce_matched_by_its_return_path(self, receivers):
+        target = receivers[1]
+
+        assert (
+            bounces.process_report(bounce_for(target, "postfix_user_unknown.eml", message_id=False))
+            == "bounce"
+        )
+
+        target.refresh_from_db()
+        assert target.delivery_outcome == Outcome.HARD_BOUNCE
+        assert target.outcome_detail.startswith("550 5.1.1 <ola@example.org>: Recipient address rejected")
+        event = DeliveryEvent.objects.get()
+        assert (event.receiver, event.provider, event.event_type) == (target, "bounce mailbox", "bounced")
+        assert event.recipient == "ola@example.org"
+        assert event.description == "failed 5.1.1"
+        assert "Undelivered Mail Returned to Sender" in event.payload["raw"]
+        # The address we sent to is suppressed (the report names the alias it reached).
+        assert list(Suppression.objects.values_list("address", "reason")) == [(target.send_to, "hard_bounce")]
+        assert [r.delivery_outcome for r in receivers if r != target] == ["", ""]
+
+    @pytest.mark.parametrize("sample", ["exchange_ndr.eml", "gmail_bounce.eml", "exim_nonstandard.eml"])
+    def test_bounces_from_other_servers_matched_by_the_quoted_message_id(self, receivers, sample):
+        target = receivers[2]
+
+        assert bounces.process_report(bounce_for(target, sample, verp=False)) == "bounce"
+
+        target.refresh_from_db()
+        assert target.delivery_outcome == Outcome.HARD_BOUNCE
+        assert Suppression.objects.get().address == target.send_to
+
+    def test_a_full_mailbox_is_a_soft_bounce_and_a_delay_is_a_deferral(self, receivers):
+        bounces.process_report(bounce_for(receivers[0], "mailbox_full_soft.eml"))
+        assert bounces.process_report(bounce_for(receivers[1], "postfix_delayed.eml")) == "delay"
+
+        outcomes = [r.delivery_outcome for r in MessageReceiver.objects.order_by("pk")]
+        assert outcomes == [Outcome.SOFT_BOUNCE, Outcome.DEFERRED, ""]
+        assert not Suppression.objects.exists()
+
+    @pytest.mark.parametrize("sample", ["out_of_office.eml", "outlook_automatic_reply.eml"])
+    def test_an_out_of_office_reply_is_noted_but_is_not_a_bounce(self, receivers, sample):
+        target = receivers[0]
+
+        assert bounces.process_report(bounce_for(target, sample)) == "auto_reply"
+
+        target.refresh_from_db()
+        assert target.delivery_outcome == ""
+        assert list(target.delivery_events.values_list("event_type", flat=True)) == ["autoresponded"]
+        assert not Suppression.objects.exists()
+
+    def test_reading_the_same_report_twice_records_it_once(self, receivers):
+        raw = bounce_for(receivers[0], "postfix_user_unknown.eml")
+        assert bounces.process_report(raw) == "bounce"
+        assert bounces.process_report(raw) == "duplicate"
+        assert DeliveryEvent.objects.count() == 1
+
+    def test_a_forged_return_path_matches_nothing_and_is_kept(self, receivers):
+        raw = bounce_for(receivers[0], "postfix_user_unknown.eml", message_id=False)
+        forged = raw.replace(
+            return_path.envelope_sender(receivers[0]).encode(), b"bounces+r1-0000000000@bounces.example.edu"
+        )
+
+        assert bounces.process_report(forged) == "kept"
+
+        kept = UnmatchedBounce.objects.get()
+        assert kept.reason == "No receiver of ours matches its return path or quoted Message-ID."
+        assert kept.subject == "Undelivered Mail Returned to Sender"
+        assert bytes(kept.raw) == forged
+        assert not DeliveryEvent.objects.exists() and not Suppression.objects.exists()
+
+    @pytest.mark.parametrize("raw", [b"", b"\x00\xff garbage", (SAMPLES / "not_a_bounce.eml").read_bytes()])
+    def test_what_cannot_be_read_is_kept_for_staff(self, raw):
+        assert bounces.process_report(raw) == "kept"
+        assert bytes(UnmatchedBounce.objects.get().raw) == raw
+
+
+class TestReadingTheMailbox:
+    def fill_maildir(self, path: Path, messages: list[bytes]) -> mailbox.Maildir:
+        box = mailbox.Maildir(path, create=True)
+        for raw in messages:
+            box.add(raw)
+        return box
+
+    def test_the_command_records_everything_and_empties_the_maildir(self, receivers, tmp_path, capsys):
+        box = self.fill_maildir(
+            tmp_path / "bounces",
+            [
+                bounce_for(receivers[0], "postfix_user_unknown.eml"),
+                bounce_for(receivers[1], "out_of_office.eml"),
+                b"Subject: hello\n\nnot a bounce\n",
+            ],
+        )
+
+        call_command("messaging_read_bounces", mailbox=f"maildir://{tmp_path / 'bounces'}")
+
+        assert len(box) == 0
+        assert capsys.readouterr().out.strip().endswith("auto_reply: 1, bounce: 1, kept: 1.")
+        assert MessageReceiver.objects.get(pk=receivers[0].pk).delivery_outcome == Outcome.HARD_BOUNCE
+        assert UnmatchedBounce.objects.count() == 1
+
+    def test_an_mbox_works_the_same(self, receivers, tmp_path):
+        box = mailbox.mbox(tmp_path / "bounces.mbox")
+        box.add(bounce_for(receivers[2], "gmail_bounce.eml"))
+        box.flush()
+
+        run = bounces.read_mailbox(f"mbox://{tmp_path / 'bounces.mbox'}")
+
+        assert run.counts == {"bounce": 1}
+        assert len(mailbox.mbox(tmp_path / "bounces.mbox")) == 0
+
+    def test_a_mailbox_that_cannot_be_read_is_a_clear_command_error(self, tmp_path):
+        with pytest.raises(CommandError, match=r"The maildir .* does not exist\."):
+            call_command("messaging_read_bounces", mailbox=f"maildir://{tmp_path / 'missing'}")
+        with pytest.raises(CommandError, match="MESSAGING_BOUNCE_MAILBOX"):
+            call_command("messaging_read_bounces")
+
+    def test_the_periodic_task_reads_the_configured_mailbox_and_survives_a_broken_one(
+        self, receivers, tmp_path, settings, caplog
+    ):
+        tasks.read_bounce_mailbox.call_local()  # not configured: nothing to do
+        box = self.fill_maildir(tmp_path / "b", [bounce_for(receivers[0], "postfix_user_unknown.eml")])
+        settings.MESSAGING_BOUNCE_MAILBOX = f"maildir://{tmp_path / 'b'}"
+
+        tasks.read_bounce_mailbox.call_local()
+        assert len(box) == 0 and Suppression.objects.count() == 1
+
+        settings.MESSAGING_BOUNCE_MAILBOX = "imap://bounces:secret@127.0.0.1:1/INBOX"
+        tasks.read_bounce_mailbox.call_local()  # logged, not raised
+        assert "Bounce mailbox imap://" in caplog.text and "secret" not in caplog.text
+
+
+def test_kept_bounces_are_listed_for_staff_to_download_and_dismiss(admin_client):
+    bounces.process_report(b"From: someone@example.org\nSubject: Strange reply\n\nhello\n")
+    kept = UnmatchedBounce.objects.get()
+
+    page = admin_client.get(reverse("messaging:suppression_list")).content.decode()
+    assert "Strange reply" in page and 'data-count="1"' in page
+    download = admin_client.get(reverse("messaging:unmatched_bounce_download", args=[kept.pk]))
+    assert download["Content-Type"] == "message/rfc822"
+    assert download.content == b"From: someone@example.org\nSubject: Strange reply\n\nhello\n"
+
+    admin_client.post(reverse("messaging:unmatched_bounce_dismiss", args=[kept.pk]))
+    assert not UnmatchedBounce.objects.exists()
