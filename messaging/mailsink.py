@@ -4,17 +4,25 @@ It accepts mail for every address except a few reserved domains, so the refusal 
 be seen without a real mail server: *@tempfail.example answers 451 (temporary) and
 *@bounce.example answers 550 (permanent). Accepted mail is kept in memory and, when a
 directory is given, written there as one .eml file per recipient.
+
+Like a real relay, it can also bounce mail it accepted: with a bounce Maildir, mail to
+*@bounce-later.example is accepted and an RFC 3464 delivery report goes to that Maildir,
+addressed to the envelope sender (what `manage.py messaging_read_bounces` reads).
 """
 
 from __future__ import annotations
 
 import asyncio
+import mailbox
+import re
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
@@ -24,6 +32,7 @@ REFUSALS = {
     "@tempfail.example": "451 4.3.0 Try again later",
     "@bounce.example": "550 5.1.1 No such user here",
 }
+LATER_BOUNCE = "@bounce-later.example"
 
 
 @dataclass(frozen=True)
@@ -41,9 +50,14 @@ class SunkMail:
 
 class SinkHandler:
     def __init__(
-        self, mail_dir: Path | None = None, refusals: dict[str, str] | None = None, data_delay: float = 0.0
+        self,
+        mail_dir: Path | None = None,
+        refusals: dict[str, str] | None = None,
+        data_delay: float = 0.0,
+        bounce_dir: Path | None = None,
     ):
         self.mail_dir = Path(mail_dir) if mail_dir else None
+        self.bounces = mailbox.Maildir(bounce_dir, create=True) if bounce_dir else None
         self.refusals = dict(REFUSALS) if refusals is None else refusals
         # Seconds before answering DATA, as a real relay takes (50-300 ms per message).
         self.data_delay = data_delay
@@ -92,7 +106,37 @@ class SinkHandler:
             for rcpt in mail.rcpt_tos:
                 safe = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in rcpt)
                 (self.mail_dir / f"{number:06d}-{safe}.eml").write_bytes(mail.data)
+        bounced = [rcpt for rcpt in mail.rcpt_tos if rcpt.lower().endswith(LATER_BOUNCE)]
+        if self.bounces is not None and bounced and mail.mail_from:
+            with self._lock:
+                self.bounces.add(delivery_report(mail, bounced))
         return "250 Message accepted for delivery"
+
+
+def delivery_report(mail: SunkMail, failed: list[str], host: str = "sink.localhost") -> bytes:
+    """An RFC 3464 report of `failed` recipients to the envelope sender, as Postfix writes one."""
+    boundary = uuid.uuid4().hex
+    date = formatdate(mail.arrived_at or None)
+    headers = re.split(rb"\r?\n\r?\n", mail.data, maxsplit=1)[0].decode("ascii", "replace")
+    recipients = "".join(
+        f"Final-Recipient: rfc822; {rcpt}\nAction: failed\nStatus: 5.1.1\n"
+        f"Diagnostic-Code: smtp; 550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown\n\n"
+        for rcpt in failed
+    )
+    report = (
+        f"From: MAILER-DAEMON@{host} (Mail Delivery System)\n"
+        f"To: {mail.mail_from}\nDelivered-To: {mail.mail_from}\n"
+        f"Subject: Undelivered Mail Returned to Sender\nDate: {date}\n"
+        f"Message-ID: {make_msgid(domain=host)}\nAuto-Submitted: auto-replied\nMIME-Version: 1.0\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\n\n'
+        f"--{boundary}\nContent-Type: text/plain; charset=us-ascii\n\n"
+        f"This is the mail system at host {host}.\n\n"
+        f"Your message could not be delivered to {', '.join(failed)}: the mailbox does not exist.\n\n"
+        f"--{boundary}\nContent-Type: message/delivery-status\n\n"
+        f"Reporting-MTA: dns; {host}\nArrival-Date: {date}\n\n{recipients}"
+        f"--{boundary}\nContent-Type: text/rfc822-headers\n\n{headers}\n\n--{boundary}--\n"
+    )
+    return report.encode("ascii", "replace")
 
 
 class _Authenticator:

@@ -243,7 +243,8 @@ class Message(models.Model):
         )
 
 
-def _is_suppressed() -> models.Exists:
+def is_suppressed() -> models.Exists:
+    """Whether a receiver's address is on the suppression list (as a query expression)."""
     return models.Exists(Suppression.objects.filter(address=Lower(models.OuterRef("send_to"))))
 
 
@@ -270,10 +271,10 @@ class MessageReceiverQuerySet(models.QuerySet):
 
     def suppressed(self) -> MessageReceiverQuerySet:
         """Receivers whose address is on the suppression list (now)."""
-        return self.filter(_is_suppressed())
+        return self.filter(is_suppressed())
 
     def unsuppressed(self) -> MessageReceiverQuerySet:
-        return self.exclude(_is_suppressed())
+        return self.exclude(is_suppressed())
 
     def final(self) -> MessageReceiverQuerySet:
         """Receivers no worker will touch again by itself (sent, or retries exhausted)."""

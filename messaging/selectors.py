@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from messaging import recipients
 from messaging.filters import MessageFilter, ReceiverFilter
-from messaging.models import Message, MessageReceiver
+from messaging.models import Message, MessageReceiver, is_suppressed
 from messaging.services import composing, suppressions
 
 User = get_user_model()
@@ -71,8 +71,10 @@ def receiver_filter(message: Message, params) -> ReceiverFilter:
     first_id = receivers.order_by("id").values_list("id", flat=True).first()
     if first_id is not None:
         receivers = receivers.filter(id__gte=first_id)
-    queryset = receivers.select_related("user").defer(
-        "message_content_html", "message_content_plain", "status_data", "metadata"
+    queryset = (
+        receivers.select_related("user")
+        .defer("message_content_html", "message_content_plain", "status_data", "metadata")
+        .annotate(address_suppressed=is_suppressed())  # a row offers Resend only if it can work
     )
     return ReceiverFilter(params, queryset=queryset)
 
@@ -289,8 +291,7 @@ def _parse_datetime(value) -> datetime | None:
 def failure_groups(message: Message) -> list[tuple[str, int]]:
     """The last error of each failed/error receiver, grouped: [("451 4.3.0 Try again later", 12), ...]."""
     rows = (
-        MessageReceiver.objects.filter(message=message)
-        .resendable()
+        MessageReceiver.objects.filter(message=message, status__in=MessageReceiver.RESENDABLE)
         .order_by()
         .values_list("last_error")
         .annotate(n=Count("*"))
@@ -300,7 +301,7 @@ def failure_groups(message: Message) -> list[tuple[str, int]]:
 
 
 def outcome_counts(message: Message) -> dict[str, int]:
-    """Receivers per delivery outcome reported afterwards (delivered, bounced, ...); {} if none."""
+    """Receivers per delivery outcome (delivered, bounced, ..., suppressed); {} if none."""
     rows = (
         # "> ''", not "!= ''": a range on the index (message, delivery_outcome, ...) reads only
         # the receivers with an outcome, not all of a 100,000-receiver message's.
@@ -330,6 +331,20 @@ def bounce_groups(message: Message) -> list[tuple[str, str, str, int]]:
 def suppressed_resendable_count(message: Message) -> int:
     """Failed or bounced receivers a resend leaves alone: their address is suppressed."""
     return MessageReceiver.objects.filter(message=message).resendable().suppressed().count()
+
+
+def resendable_count(message: Message, counts: dict[str, int], outcomes: dict[str, int]) -> int:
+    """What "Resend all failed" would queue. The status page is polled every 2 s, so receivers
+    are counted only when feedback touched this message (a bounce, a suppressed address);
+    otherwise the published counts say it."""
+    published = (
+        counts[MessageReceiver.Status.FAILED]
+        + counts[MessageReceiver.Status.ERROR]
+        + sum(outcomes.get(outcome, 0) for outcome in MessageReceiver.UNDELIVERED)
+    )
+    if not published or not outcomes:
+        return published
+    return MessageReceiver.objects.filter(message=message).resendable().unsuppressed().count()
 
 
 def delivery_events(receiver: MessageReceiver) -> QuerySet:

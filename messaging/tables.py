@@ -149,7 +149,7 @@ class ReceiverTable(tables.Table):
             reverse("messaging:receiver_detail", args=[record.pk]),
             _("Details"),
         )
-        if not self.can_resend or not record.is_resendable:
+        if not self.can_resend or not record.is_resendable or getattr(record, "address_suppressed", False):
             return detail
         query = f"?{self.query}" if self.query else ""
         resend = format_html(

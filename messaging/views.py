@@ -157,6 +157,10 @@ def _status_context(request: HttpRequest, message: Message) -> dict:
         # A scheduled message's page follows it too, so staff watching see it start.
         "in_progress": message.is_in_progress or message.is_scheduled,
         "failures": selectors.failure_groups(message),
+        # What was reported back (suppressed receivers were never sent, so nothing was).
+        "reported": any(
+            n for outcome, n in outcomes.items() if outcome != MessageReceiver.Outcome.SUPPRESSED
+        ),
         "outcomes": outcomes,
         "bounces": selectors.bounce_groups(message) if outcomes else [],
         "message_errors": selectors.message_errors(message),
@@ -165,11 +169,7 @@ def _status_context(request: HttpRequest, message: Message) -> dict:
         "cancelled_counts": selectors.cancelled_counts(message),
         "can_control": request.user.has_perm(SEND),
         "resendable_count": (
-            counts[MessageReceiver.Status.FAILED]
-            + counts[MessageReceiver.Status.ERROR]
-            + sum(outcomes.get(outcome, 0) for outcome in MessageReceiver.UNDELIVERED)
-            if resending.resend_allowed(message)
-            else 0
+            selectors.resendable_count(message, counts, outcomes) if resending.resend_allowed(message) else 0
         ),
         "audit_events": selectors.audit_trail(message),
         "filter": receivers,

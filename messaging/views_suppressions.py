@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
 from messaging.filters import SuppressionFilter
-from messaging.models import Suppression, UnmatchedBounce
+from messaging.models import AuditEvent, Suppression, UnmatchedBounce
 from messaging.services import suppressions
 from messaging.tables import SuppressionTable
 from messaging.views import VIEW, _render, staff_permission_required
@@ -19,6 +19,7 @@ from messaging.views import VIEW, _render, staff_permission_required
 LIFT = "messaging.lift_suppression"
 PER_PAGE = 50
 UNMATCHED_LISTED = 50
+LIFTS_LISTED = 20
 
 
 def _page(request: HttpRequest, params=None) -> HttpResponse:
@@ -32,6 +33,9 @@ def _page(request: HttpRequest, params=None) -> HttpResponse:
         "table": table,
         "unmatched": UnmatchedBounce.objects.defer("raw")[:UNMATCHED_LISTED],
         "unmatched_count": UnmatchedBounce.objects.count(),
+        "lifted": AuditEvent.objects.filter(action=AuditEvent.Action.SUPPRESSION_LIFTED).select_related(
+            "actor"
+        )[:LIFTS_LISTED],
         "can_lift": request.user.has_perm(LIFT),
     }
     return _render(request, "messaging/suppressions.html", context, "results")
@@ -43,7 +47,7 @@ def suppression_list(request: HttpRequest) -> HttpResponse:
     return _page(request)
 
 
-@staff_permission_required(VIEW, LIFT)
+@staff_permission_required(LIFT)
 @require_POST
 def suppression_lift(request: HttpRequest, pk: int) -> HttpResponse:
     suppression = get_object_or_404(Suppression, pk=pk)
@@ -62,7 +66,7 @@ def unmatched_bounce_download(request: HttpRequest, pk: int) -> HttpResponse:
     return response
 
 
-@staff_permission_required(VIEW, LIFT)
+@staff_permission_required(LIFT)
 @require_POST
 def unmatched_bounce_dismiss(request: HttpRequest, pk: int) -> HttpResponse:
     UnmatchedBounce.objects.filter(pk=pk).delete()

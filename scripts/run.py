@@ -193,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         Child("web", [*manage, "runserver", f"{args.host}:{args.port}", "--noreload"], port=args.port),
         Child("worker", [*manage, "run_huey"]),
         Child(
-            "mail", [*manage, "mailsink", "--host", args.host, "--port", str(args.mail_port)], args.mail_port
+            "mail",
+            [*manage, "mailsink", "--host", args.host, "--port", str(args.mail_port)],
+            args.mail_port,
         ),
     ]
     busy = [c for c in children if c.port and port_in_use(args.host, c.port)]
@@ -209,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
 
     env = dict(os.environ)
     env.setdefault("EMAIL_URL", f"smtp://{args.host}:{args.mail_port}")
+    # Bounces from the sink (mail to *@bounce-later.example) come back through a Maildir, read
+    # every minute: the same path as a real relay's bounce mailbox.
+    bounce_dir = Path(env.get("VAR_DIR", ROOT / "var")) / "bounces"
+    env.setdefault("MESSAGING_BOUNCE_ADDRESS", "bounces@localhost")
+    env.setdefault("MESSAGING_BOUNCE_MAILBOX", f"maildir://{bounce_dir.resolve()}")
+    env.setdefault("MESSAGING_BOUNCE_POLL_MINUTES", "1")
     env.setdefault("DEBUG", "1")
     env["PYTHONUNBUFFERED"] = "1"
 

@@ -191,3 +191,35 @@ def test_kept_bounces_are_listed_for_staff_to_download_and_dismiss(admin_client)
 
     admin_client.post(reverse("messaging:unmatched_bounce_dismiss", args=[kept.pk]))
     assert not UnmatchedBounce.objects.exists()
+
+
+def test_a_relay_that_bounces_after_accepting_round_trip(make_user, settings, tmp_path):
+    """The development sink accepts mail for *@bounce-later.example and then writes a delivery
+    report to the envelope sender into a Maildir, as a relay does: read back, the receiver is
+    bounced and its address suppressed, and the next send does not reach the server."""
+    from messaging.mailsink import MailSink
+
+    with MailSink(bounce_dir=tmp_path / "bounces") as sink:
+        settings.MAILERS = {
+            "default": {
+                "BACKEND": "messaging.channels.smtp_backend.EmailBackend",
+                "OPTIONS": {"host": sink.host, "port": sink.port, "timeout": 10},
+            }
+        }
+        users = [make_user(email="kari@example.org"), make_user(email="nobody@bounce-later.example")]
+        first = Message.objects.create(virtual_message_receivers={"user_ids": [u.pk for u in users]})
+        first.prepare_and_send(LanguageSubject(prefix="Exam"), **SEND_ARGS)
+        assert len(sink.received) == 2
+
+        run = bounces.read_mailbox(f"maildir://{tmp_path / 'bounces'}")
+
+        assert run.counts == {"bounce": 1}
+        bounced = first.receivers.get(send_to="nobody@bounce-later.example")
+        assert bounced.status == MessageReceiver.Status.SENT
+        assert bounced.delivery_outcome == Outcome.HARD_BOUNCE
+        assert "Recipient address rejected: User unknown" in bounced.outcome_detail
+        second = Message.objects.create(virtual_message_receivers={"user_ids": [u.pk for u in users]})
+        second.prepare_and_send(LanguageSubject(prefix="Exam"), **SEND_ARGS)
+        assert [m.rcpt_tos for m in sink.received[2:]] == [("kari@example.org",)]
+        skipped = second.receivers.get(send_to="nobody@bounce-later.example")
+        assert skipped.delivery_outcome == Outcome.SUPPRESSED

@@ -12,11 +12,12 @@ from django.contrib.auth.models import Permission
 from django.urls import URLPattern, reverse
 
 from messaging import urls as messaging_urls
-from messaging.models import Message
-from messaging.services import composing
+from messaging.models import Message, Suppression, UnmatchedBounce
+from messaging.services import composing, suppressions
 
 VIEW, COMPOSE, SEND, RESEND = "view_message", "compose_message", "send_message", "resend_message"
-ALL = [VIEW, COMPOSE, SEND, RESEND]
+LIFT = "lift_suppression"
+ALL = [VIEW, COMPOSE, SEND, RESEND, LIFT]
 PUBLIC = None
 
 # url name → (permission codename, methods the view answers)
@@ -40,6 +41,10 @@ PERMISSIONS = {
     "recipient_search": (COMPOSE, {"GET"}),
     "recipient_summary": (COMPOSE, {"GET"}),
     "operations": (VIEW, {"GET"}),
+    "suppression_list": (VIEW, {"GET"}),
+    "suppression_lift": (LIFT, {"POST"}),
+    "unmatched_bounce_download": (VIEW, {"GET"}),
+    "unmatched_bounce_dismiss": (LIFT, {"POST"}),
     "set_language": (PUBLIC, {"GET", "POST"}),  # only sets the language cookie
 }
 URL_NAMES = [p.name for p in messaging_urls.urlpatterns if isinstance(p, URLPattern)]
@@ -77,15 +82,24 @@ def objects(make_user, django_capture_on_commit_callbacks):
     sent = composing.save_draft(Message(composed_content=content, virtual_message_receivers=chosen), owner)
     with django_capture_on_commit_callbacks(execute=True):
         composing.queue_send(sent, owner)
-    return {"draft": draft, "sent": sent, "receiver": sent.receivers.get()}
+    suppressions.suppress("gone@example.org", Suppression.Reason.HARD_BOUNCE)
+    unmatched = UnmatchedBounce.objects.create(reason="Not a delivery report.", raw=b"Subject: x\n\ny")
+    return {
+        "draft": draft,
+        "sent": sent,
+        "receiver": sent.receivers.get(),
+        "suppression": Suppression.objects.get(),
+        "unmatched_bounce": unmatched,
+    }
 
 
 def url_for(name: str, objects) -> str:
     pattern = next(p for p in messaging_urls.urlpatterns if p.name == name)
     if "pk" not in pattern.pattern.converters:
         return reverse(f"messaging:{name}")
-    if name.startswith("receiver_"):
-        return reverse(f"messaging:{name}", args=[objects["receiver"].pk])
+    for kind in ("receiver", "suppression", "unmatched_bounce"):
+        if name.startswith(f"{kind}_"):
+            return reverse(f"messaging:{name}", args=[objects[kind].pk])
     sample = objects["sent"] if name in {"message_status", "message_resend_failed"} else objects["draft"]
     return reverse(f"messaging:{name}", args=[sample.pk])
 

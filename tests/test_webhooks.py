@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 
 import hypothesis
 import pytest
-from django.db import connection
 from django.test import Client
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -475,30 +474,9 @@ class TestBounces:
         "provider",
         [
             MAILGUN,
-            pytest.param(
-                POSTMARK,
-                marks=pytest.mark.xfail(
-                    strict=True,
-                    reason="BUG: a Postmark SoftBounce ('smtp;452 4.2.2 ...') is taken for a hard bounce "
-                    "and suppresses the address: feedback judges only mta_response by a leading 4xx",
-                ),
-            ),
-            pytest.param(
-                BREVO,
-                marks=pytest.mark.xfail(
-                    strict=True,
-                    reason="BUG: a Brevo soft_bounce is taken for a hard bounce and suppresses the "
-                    "address: anymail maps soft_bounce and hard_bounce both to bounced/bounced",
-                ),
-            ),
-            pytest.param(
-                SENDGRID,
-                marks=pytest.mark.xfail(
-                    strict=True,
-                    reason="BUG: a SendGrid bounce of type 'blocked' (a block, which SendGrid itself does "
-                    "not suppress) is taken for a hard bounce and suppresses the address",
-                ),
-            ),
+            POSTMARK,
+            BREVO,
+            SENDGRID,
         ],
         ids=lambda p: p.name,
     )
@@ -581,11 +559,6 @@ class TestRepeats:
             Outcome.HARD_BOUNCE if kind == "hard_bounce" else Outcome.COMPLAINED
         )
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: an event without a provider id and without a timestamp (a Brevo complaint has no "
-        "ts_epoch) is identified by a digest that includes timezone.now(): every repeat is stored again",
-    )
     def test_a_repeated_brevo_complaint_without_ts_epoch_is_stored_once(self, client, receiver):
         # As anymail's tests show Brevo's "complaint": "ts" and "ts_event" only (account-local time).
         event = BREVO.event("complaint", minutes(9), by_metadata(receiver), event="complaint")
@@ -1050,16 +1023,7 @@ class TestMalformedPosts:
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL cannot store a NUL character in text (nor \u0000 in jsonb).
 
-on_postgresql = connection.vendor == "postgresql"
-
-
 class TestNulCharacters:
-    @pytest.mark.xfail(
-        on_postgresql,
-        strict=True,
-        reason="BUG (PostgreSQL): a message id with a NUL makes the provider_message_id lookup raise "
-        "DataError, which the guard re-raises as a 500 (the provider retries it forever)",
-    )
     @by_provider
     def test_a_message_id_with_a_nul_character_is_not_a_server_error(self, client, provider, receiver):
         event = provider.event("hard_bounce", minutes(4), {"message_id": "<abc\x00def@example.org>"})
@@ -1070,12 +1034,6 @@ class TestNulCharacters:
         assert response.status_code in (200, 400)
         assert nothing_stored()
 
-    @pytest.mark.xfail(
-        on_postgresql,
-        strict=True,
-        reason="BUG (PostgreSQL): an event with a NUL in a text field (the server's reply) cannot be "
-        "stored: DataError, re-raised by the guard as a 500 (the provider retries it forever)",
-    )
     @by_provider
     def test_a_matched_event_with_a_nul_character_is_not_a_server_error(self, client, provider, receiver):
         event = provider.event("hard_bounce", minutes(4), by_metadata(receiver))
@@ -1105,12 +1063,6 @@ class TestLoneSurrogates:
 
 
 class TestNotANumber:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: NaN/Infinity (which anymail's json.loads accepts) in a matched event: on SQLite the "
-        "payload fails the JSONField's JSON_VALID check, record() takes the IntegrityError for a repeat "
-        "and the event is silently dropped with a 200; on PostgreSQL jsonb refuses it: DataError, a 500",
-    )
     @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
     @by_provider
     def test_a_matched_event_with_a_non_finite_number_is_stored_or_refused(self, provider, receiver, value):

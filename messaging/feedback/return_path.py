@@ -37,6 +37,6 @@ def receiver_id_from_address(address: str) -> int | None:
     if domain != base_domain or not local.startswith(prefix):
         return None
     number, _, signature = local.removeprefix(prefix).partition("-")
-    if not number.isdigit() or len(number) > 18:
+    if not (number.isascii() and number.isdigit()) or len(number) > 18:
         return None
     return int(number) if constant_time_compare(signature, _signature(int(number))) else None

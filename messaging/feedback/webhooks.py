@@ -69,7 +69,7 @@ def find_receiver(event: AnymailTrackingEvent) -> MessageReceiver | None:
     receivers = MessageReceiver.objects.only("id", "send_to", "message_id")
     if receiver_id is not None:
         return receivers.filter(pk=receiver_id).first()
-    message_id = str(event.message_id or "")[:255]
+    message_id = str(event.message_id or "").replace("\0", "")[:255]
     if not message_id:
         return None
     own = receiver_id_from_message_id(message_id)
@@ -96,8 +96,31 @@ def _as_feedback(event: AnymailTrackingEvent, esp_name: str) -> feedback.Feedbac
         reject_reason=str(event.reject_reason or ""),
         description=str(event.description or ""),
         mta_response=str(event.mta_response or ""),
+        permanent=bounce_is_permanent(event, esp_name),
         payload=_payload(event.esp_event),
     )
+
+
+# What a provider's own event says about a bounce, where anymail's normalised one does not keep
+# it: anymail reports Postmark's SoftBounce, Brevo's soft_bounce and SendGrid's "blocked" bounces
+# as "bounced" like hard ones. None: judge from the server's reply (feedback.Feedback).
+_PERMANENCE = {
+    "Postmark": lambda raw, event: (
+        raw.get("Type") in ("HardBounce", "BadEmailAddress") if raw.get("Type") else None
+    ),
+    "Brevo": lambda raw, event: {"hard_bounce": True, "soft_bounce": False}.get(raw.get("event")),
+    "SendGrid": lambda raw, event: raw.get("type") != "blocked" if raw.get("type") else None,
+    "Amazon SES": lambda raw, event: {"Permanent": True, "Transient": False, "Undetermined": False}.get(
+        str(event.description or "").partition(":")[0]
+    ),
+}
+
+
+def bounce_is_permanent(event: AnymailTrackingEvent, esp_name: str) -> bool | None:
+    judge = _PERMANENCE.get(esp_name)
+    if event.event_type != "bounced" or judge is None or not isinstance(event.esp_event, dict):
+        return None
+    return judge(event.esp_event, event)
 
 
 def _payload(esp_event):

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from messaging import conf
@@ -37,8 +37,14 @@ def read_mailbox(url: str) -> MailboxRun:
     run = MailboxRun()
     with mailboxes.open_mailbox(url) as mailbox:
         for key, raw in mailbox.messages():
-            with transaction.atomic():
-                run.add(process_report(raw))
+            try:
+                with transaction.atomic():
+                    run.add(process_report(raw))
+            except DatabaseError:
+                # Left in the mailbox for the next run; the others are still read.
+                logger.exception("Bounce mailbox: message %s could not be recorded.", key)
+                run.add("failed")
+                continue
             mailbox.remove(key)
     return run
 
@@ -116,7 +122,7 @@ def _feedback_items(report: dsn.Report, raw: bytes) -> list[feedback.Feedback]:
 def _keep(raw: bytes, report: dsn.Report, reason: str) -> str:
     parsed = message_from_bytes(raw, policy=policy.compat32)
     UnmatchedBounce.objects.create(
-        sender=str(parsed.get("From", ""))[:255],
+        sender=str(parsed.get("From", "")).replace("\0", "")[:255],
         subject=report.subject[:255],
         reason=reason[:255],
         raw=raw,

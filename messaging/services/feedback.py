@@ -7,8 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
@@ -22,8 +23,9 @@ Type = DeliveryEvent.Type
 Outcome = MessageReceiver.Outcome
 
 PAYLOAD_LIMIT = 32_000
-# A reply code or enhanced status code saying the failure is temporary ("452", "4.2.2").
-_TEMPORARY_REPLY = re.compile(r"^\s*(?:4\d\d\b|4\.\d{1,3}\.\d{1,3}\b)")
+# A reply code or enhanced status code saying the failure is temporary ("452", "4.2.2"), after
+# a diagnostic type such as "smtp;" if there is one.
+_TEMPORARY_REPLY = re.compile(r"^\s*(?:[a-z-]+;\s*)?(?:4\d\d\b|4\.\d{1,3}\.\d{1,3}\b)", re.IGNORECASE)
 # anymail's reject reasons (anymail.signals.RejectReason) that mean "this address will not work".
 _ADDRESS_REJECTED = {"invalid": Suppression.Reason.HARD_BOUNCE, "bounced": Suppression.Reason.HARD_BOUNCE}
 
@@ -46,10 +48,10 @@ class Feedback:
 
     def unique_id(self) -> str:
         """The provider's event id, or a digest of the event when it has none: a repeated
-        webhook is the same bytes again."""
+        webhook is the same bytes again (its time is in them, if the provider gave one)."""
         if self.event_id:
             return self.event_id[:255]
-        parts = [self.event_type, self.recipient, self.occurred.isoformat(), _as_json(self.payload)]
+        parts = [self.event_type, self.recipient, _as_json(self.payload)]
         return "sha256:" + hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
     @property
@@ -88,6 +90,7 @@ def record(feedback: Feedback, receiver: MessageReceiver) -> DeliveryEvent | Non
     (a repeated webhook or a bounce read twice), and then nothing changes."""
     if feedback.event_type not in Type.values:
         return None
+    feedback = _without_nul(feedback)
     try:
         with transaction.atomic():
             event = DeliveryEvent.objects.create(
@@ -104,7 +107,11 @@ def record(feedback: Feedback, receiver: MessageReceiver) -> DeliveryEvent | Non
             )
             _apply(feedback, receiver, event)
     except IntegrityError:
-        return None
+        if DeliveryEvent.objects.filter(
+            provider=feedback.provider[:50], event_id=feedback.unique_id()
+        ).exists():
+            return None  # stored before
+        raise
     return event
 
 
@@ -117,13 +124,33 @@ def _apply(feedback: Feedback, receiver: MessageReceiver, event: DeliveryEvent) 
         logger.info("Suppressed %s: %s (%s)", receiver.send_to, reason, feedback.detail())
 
 
+def _without_nul(feedback: Feedback) -> Feedback:
+    """PostgreSQL stores no NUL character in text or jsonb; providers and bounces may send one."""
+    texts = ("provider", "event_id", "recipient", "reject_reason", "description", "mta_response")
+    return replace(feedback, **{name: (getattr(feedback, name) or "").replace("\0", "") for name in texts})
+
+
+def _storable(value):
+    """What a JSON column takes on every database: no NUL characters, no NaN or infinities
+    (Python's JSON parser accepts them; PostgreSQL's jsonb and SQLite's JSON_VALID do not)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str):
+        return value.replace("\0", "")
+    if isinstance(value, dict):
+        return {_storable(str(key)): _storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(item) for item in value]
+    return value
+
+
 def _as_json(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
 def _capped(payload) -> dict:
     """The provider's event as it came, unless it is unreasonably large (then its start)."""
-    text = _as_json(payload)
+    text = _as_json(_storable(payload))
     if len(text) <= PAYLOAD_LIMIT:
         return json.loads(text)
     return {"truncated": text[:PAYLOAD_LIMIT]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from messaging.models import AuditEvent, DeliveryEvent, Suppression
 
@@ -21,7 +22,13 @@ def suppress(address: str, reason: str, detail: str = "", event: DeliveryEvent |
         return False
     try:
         with transaction.atomic():
-            Suppression.objects.create(address=address[:255], reason=reason, detail=detail[:255], event=event)
+            Suppression.objects.create(
+                address=address[:255],
+                reason=reason,
+                detail=detail[:255],
+                event=event,
+                created_datetime=event.occurred_datetime if event else timezone.now(),
+            )
     except IntegrityError:
         return False
     return True

@@ -24,6 +24,7 @@ STAFF_USERNAME = "staff"
 DOMAIN = "example.org"
 TEMPFAIL_DOMAIN = "tempfail.example"  # the dev mail sink answers 451
 BOUNCE_DOMAIN = "bounce.example"  # the dev mail sink answers 550
+LATER_BOUNCE_DOMAIN = "bounce-later.example"  # accepted, then a bounce report to the bounce mailbox
 
 NORWEGIAN_FIRST = [
     "Ingrid",
@@ -180,7 +181,8 @@ GROUPS = ["INF1000 students", "INF1000 examiners", "MAT1100 students", "Staff"]
 
 # Address kinds, so that every path of the engine can be seen from the UI.
 NORMAL, NO_ADDRESS, SEVERAL, TEMPFAIL, BOUNCE = "normal", "none", "several", "tempfail", "bounce"
-SPECIAL_ADDRESSES = {NO_ADDRESS: 4, SEVERAL: 6, TEMPFAIL: 3, BOUNCE: 3}
+LATER_BOUNCE = "later_bounce"
+SPECIAL_ADDRESSES = {NO_ADDRESS: 4, SEVERAL: 6, TEMPFAIL: 3, BOUNCE: 3, LATER_BOUNCE: 2}
 EXAMINERS = 8
 
 SAMPLES = {
@@ -247,6 +249,7 @@ class UserSpec:
             NO_ADDRESS: "",
             TEMPFAIL: f"{self.username}@{TEMPFAIL_DOMAIN}",
             BOUNCE: f"{self.username}@{BOUNCE_DOMAIN}",
+            LATER_BOUNCE: f"{self.username}@{LATER_BOUNCE_DOMAIN}",
         }.get(self.kind, f"{self.username}@{DOMAIN}")
 
     def addresses(self) -> dict[str, bool]:
@@ -317,7 +320,8 @@ class Command(BaseCommand):
         "Create or refresh demo data: a staff superuser 'staff' (new random password printed on "
         "every run), about 200 users with English/Norwegian names and languages, the groups "
         f"{', '.join(GROUPS)}, users without any address, with several addresses, and with "
-        f"addresses at {TEMPFAIL_DOMAIN} (the dev mail sink answers 451) and {BOUNCE_DOMAIN} (550), "
+        f"addresses at {TEMPFAIL_DOMAIN} (the dev mail sink answers 451), {BOUNCE_DOMAIN} (550) and "
+        f"{LATER_BOUNCE_DOMAIN} (accepted, bounced a minute later), "
         "and sample draft messages. Running it again does not duplicate anything."
     )
 
@@ -343,7 +347,8 @@ class Command(BaseCommand):
             + ", ".join(f"{code} {n}" for code, n in languages.items())
             + f"), {len(groups)} groups, {counts[NO_ADDRESS]} without any address, "
             f"{counts[SEVERAL]} with several, {counts[TEMPFAIL]} at {TEMPFAIL_DOMAIN} (451), "
-            f"{counts[BOUNCE]} at {BOUNCE_DOMAIN} (550); {len(SAMPLES)} sample drafts ({drafts} created)."
+            f"{counts[BOUNCE]} at {BOUNCE_DOMAIN} (550), {counts[LATER_BOUNCE]} at {LATER_BOUNCE_DOMAIN} "
+            f"(bounced after sending); {len(SAMPLES)} sample drafts ({drafts} created)."
         )
         self.stdout.write(
             self.style.SUCCESS(f"Sign in at http://127.0.0.1:8000/ as {STAFF_USERNAME} / {password}")
@@ -436,7 +441,9 @@ class Command(BaseCommand):
 
     def sync_drafts(self, specs, groups, staff) -> int:
         users = self.users_by_username
-        failures = [users[s.username].pk for s in specs if s.kind in (NO_ADDRESS, TEMPFAIL, BOUNCE)]
+        failures = [
+            users[s.username].pk for s in specs if s.kind in (NO_ADDRESS, TEMPFAIL, BOUNCE, LATER_BOUNCE)
+        ]
         created = 0
         for key, sample in SAMPLES.items():
             if Message.objects.drafts().filter(metadata__demo_sample=key).exists():
