@@ -87,7 +87,7 @@ def audit_trail(message: Message) -> QuerySet:
 
 
 def search_recipients(query: str, limit: int = SEARCH_LIMIT) -> tuple[list, list]:
-    query = query.strip()
+    query = query.replace("\0", "").strip()  # PostgreSQL refuses NUL in a text parameter
     if not query:
         return [], []
     users = (

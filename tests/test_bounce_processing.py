@@ -124,6 +124,14 @@ class TestProcessingOneReport:
         assert bytes(UnmatchedBounce.objects.get().raw) == raw
 
 
+def test_a_huge_unreadable_message_is_kept_cut_to_a_megabyte():
+    raw = b"Subject: big\n\n" + b"x" * 3_000_000
+    assert bounces.process_report(raw) == "kept"
+    kept = UnmatchedBounce.objects.get()
+    assert bytes(kept.raw) == raw[: bounces.UNMATCHED_KEPT]
+    assert kept.reason.endswith("Only its first 1 MB are kept.")
+
+
 class TestReadingTheMailbox:
     def fill_maildir(self, path: Path, messages: list[bytes]) -> mailbox.Maildir:
         box = mailbox.Maildir(path, create=True)

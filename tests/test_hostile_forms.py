@@ -150,6 +150,12 @@ def test_recipient_endpoints_never_500(staff_client, q, users, groups):
     assert summary.status_code in (200, 400)
 
 
+def test_a_nul_character_in_the_recipient_search_finds_nothing_and_is_no_error(staff_client):
+    # Hypothesis found it on PostgreSQL, which refuses NUL in a text parameter.
+    response = staff_client.get(reverse("messaging:recipient_search"), {"q": "\x00"})
+    assert response.status_code == 200
+
+
 @pytest.mark.parametrize("pk", [0, 999999999, 2**62])
 def test_wrong_ids_are_404(staff_client, pk):
     for name in ["message_status", "message_edit", "message_preview", "message_send", "receiver_detail"]:

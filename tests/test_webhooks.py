@@ -1023,6 +1023,7 @@ class TestMalformedPosts:
 # ---------------------------------------------------------------------------------------------
 # PostgreSQL cannot store a NUL character in text (nor \u0000 in jsonb).
 
+
 class TestNulCharacters:
     @by_provider
     def test_a_message_id_with_a_nul_character_is_not_a_server_error(self, client, provider, receiver):

@@ -108,12 +108,14 @@ _PERMANENCE = {
     "Postmark": lambda raw, event: (
         raw.get("Type") in ("HardBounce", "BadEmailAddress") if raw.get("Type") else None
     ),
-    "Brevo": lambda raw, event: {"hard_bounce": True, "soft_bounce": False}.get(raw.get("event")),
+    "Brevo": lambda raw, event: {"hard_bounce": True, "soft_bounce": False}.get(str(raw.get("event"))),
     "SendGrid": lambda raw, event: raw.get("type") != "blocked" if raw.get("type") else None,
     "Amazon SES": lambda raw, event: {"Permanent": True, "Transient": False, "Undetermined": False}.get(
         str(event.description or "").partition(":")[0]
     ),
 }
+
+_PERMANENCE["SendinBlue"] = _PERMANENCE["Brevo"]  # Brevo's former name and webhook URL
 
 
 def bounce_is_permanent(event: AnymailTrackingEvent, esp_name: str) -> bool | None:

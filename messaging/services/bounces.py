@@ -19,7 +19,8 @@ from messaging.services import feedback
 
 logger = logging.getLogger(__name__)
 
-RAW_KEPT = 64_000
+RAW_KEPT = 64_000  # of a bounce, in its delivery event
+UNMATCHED_KEPT = 1_000_000  # of a message kept for staff (bounces quote whole attachments)
 
 
 @dataclass
@@ -121,11 +122,13 @@ def _feedback_items(report: dsn.Report, raw: bytes) -> list[feedback.Feedback]:
 
 def _keep(raw: bytes, report: dsn.Report, reason: str) -> str:
     parsed = message_from_bytes(raw, policy=policy.compat32)
+    if len(raw) > UNMATCHED_KEPT:
+        reason = f"{reason} Only its first {UNMATCHED_KEPT // 1_000_000} MB are kept."
     UnmatchedBounce.objects.create(
         sender=str(parsed.get("From", "")).replace("\0", "")[:255],
         subject=report.subject[:255],
         reason=reason[:255],
-        raw=raw,
+        raw=raw[:UNMATCHED_KEPT],
     )
     logger.warning("Bounce mailbox: kept a message for staff: %s", reason)
     return "kept"

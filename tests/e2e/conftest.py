@@ -145,3 +145,28 @@ def pytest_runtest_makereport(item, call):
             except Exception as exc:  # the report matters more than the screenshot
                 report.sections.append(("failure screenshot", f"could not be taken: {exc}"))
     return report
+
+
+def make_staff(make_user, permissions, username: str = "staffer"):
+    """A staff member who signs in with PASSWORD and holds `permissions` (messaging codenames)."""
+    from django.contrib.auth.models import Permission
+
+    staff = make_user(language="en", username=username, first_name="Stella", last_name="Staff", is_staff=True)
+    staff.set_password(PASSWORD)
+    staff.save()
+    staff.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="messaging", codename__in=permissions)
+    )
+    return staff
+
+
+def composed_draft(staff, users, subject: str, body: str):
+    """A staff-composed draft, as the compose form saves it."""
+    from messaging.models import Message
+
+    return Message.objects.create(
+        created_by=staff,
+        context_type=Message.ContextType.DEADLINE_MOVED,
+        composed_content={"en": {"subject": subject, "body": body}},
+        virtual_message_receivers={"chosen_user_ids": [u.pk for u in users], "group_ids": []},
+    )

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
-from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.utils import timezone
 from playwright.sync_api import Page, expect
@@ -33,7 +32,7 @@ from messaging.feedback.return_path import envelope_sender
 from messaging.models import AuditEvent, DeliveryEvent, Message, MessageReceiver, Suppression, UnmatchedBounce
 from messaging.services import composing, delivery, sending, transitions
 from tests.conftest import Consumer, wait_until
-from tests.e2e.conftest import PASSWORD
+from tests.e2e.conftest import PASSWORD, composed_draft, make_staff
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -70,15 +69,7 @@ def verp_consumer(huey_queue, smtp_sink, bounce_settings):
 
 @pytest.fixture
 def staff(make_user):
-    staff = make_user(
-        language="en", username="staffer", first_name="Stella", last_name="Staff", is_staff=True
-    )
-    staff.set_password(PASSWORD)
-    staff.save()
-    staff.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="messaging", codename__in=PERMISSIONS)
-    )
-    return staff
+    return make_staff(make_user, PERMISSIONS)
 
 
 @pytest.fixture
@@ -87,13 +78,7 @@ def students(make_user):
 
 
 def draft(staff, users) -> Message:
-    """A staff-composed draft, as the compose form saves it."""
-    return Message.objects.create(
-        created_by=staff,
-        context_type=Message.ContextType.DEADLINE_MOVED,
-        composed_content={"en": {"subject": SUBJECT, "body": BODY}},
-        virtual_message_receivers={"chosen_user_ids": [u.pk for u in users], "group_ids": []},
-    )
+    return composed_draft(staff, users, SUBJECT, BODY)
 
 
 def sent_message(staff, users) -> Message:

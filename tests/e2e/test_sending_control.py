@@ -16,7 +16,6 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -25,7 +24,7 @@ from playwright.sync_api import Page, expect
 from messaging.channels import DeliveryResult
 from messaging.models import AuditEvent, Message, MessageReceiver
 from messaging.services import composing, delivery, sending, transitions
-from tests.e2e.conftest import PASSWORD
+from tests.e2e.conftest import PASSWORD, composed_draft, make_staff
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -41,19 +40,9 @@ FAILURE_RATE = {"rule": "failure_rate", "failed": 12, "window": 50, "error": "45
 # Setup ---------------------------------------------------------------------------------------------
 
 
-def make_staff(make_user, permissions=SENDER_PERMISSIONS, username="staffer"):
-    staff = make_user(language="en", username=username, first_name="Stella", last_name="Staff", is_staff=True)
-    staff.set_password(PASSWORD)
-    staff.save()
-    staff.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="messaging", codename__in=permissions)
-    )
-    return staff
-
-
 @pytest.fixture
 def staff(make_user):
-    return make_staff(make_user)
+    return make_staff(make_user, SENDER_PERMISSIONS)
 
 
 @pytest.fixture
@@ -62,13 +51,7 @@ def students(make_user):
 
 
 def draft(staff, users) -> Message:
-    """A staff-composed draft, as the compose form saves it."""
-    return Message.objects.create(
-        created_by=staff,
-        context_type=Message.ContextType.DEADLINE_MOVED,
-        composed_content={"en": {"subject": SUBJECT, "body": BODY}},
-        virtual_message_receivers={"chosen_user_ids": [u.pk for u in users], "group_ids": []},
-    )
+    return composed_draft(staff, users, SUBJECT, BODY)
 
 
 def sending_message(staff, users, sent: int = 1) -> Message:

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 from playwright.sync_api import Page, expect
 
 from messaging.models import Message, MessageReceiver
 from tests.conftest import wait_until
-from tests.e2e.conftest import PASSWORD
+from tests.e2e.conftest import PASSWORD, make_staff
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -57,23 +57,11 @@ class Cast:
         return [*self.tempfail, *self.bounce]
 
 
-def make_staff(make_user):
-    staff = make_user(
-        language="en", username="staffer", first_name="Stella", last_name="Staff", is_staff=True
-    )
-    staff.set_password(PASSWORD)
-    staff.save()
-    staff.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="messaging", codename__in=PERMISSIONS)
-    )
-    return staff
-
-
 @pytest.fixture
 def cast(make_user, smtp_sink) -> Cast:
     """Recipients: a group of four (one refused by the sink) and three users chosen directly (two refused)."""
     smtp_sink.handler.refusals = dict(SINK_REFUSALS)
-    staff = make_staff(make_user)
+    staff = make_staff(make_user, PERMISSIONS)
     group = Group.objects.create(name="Course INF1000 students")
     en_ok = [make_user(language="en", first_name=f"Ada{i}", last_name="Lovelace") for i in range(2)]
     nb_ok = [make_user(language="nb", first_name=f"Ola{i}", last_name="Nordmann") for i in range(2)]
