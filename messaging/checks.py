@@ -66,7 +66,7 @@ def sending_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         checks.Error(f"MESSAGING_RATE_LIMITS{where}: {problem}", id="messaging.E004")
         for where, problem in _rate_limit_problems(conf.rate_limits())
     ]
-    mailer = settings.MAILERS.get(DEFAULT_MAILER_ALIAS, {}) if hasattr(settings, "MAILERS") else {}
+    mailer = getattr(settings, "MAILERS", {}).get(DEFAULT_MAILER_ALIAS, {})
     if str(mailer.get("BACKEND", "")).startswith("anymail.") and not getattr(settings, "ANYMAIL", {}).get(
         "WEBHOOK_SECRET"
     ):

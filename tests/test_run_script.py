@@ -116,7 +116,7 @@ def test_port_in_use_is_a_clear_error():
     assert "started" not in result.stdout
 
 
-def test_starts_all_three_and_ctrl_c_stops_them(run_script):
+def test_starts_all_three_and_ctrl_c_stops_them(run_script, tmp_path):
     script = run_script()
     script.wait_ready()
     pids = script.child_pids()
@@ -129,6 +129,12 @@ def test_starts_all_three_and_ctrl_c_stops_them(run_script):
     assert status in (200, 500)
     wait_until(lambda: "[mail]   Mail sink listening" in script.output, timeout=30, message="mail sink")
     wait_until(lambda: "[worker]" in script.output, timeout=30, message="worker output")
+    # The sink's bounce reports go to the Maildir the worker reads (README: make run).
+    bounces = (tmp_path / "bounces").resolve()
+    assert f"a delivery report in {bounces})" in script.output
+    worker_env = Path(f"/proc/{pids['worker']}/environ").read_bytes().split(b"\0")
+    assert f"MESSAGING_BOUNCE_MAILBOX=maildir://{bounces}".encode() in worker_env
+    assert b"MESSAGING_BOUNCE_ADDRESS=bounces@localhost" in worker_env
 
     script.process.send_signal(signal.SIGINT)
     assert script.finish() == 0

@@ -437,26 +437,27 @@ def send_one(receiver: MessageReceiver) -> DeliveryResult:
         logger.warning("Receiver %s: %s", receiver.pk, reason)
         return DeliveryResult(delivered=False, reason=reason, details={"claimed_by": "another worker"})
     suppression = suppressions.suppression_of(receiver.send_to)
-    if suppression is not None:
-        result = suppressed_result(suppression)
-        record(receiver, result, worker_id)
-        transitions.roll_up(receiver.message_id)
-        return result
+    try:
+        result = suppressed_result(suppression) if suppression else _attempt_now(receiver)
+    except rate_limits.QuotaSpent as exc:
+        transitions.release([receiver.pk], worker_id)  # not sent, not charged
+        return DeliveryResult(delivered=False, reason=str(exc))
+    record(receiver, result, worker_id)
+    transitions.roll_up(receiver.message_id)
+    return result
+
+
+def _attempt_now(receiver: MessageReceiver) -> DeliveryResult:
+    """send_one's attempt: an unreachable channel or an unknown message type is its result."""
     try:
         channel = channels.get_channel(receiver.message_type)
         budget = channel.seconds_per_receiver() + safety_margin()
         slot = rate_limits.Limiter.for_channel(channel, budget).acquire(receiver.send_to, stop=lambda: False)
         try:
-            result = next(iter(channel.deliver([receiver])))[1]
+            return next(iter(channel.deliver([receiver])))[1]
         finally:
             slot.release()
-    except rate_limits.QuotaSpent as exc:
-        transitions.release([receiver.pk], worker_id)  # not sent, not charged
-        return DeliveryResult(delivered=False, reason=str(exc))
     except ChannelUnavailable as exc:
-        result = DeliveryResult(delivered=False, reason=str(exc))
+        return DeliveryResult(delivered=False, reason=str(exc))
     except LookupError as exc:
-        result = DeliveryResult(delivered=False, permanent=True, reason=str(exc))
-    record(receiver, result, worker_id)
-    transitions.roll_up(receiver.message_id)
-    return result
+        return DeliveryResult(delivered=False, permanent=True, reason=str(exc))

@@ -127,7 +127,7 @@ def _apply(feedback: Feedback, receiver: MessageReceiver, event: DeliveryEvent) 
 def _without_nul(feedback: Feedback) -> Feedback:
     """PostgreSQL stores no NUL character in text or jsonb; providers and bounces may send one."""
     texts = ("provider", "event_id", "recipient", "reject_reason", "description", "mta_response")
-    return replace(feedback, **{name: (getattr(feedback, name) or "").replace("\0", "") for name in texts})
+    return replace(feedback, **{name: _storable(getattr(feedback, name) or "") for name in texts})
 
 
 def _storable(value):
