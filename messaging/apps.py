@@ -18,4 +18,13 @@ class MessagingConfig(AppConfig):
 
         message_status_changed.connect(reporting.on_status_changed, dispatch_uid="messaging.reporting")
 
+        from django.db.models.signals import post_delete
+
+        from messaging.models import MessageReceiver
+        from messaging.services import recounting
+
+        post_delete.connect(
+            recounting.on_receiver_deleted, sender=MessageReceiver, dispatch_uid="messaging.recounting"
+        )
+
         from messaging.feedback import webhooks  # noqa: F401 (connects anymail's tracking signal)

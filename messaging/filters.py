@@ -22,8 +22,34 @@ class DateInput(forms.DateInput):
     input_type = "date"
 
 
+# Choices in the order a send moves through them, named as the status badges name them.
+MESSAGE_STATUS_CHOICES = [
+    (Message.Status.DRAFT, _("Draft")),
+    (Message.Status.SCHEDULED, _("Scheduled")),
+    (Message.Status.QUEUED, _("Queued")),
+    (Message.Status.PREPARING, _("Preparing")),
+    (Message.Status.SENDING, _("Sending")),
+    (Message.Status.BLOCKED, _("Delivery blocked")),
+    (Message.Status.PAUSED, _("Paused")),
+    (Message.Status.SENT, _("Sent to everyone")),
+    (Message.Status.ERROR, _("Sent with failures, or failed")),
+    (Message.Status.CANCELLED, _("Cancelled")),
+    (Message.Status.EXPIRED, _("Expired")),
+]
+RECEIVER_STATUS_CHOICES = [
+    (MessageReceiver.Status.NOT_SENT, _("Not sent yet")),
+    (MessageReceiver.Status.SENT, _("Sent")),
+    (MessageReceiver.Status.FAILED, _("Failed, retrying or permanent")),
+    (MessageReceiver.Status.ERROR, _("Failed, retries used up")),
+    (MessageReceiver.Status.CANCELLED, _("Cancelled or expired")),
+]
+PERMANENT, TEMPORARY = "permanent", "temporary"
+FAILURE_CHOICES = [(TEMPORARY, _("Temporary: may succeed")), (PERMANENT, _("Permanent: fails again"))]
+
+
 class BootstrapFilterSet(django_filters.FilterSet):
-    """Bootstrap classes on every widget, so templates can render `{{ field }}` as is."""
+    """Bootstrap classes on every widget, so templates can render `{{ field }}` as is.
+    (Choice filters offer "Any": settings.FILTERS_EMPTY_CHOICE_LABEL.)"""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -39,7 +65,7 @@ class MessageFilter(BootstrapFilterSet):
         method="filter_search",
         widget=forms.TextInput(attrs={"placeholder": _("Subject or content"), "type": "search"}),
     )
-    status = django_filters.ChoiceFilter(label=_("Status"), choices=Message.Status.choices)
+    status = django_filters.ChoiceFilter(label=_("Status"), choices=MESSAGE_STATUS_CHOICES)
     context_type = django_filters.ChoiceFilter(label=_("Context type"), choices=Message.ContextType.choices)
     created_by = django_filters.ModelChoiceFilter(label=_("Author"), queryset=_authors)
     created_after = django_filters.DateFilter(
@@ -67,7 +93,10 @@ class ReceiverFilter(BootstrapFilterSet):
         method="filter_search",
         widget=forms.TextInput(attrs={"placeholder": _("Name, username or address"), "type": "search"}),
     )
-    status = django_filters.ChoiceFilter(label=_("Status"), choices=MessageReceiver.Status.choices)
+    status = django_filters.ChoiceFilter(label=_("Status"), choices=RECEIVER_STATUS_CHOICES)
+    failure = django_filters.ChoiceFilter(
+        label=_("Failure"), choices=FAILURE_CHOICES, method="filter_failure"
+    )
     outcome = django_filters.ChoiceFilter(
         label=_("After sending"), field_name="delivery_outcome", choices=MessageReceiver.Outcome.choices
     )
@@ -75,13 +104,18 @@ class ReceiverFilter(BootstrapFilterSet):
 
     class Meta:
         model = MessageReceiver
-        fields = ["q", "status", "outcome", "language"]
+        fields = ["q", "status", "failure", "outcome", "language"]
 
     def filter_search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         condition = Q(send_to__icontains=value)
         for field in ("username", "first_name", "last_name", "email"):
             condition |= Q(**{f"user__{field}__icontains": value})
         return queryset.filter(condition)
+
+    def filter_failure(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        failed = queryset.resendable()
+        permanent = failed.failed_permanently()
+        return permanent if value == PERMANENT else failed.exclude(pk__in=permanent.values("pk"))
 
 
 class SuppressionFilter(BootstrapFilterSet):
@@ -96,3 +130,21 @@ class SuppressionFilter(BootstrapFilterSet):
     class Meta:
         model = Suppression
         fields = ["q", "reason"]
+
+
+class PersonReceiverFilter(BootstrapFilterSet):
+    """What was sent to one person (messaging.people), by kind of message and status."""
+
+    context_type = django_filters.ChoiceFilter(
+        label=_("Context type"),
+        field_name="message__context_type",
+        choices=Message.ContextType.choices,
+        empty_label=_("Any"),
+    )
+    status = django_filters.ChoiceFilter(
+        label=_("Status"), choices=RECEIVER_STATUS_CHOICES, empty_label=_("Any")
+    )
+
+    class Meta:
+        model = MessageReceiver
+        fields = ["context_type", "status"]

@@ -78,7 +78,7 @@ class HealthReport:
     oldest_waiting_seconds: float | None
     sends_last_minute: int
     last_send: datetime | None
-    failures: list[tuple[str, int]]
+    failures: list[tuple[str, bool, int]]
     overdue_scheduled_seconds: float | None
     overdue_queued_seconds: float | None
     overdue_receivers_seconds: float | None
@@ -139,7 +139,10 @@ class HealthReport:
             consumers_alive=self.consumers_alive,
             sweeper_age_seconds=self.sweeper_age_seconds,
             overdue_seconds=self.overdue_seconds,
-            failures=[{"reason": reason, "count": count} for reason, count in self.failures],
+            failures=[
+                {"reason": reason, "permanent": permanent, "count": count}
+                for reason, permanent, count in self.failures
+            ],
             problems=self.problems(),
             healthy=self.healthy,
         )
@@ -257,18 +260,18 @@ def _oldest_waiting_since() -> datetime | None:
     return min(since, default=None)
 
 
-def _failures(now: datetime) -> list[tuple[str, int]]:
+def _failures(now: datetime) -> list[tuple[str, bool, int]]:
     rows = (
         MessageReceiver.objects.filter(
             status__in=MessageReceiver.RESENDABLE,
             message__created_datetime__gte=now - timedelta(days=FAILURE_DAYS),
         )
         .order_by()
-        .values_list("last_error")
+        .values_list("last_error", "permanent_failure")
         .annotate(n=Count("id"))
-        .order_by("-n", "last_error")[:FAILURE_REASONS]
+        .order_by("-n", "last_error", "permanent_failure")[:FAILURE_REASONS]
     )
-    return [(reason, n) for reason, n in rows]
+    return list(rows)
 
 
 def _overdue_scheduled(now: datetime) -> float | None:

@@ -54,11 +54,11 @@ class HealthCollector(Collector):
         failures = GaugeMetricFamily(
             "messaging_failures",
             f"Failed/error receivers of messages created in the last {FAILURE_DAYS} days, "
-            "by last error (the 10 commonest).",
-            labels=["reason"],
+            "by last error and whether it was permanent (the 10 commonest).",
+            labels=["reason", "permanent"],
         )
-        for reason, count in report.failures:
-            failures.add_metric([reason], count)
+        for reason, permanent, count in report.failures:
+            failures.add_metric([reason, str(permanent).lower()], count)
         yield failures
         yield _gauge(
             "overdue_seconds",

@@ -269,6 +269,14 @@ class MessageReceiverQuerySet(models.QuerySet):
             | Q(status=MessageReceiver.Status.SENT, delivery_outcome__in=MessageReceiver.UNDELIVERED)
         )
 
+    def failed_permanently(self) -> MessageReceiverQuerySet:
+        """Failures that will repeat at the same address: a 5xx reply, no or an invalid address,
+        a hard bounce, a complaint or a provider's rejection (temporary ones can succeed)."""
+        return self.filter(
+            Q(permanent_failure=True)
+            | Q(status=MessageReceiver.Status.SENT, delivery_outcome__in=MessageReceiver.PERMANENT_OUTCOMES)
+        )
+
     def suppressed(self) -> MessageReceiverQuerySet:
         """Receivers whose address is on the suppression list (now)."""
         return self.filter(is_suppressed())
@@ -339,6 +347,8 @@ class MessageReceiver(models.Model):
     # A sent email that did not reach its recipient after all: staff may resend it (to an
     # address that is not suppressed).
     UNDELIVERED = (Outcome.SOFT_BOUNCE, Outcome.HARD_BOUNCE, Outcome.COMPLAINED, Outcome.REJECTED)
+    # Reports that say the address itself is wrong or unwilling: sending there again fails again.
+    PERMANENT_OUTCOMES = (Outcome.HARD_BOUNCE, Outcome.COMPLAINED, Outcome.REJECTED)
 
     created_datetime = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
     status = models.CharField(_("status"), max_length=10, choices=Status, default=Status.NOT_SENT)

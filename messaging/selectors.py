@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, time, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import Count, Q, QuerySet
+from django.db.models.functions import TruncWeek
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
@@ -35,6 +36,15 @@ def messages_with_counts() -> QuerySet:
         receiver_failed=Count(
             "receivers",
             filter=Q(receivers__status__in=[MessageReceiver.Status.FAILED, MessageReceiver.Status.ERROR]),
+        ),
+        # Failed, or sent and then bounced, rejected or marked as spam (the list's label says it).
+        receiver_not_delivered=Count(
+            "receivers",
+            filter=Q(receivers__status__in=MessageReceiver.RESENDABLE)
+            | Q(
+                receivers__status=MessageReceiver.Status.SENT,
+                receivers__delivery_outcome__in=MessageReceiver.UNDELIVERED,
+            ),
         ),
     )
 
@@ -288,16 +298,17 @@ def _parse_datetime(value) -> datetime | None:
         return None
 
 
-def failure_groups(message: Message) -> list[tuple[str, int]]:
-    """The last error of each failed/error receiver, grouped: [("451 4.3.0 Try again later", 12), ...]."""
+def failure_groups(message: Message) -> list[tuple[str, bool, int]]:
+    """The last error of each failed/error receiver, grouped, and whether it was permanent:
+    [("451 4.3.0 Try again later", False, 12), ("550 5.1.1 No such user", True, 3), ...]."""
     rows = (
         MessageReceiver.objects.filter(message=message, status__in=MessageReceiver.RESENDABLE)
         .order_by()
-        .values_list("last_error")
+        .values_list("last_error", "permanent_failure")
         .annotate(n=Count("*"))
-        .order_by("-n", "last_error")
+        .order_by("-n", "last_error", "permanent_failure")
     )
-    return [(reason or "?", n) for reason, n in rows]
+    return [(reason or "?", permanent, n) for reason, permanent, n in rows]
 
 
 def outcome_counts(message: Message) -> dict[str, int]:
@@ -328,11 +339,6 @@ def bounce_groups(message: Message) -> list[tuple[str, str, str, int]]:
     return [(outcome, labels[outcome], detail or "?", n) for outcome, detail, n in rows]
 
 
-def suppressed_resendable_count(message: Message) -> int:
-    """Failed or bounced receivers a resend leaves alone: their address is suppressed."""
-    return MessageReceiver.objects.filter(message=message).resendable().suppressed().count()
-
-
 def resendable_count(message: Message, counts: dict[str, int], outcomes: dict[str, int]) -> int:
     """What "Resend all failed" would queue. The status page is polled every 2 s, so receivers
     are counted only when feedback touched this message (a bounce, a suppressed address);
@@ -345,6 +351,11 @@ def resendable_count(message: Message, counts: dict[str, int], outcomes: dict[st
     if not published or not outcomes:
         return published
     return MessageReceiver.objects.filter(message=message).resendable().unsuppressed().count()
+
+
+def retry_pending(message: Message) -> bool:
+    """Whether the engine will retry some receiver by itself (the counts will still change)."""
+    return MessageReceiver.objects.filter(message=message).awaiting_retry().exists()
 
 
 def delivery_events(receiver: MessageReceiver) -> QuerySet:
@@ -382,3 +393,37 @@ def paused_state(message: Message) -> dict | None:
 def cancelled_counts(message: Message) -> dict[str, int]:
     """Cancelled receivers per reason, as last published (cancel/expire publish them)."""
     return message.status_data.get("summary", {}).get("cancelled", {})
+
+
+def filtered_receiver_total(receivers: ReceiverFilter) -> int | None:
+    """How many receivers the status page's filters match; None when no filter is set. The page
+    is polled every 2 s while sending, so receivers are counted (one COUNT, on this message's
+    receivers only) just when a filter is active: without one the published counts say it."""
+    receivers.is_valid()  # cleaned_data: an invalid value filters nothing, so it counts as unset
+    if not any(value not in (None, "") for value in receivers.form.cleaned_data.values()):
+        return None
+    return receivers.qs.count()
+
+
+# Charts --------------------------------------------------------------------------------------------
+
+
+def sends_per_week(weeks: int = 12, now: datetime | None = None) -> list[dict]:
+    """Emails the mail server accepted per ISO week (Monday to Sunday in the current time zone),
+    the last `weeks` weeks up to `now`, oldest first: [{"week": date of its Monday, "sent": n}].
+    A week without sends is 0. Counted on the receivers' sent_datetime (indexed), so a receiver
+    sent again counts in the week of its last send."""
+    now = timezone.localtime(now or timezone.now())
+    first = (now - timedelta(days=now.weekday(), weeks=weeks - 1)).date()
+    start = timezone.make_aware(datetime.combine(first, time.min))
+    rows = (
+        MessageReceiver.objects.filter(sent_datetime__gte=start, sent_datetime__lte=now)
+        .annotate(week=TruncWeek("sent_datetime"))
+        .order_by()
+        .values("week")
+        .annotate(n=Count("*"))
+        .values_list("week", "n")
+    )
+    sent = {timezone.localtime(week).date(): n for week, n in rows}
+    mondays = [first + timedelta(weeks=i) for i in range(weeks)]
+    return [{"week": monday, "sent": sent.get(monday, 0)} for monday in mondays]

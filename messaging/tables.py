@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import django_tables2 as tables
 from django.urls import reverse
-from django.utils import timezone
-from django.utils.formats import date_format
+from django.utils.functional import lazy
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
+from messaging import status_labels
 from messaging.models import Message, MessageReceiver, Suppression
+from messaging.templatetags.messaging_format import language_label, when
+
+# Columns a phone-width screen leaves out (the receiver's page has them all).
+WIDE_ONLY = {"th": {"class": "d-none d-md-table-cell"}, "td": {"class": "d-none d-md-table-cell"}}
+
+
+def _visually_hidden(text) -> SafeString:
+    return format_html('<span class="visually-hidden">{}</span>', text)
+
+
+# A header that screen readers read but that takes no room (a column of buttons needs no visible
+# title, but an empty <th> leaves its cells unlabelled). Lazy: translated when rendered.
+visually_hidden = lazy(_visually_hidden, SafeString)
+ACTIONS_HEADER = visually_hidden(_("Actions"))
 
 
 def status_badge(status: str, label: str) -> str:
@@ -28,12 +43,19 @@ def outcome_badge(receiver: MessageReceiver) -> str:
     )
 
 
+class LocalTimeColumn(tables.Column):
+    """Local time with the zone's name."""
+
+    def render(self, value) -> str:
+        return when(value)
+
+
 class MessageTable(tables.Table):
     display_subject = tables.Column(verbose_name=_("Subject"), empty_values=(), orderable=False)
     context_type = tables.Column(verbose_name=_("Context type"))
     status = tables.Column(verbose_name=_("Status"))
     created_by = tables.Column(verbose_name=_("Author"), order_by=("created_by__username",))
-    created_datetime = tables.DateTimeColumn(verbose_name=_("Created"), format="SHORT_DATETIME_FORMAT")
+    created_datetime = LocalTimeColumn(verbose_name=_("Created"))
     receiver_total = tables.Column(verbose_name=_("Receivers"), attrs={"td": {"class": "text-end"}})
     receiver_sent = tables.Column(verbose_name=_("Sent"), attrs={"td": {"class": "text-end"}})
     receiver_failed = tables.Column(verbose_name=_("Failed"), attrs={"td": {"class": "text-end"}})
@@ -66,14 +88,18 @@ class MessageTable(tables.Table):
         )
 
     def render_status(self, record: Message) -> str:
-        badge = status_badge(record.status, record.get_status_display())
+        label = status_labels.message_label(
+            record.status, record.receiver_total, record.receiver_not_delivered
+        )
+        badge = label.badge()
         if record.blocked_reason:
             return format_html(
                 '{}<div class="small text-danger-emphasis">{}</div>', badge, record.blocked_reason
             )
         if record.is_scheduled and record.send_at:
-            when = date_format(timezone.localtime(record.send_at), "SHORT_DATETIME_FORMAT")
-            return format_html('{}<div class="small" data-testid="send-at">{}</div>', badge, when)
+            return format_html(
+                '{}<div class="small" data-testid="send-at">{}</div>', badge, when(record.send_at)
+            )
         if record.is_paused and record.status_data.get("paused", {}).get("automatic"):
             note = _("paused itself: too many failures")
             return format_html('{}<div class="small text-warning-emphasis">{}</div>', badge, note)
@@ -86,13 +112,20 @@ class MessageTable(tables.Table):
 class ReceiverTable(tables.Table):
     user = tables.Column(verbose_name=_("User"), order_by=("user__username",))
     send_to = tables.Column(verbose_name=_("Address"), default=_("(no address)"))
-    language = tables.Column(verbose_name=_("Language"))
+    language = tables.Column(verbose_name=_("Language"), attrs=WIDE_ONLY)
     status = tables.Column(verbose_name=_("Status"))
-    attempts = tables.Column(verbose_name=_("Attempts"), empty_values=(), order_by=("sending_failed_count",))
-    sent_datetime = tables.DateTimeColumn(verbose_name=_("Sent"), format="SHORT_DATETIME_FORMAT")
-    last_error = tables.Column(verbose_name=_("Last error"), empty_values=(), orderable=False)
+    attempts = tables.Column(
+        verbose_name=_("Attempts"), empty_values=(), order_by=("sending_failed_count",), attrs=WIDE_ONLY
+    )
+    sent_datetime = LocalTimeColumn(verbose_name=_("Sent"), attrs=WIDE_ONLY)
+    last_error = tables.Column(
+        verbose_name=_("Last error"), empty_values=(), orderable=False, attrs=WIDE_ONLY
+    )
     actions = tables.Column(
-        verbose_name="", empty_values=(), orderable=False, attrs={"td": {"class": "text-end text-nowrap"}}
+        verbose_name=ACTIONS_HEADER,
+        empty_values=(),
+        orderable=False,
+        attrs={"td": {"class": "text-end text-nowrap"}},
     )
 
     class Meta:
@@ -123,15 +156,26 @@ class ReceiverTable(tables.Table):
         super().__init__(*args, **kwargs)
 
     def render_user(self, value) -> str:
-        return value.get_full_name() or value.get_username()
+        # Everything this person was sent, one click away ("what did we send this student?").
+        return format_html(
+            '<a href="{}" hx-boost="false" data-testid="person-link">{}</a>',
+            reverse("messaging:person_detail", args=[value.pk]),
+            value.get_full_name() or value.get_username(),
+        )
 
     def render_status(self, record: MessageReceiver) -> str:
-        badge = status_badge(record.status, record.get_status_display())
-        if record.cancel_reason:
-            return format_html('{} <span class="small">{}</span>', badge, record.get_cancel_reason_display())
+        badge = status_labels.receiver_badge(record)
         if record.delivery_outcome:
             return format_html("{} {}", badge, outcome_badge(record))
+        if record.next_attempt_datetime and record.status == MessageReceiver.Status.FAILED:
+            note = format_html(
+                _("next try at {time}"), time=when(record.next_attempt_datetime, "TIME_FORMAT")
+            )
+            return format_html('{} <span class="small text-body-secondary">{}</span>', badge, note)
         return badge
+
+    def render_language(self, value: str) -> str:
+        return language_label(value)
 
     def render_attempts(self, record: MessageReceiver) -> str:
         return format_html(
@@ -152,12 +196,17 @@ class ReceiverTable(tables.Table):
         if not self.can_resend or not record.is_resendable or getattr(record, "address_suppressed", False):
             return detail
         query = f"?{self.query}" if self.query else ""
+        confirm = ""
+        if record.permanent_failure or record.delivery_outcome in MessageReceiver.PERMANENT_OUTCOMES:
+            question = _("This failed permanently. Unless its address was corrected, it fails again. Resend?")
+            confirm = format_html(' hx-confirm="{}"', question)
         resend = format_html(
             '<button type="button" class="btn btn-sm btn-outline-primary" data-testid="resend-receiver" '
             'hx-post="{}{}" hx-target="#receiver-results" hx-swap="outerHTML" hx-push-url="false" '
-            'hx-disabled-elt="this">{}</button>',
+            'hx-disabled-elt="this"{}>{}</button>',
             reverse("messaging:receiver_resend", args=[record.pk]),
             query,
+            confirm,
             _("Resend"),
         )
         return format_html("{} {}", detail, resend)
@@ -177,9 +226,12 @@ class SuppressionTable(tables.Table):
     address = tables.Column(verbose_name=_("Address"))
     reason = tables.Column(verbose_name=_("Reason"))
     detail = tables.Column(verbose_name=_("Detail"), orderable=False)
-    created_datetime = tables.DateTimeColumn(verbose_name=_("Since"), format="SHORT_DATETIME_FORMAT")
+    created_datetime = LocalTimeColumn(verbose_name=_("Since"))
     actions = tables.Column(
-        verbose_name="", empty_values=(), orderable=False, attrs={"td": {"class": "text-end text-nowrap"}}
+        verbose_name=ACTIONS_HEADER,
+        empty_values=(),
+        orderable=False,
+        attrs={"td": {"class": "text-end text-nowrap"}},
     )
 
     class Meta:
@@ -212,4 +264,53 @@ class SuppressionTable(tables.Table):
             _("Send to %(address)s again? Lift it only once the address works again.")
             % {"address": record.address},
             _("Lift"),
+        )
+
+
+# People ---------------------------------------------------------------------------------------------
+
+
+class PersonReceiverTable(tables.Table):
+    """Every message one person was sent (the person page), newest first as the selector orders it."""
+
+    subject = tables.Column(verbose_name=_("Subject"), empty_values=())
+    context_type = tables.Column(verbose_name=_("Context type"), accessor="message__context_type")
+    status = tables.Column(verbose_name=_("Status"))
+    sent_datetime = LocalTimeColumn(verbose_name=_("Sent"))
+    attempts = tables.Column(verbose_name=_("Attempts"), empty_values=())
+    details = tables.Column(
+        verbose_name=ACTIONS_HEADER, empty_values=(), attrs={"td": {"class": "text-end text-nowrap"}}
+    )
+
+    class Meta:
+        model = MessageReceiver
+        fields = ()
+        sequence = ("subject", "context_type", "status", "sent_datetime", "attempts", "details")
+        orderable = False
+        attrs = {"class": "table table-sm table-hover align-middle", "id": "person-receiver-table"}
+        row_attrs = {
+            "id": lambda record: f"person-receiver-{record.pk}",
+            "data-receiver-id": lambda record: record.pk,
+            "data-status": lambda record: record.status,
+        }
+        empty_text = _("No messages match.")
+
+    # The same status and attempts cells as on a message's status page.
+    render_status = ReceiverTable.render_status
+    render_attempts = ReceiverTable.render_attempts
+
+    def render_subject(self, record: MessageReceiver) -> str:
+        # The subject this person got (in their language, personalised); a receiver not
+        # prepared yet has none, so the message's own subject stands in.
+        return record.subject or record.message.display_subject
+
+    def render_context_type(self, record: MessageReceiver) -> str:
+        return record.message.get_context_type_display()
+
+    def render_details(self, record: MessageReceiver) -> str:
+        return format_html(
+            '<a href="{}" class="btn btn-sm btn-outline-secondary" hx-boost="false" '
+            'data-testid="receiver-detail-link">{}</a>',
+            reverse("messaging:receiver_detail", args=[record.pk]),
+            _("Details"),
         )

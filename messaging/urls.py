@@ -1,7 +1,7 @@
 from django.urls import path
 from django.views.i18n import set_language
 
-from messaging import views, views_operations, views_suppressions
+from messaging import views, views_exports, views_operations, views_people, views_suppressions
 
 app_name = "messaging"
 
@@ -20,11 +20,14 @@ urlpatterns = [
     path("<int:pk>/cancel/", views.message_cancel, name="message_cancel"),
     path("<int:pk>/", views.message_status, name="message_status"),
     path("<int:pk>/resend-failed/", views.message_resend_failed, name="message_resend_failed"),
+    path("<int:pk>/receivers.csv", views_exports.receiver_export, name="receiver_export"),
     path("receivers/<int:pk>/", views.receiver_detail, name="receiver_detail"),
     path("receivers/<int:pk>/resend/", views.receiver_resend, name="receiver_resend"),
     path("recipients/search/", views.recipient_search, name="recipient_search"),
     path("recipients/summary/", views.recipient_summary, name="recipient_summary"),
     path("operations/", views_operations.operations, name="operations"),
+    path("people/", views_people.person_search, name="person_search"),
+    path("people/<int:pk>/", views_people.person_detail, name="person_detail"),
     path("suppressions/", views_suppressions.suppression_list, name="suppression_list"),
     path("suppressions/<int:pk>/lift/", views_suppressions.suppression_lift, name="suppression_lift"),
     path(

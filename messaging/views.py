@@ -26,7 +26,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
 
-from messaging import rendering, selectors
+from messaging import rendering, selectors, status_labels
 from messaging.forms import MessageForm, RecipientSelectionForm, SendForm
 from messaging.models import Message, MessageReceiver
 from messaging.services import composing, controlling, resending, status, suppressions
@@ -43,6 +43,9 @@ RECEIVERS_PER_PAGE = 25
 MAX_PAGE = 10**9
 # htmx stops polling when a response has this status code.
 HTMX_STOP_POLLING = 286
+# The status page refreshes itself this often while sending, and while retries are pending.
+LIVE_POLL_SECONDS = 2
+RETRY_POLL_SECONDS = 15
 
 
 def staff_permission_required(*perms: str) -> Callable:
@@ -151,11 +154,20 @@ def _status_context(request: HttpRequest, message: Message) -> dict:
     # LazyPaginator: no COUNT(*) over a 100,000-receiver message on every poll.
     paginate = {"per_page": RECEIVERS_PER_PAGE, "paginator_class": LazyPaginator}
     RequestConfig(request, paginate=paginate).configure(table)
+    # A scheduled message's page follows it too, so staff watching see it start.
+    in_progress = message.is_in_progress or message.is_scheduled
+    # Finished, but automatic retries will still move the counts: keep a slow refresh.
+    retrying = not in_progress and selectors.retry_pending(message)
+    progress = selectors.sending_progress(message, counts)
+    not_delivered = status_labels.not_delivered(counts, outcomes)
     return {
         "message": message,
-        "progress": selectors.sending_progress(message, counts),
-        # A scheduled message's page follows it too, so staff watching see it start.
-        "in_progress": message.is_in_progress or message.is_scheduled,
+        "label": status_labels.message_label(message.status, progress.total, not_delivered),
+        "progress": progress,
+        "in_progress": in_progress,
+        "retrying": retrying,
+        "poll_seconds": LIVE_POLL_SECONDS if in_progress else RETRY_POLL_SECONDS if retrying else None,
+        "updated_at": timezone.now(),
         "failures": selectors.failure_groups(message),
         # What was reported back (suppressed receivers were never sent, so nothing was).
         "reported": any(
@@ -173,6 +185,7 @@ def _status_context(request: HttpRequest, message: Message) -> dict:
         ),
         "audit_events": selectors.audit_trail(message),
         "filter": receivers,
+        "filtered_total": selectors.filtered_receiver_total(receivers),
         "table": table,
         "query": request.GET.urlencode(),
     }
@@ -184,7 +197,7 @@ def _render_status(request: HttpRequest, message: Message) -> HttpResponse:
         return HttpResponseBadRequest(_("There is no such page."))
     context = _status_context(request, message)
     polling = request.htmx and request.htmx.trigger == "receiver-results"
-    code = HTMX_STOP_POLLING if polling and not context["in_progress"] else 200
+    code = HTMX_STOP_POLLING if polling and not context["poll_seconds"] else 200
     return _render(request, "messaging/message_status.html", context, "live", status=code)
 
 
@@ -197,7 +210,8 @@ def message_list(request: HttpRequest) -> HttpResponse:
     message_filter = selectors.message_filter(request.GET)
     table = MessageTable(message_filter.qs)
     RequestConfig(request, paginate={"per_page": MESSAGES_PER_PAGE}).configure(table)
-    context = {"filter": message_filter, "table": table}
+    # The template calls it, so only full pages count the sends per week (not htmx filtering).
+    context = {"filter": message_filter, "table": table, "sends_per_week": selectors.sends_per_week}
     return _render(request, "messaging/message_list.html", context, "results")
 
 
@@ -383,30 +397,46 @@ def message_status(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @staff_permission_required(RESEND)
-@require_POST
+@require_http_methods(["GET", "POST"])
 def message_resend_failed(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: what a resend would do (how many can succeed, how many failed for good); POST: do it,
+    by default only for those that can succeed."""
     message = selectors.get_message_for_status(pk)
-    moved = resending.resend_failed(message, actor=request.user)
-    skipped = selectors.suppressed_resendable_count(message)
+    plan = resending.resend_plan(message)
+    if request.method == "GET":
+        context = {"message": message, "plan": plan, "allowed": resending.resend_allowed(message)}
+        return _render(request, "messaging/message_resend.html", context)
+    include_permanent = request.POST.get("include_permanent") == "on"
+    moved = resending.resend_failed(message, actor=request.user, include_permanent=include_permanent)
+    for level, text in _resend_outcome(message, plan, moved, include_permanent):
+        messages.add_message(request, level, text)
+    return _redirect(request, _status_url(message))
+
+
+def _resend_outcome(message: Message, plan: resending.ResendPlan, moved: int, include_permanent: bool):
     if moved:
         text = ngettext(
             "%(count)d receiver was queued again.", "%(count)d receivers were queued again.", moved
         )
-        messages.success(request, text % {"count": moved})
-    if skipped:
+        yield messages.SUCCESS, text % {"count": moved}
+    if plan.permanent and not include_permanent:
+        text = ngettext(
+            "%(count)d receiver that failed permanently was left alone.",
+            "%(count)d receivers that failed permanently were left alone.",
+            plan.permanent,
+        )
+        yield messages.INFO, text % {"count": plan.permanent}
+    if plan.suppressed:
         text = ngettext(
             "%(count)d receiver was not resent: its address is suppressed.",
             "%(count)d receivers were not resent: their addresses are suppressed.",
-            skipped,
+            plan.suppressed,
         )
-        messages.warning(request, text % {"count": skipped})
+        yield messages.WARNING, text % {"count": plan.suppressed}
     elif not moved and not resending.resend_allowed(message):
-        messages.info(request, _("This message was cancelled or has expired; duplicate it to send it again."))
-    elif not moved:
-        messages.info(request, _("There were no failed receivers to resend."))
-    if request.htmx:
-        return _render_status(request, message)
-    return redirect(_status_url(message))
+        yield messages.INFO, _("This message was cancelled or has expired; duplicate it to send it again.")
+    elif not moved and not plan.permanent:
+        yield messages.INFO, _("There were no failed receivers to resend.")
 
 
 @staff_permission_required(VIEW)
@@ -416,6 +446,7 @@ def receiver_detail(request: HttpRequest, pk: int) -> HttpResponse:
     can_resend = request.user.has_perm(RESEND) and receiver.is_resendable
     context = {
         "receiver": receiver,
+        "label": status_labels.receiver_label(receiver),
         "message": receiver.message,
         "can_resend": can_resend,
         "resend_refusal": resending.resend_refusal(receiver) if can_resend else "",

@@ -215,7 +215,7 @@ class TestHealthReport:
         assert report.receivers_waiting == 3
         assert report.oldest_waiting_seconds == pytest.approx(600, abs=1)
         assert report.sends_last_minute == 2
-        assert report.failures == [("451 try later", 2), ("550 no such user", 1)]
+        assert report.failures == [("451 try later", False, 2), ("550 no such user", False, 1)]
         # Waiting since the start, but the last send was 30 s ago: progressing, not overdue.
         assert report.overdue_receivers_seconds == pytest.approx(30, abs=1)
 
@@ -340,7 +340,7 @@ class TestMetrics:
         assert values[("messaging_messages", (("status", "scheduled"),))] == 0
         assert values[("messaging_receivers_waiting", ())] == 2
         assert values[("messaging_sends_last_minute", ())] == 1
-        assert values[("messaging_failures", (("reason", "451 later"),))] == 1
+        assert values[("messaging_failures", (("permanent", "false"), ("reason", "451 later")))] == 1
         assert values[("messaging_sweeper_last_run_timestamp_seconds", ())] == 0
         assert values[("messaging_healthy", ())] == 1
         assert ("messaging_overdue_seconds", ()) in values
@@ -433,9 +433,10 @@ class TestOperationsPage:
         assert 'hx-trigger="every 5s"' in html
         assert 'id="nav-operations"' in html
 
-    def test_problems_are_an_alert(self, staff_client, db):
+    def test_problems_are_announced(self, staff_client, db):
         html = staff_client.get(self.url).content.decode()
-        assert 'id="health-problems"' in html and 'role="alert"' in html
+        # Polled, so not role="alert" (read out on every poll): the live region reads it once.
+        assert 'id="health-problems" data-announce="health"' in html
         assert "No consumer is alive" in html
         assert 'id="no-consumers"' in html
 

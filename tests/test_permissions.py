@@ -35,12 +35,15 @@ PERMISSIONS = {
     "message_pause": (SEND, {"POST"}),
     "message_resume": (SEND, {"POST"}),
     "message_cancel": (SEND, {"POST"}),
-    "message_resend_failed": (RESEND, {"POST"}),
+    "message_resend_failed": (RESEND, {"GET", "POST"}),
+    "receiver_export": (VIEW, {"GET"}),  # a message's receivers as CSV
     "receiver_detail": (VIEW, {"GET"}),
     "receiver_resend": (RESEND, {"POST"}),
     "recipient_search": (COMPOSE, {"GET"}),
     "recipient_summary": (COMPOSE, {"GET"}),
     "operations": (VIEW, {"GET"}),
+    "person_search": (VIEW, {"GET"}),
+    "person_detail": (VIEW, {"GET"}),  # its pk is a user's
     "suppression_list": (VIEW, {"GET"}),
     "suppression_lift": (LIFT, {"POST"}),
     "unmatched_bounce_download": (VIEW, {"GET"}),
@@ -90,6 +93,7 @@ def objects(make_user, django_capture_on_commit_callbacks):
         "receiver": sent.receivers.get(),
         "suppression": Suppression.objects.get(),
         "unmatched_bounce": unmatched,
+        "person": receiver_user,
     }
 
 
@@ -97,7 +101,9 @@ def url_for(name: str, objects) -> str:
     pattern = next(p for p in messaging_urls.urlpatterns if p.name == name)
     if "pk" not in pattern.pattern.converters:
         return reverse(f"messaging:{name}")
-    for kind in ("receiver", "suppression", "unmatched_bounce"):
+    if name == "receiver_export":  # its pk is the message's
+        return reverse(f"messaging:{name}", args=[objects["sent"].pk])
+    for kind in ("receiver", "suppression", "unmatched_bounce", "person"):
         if name.startswith(f"{kind}_"):
             return reverse(f"messaging:{name}", args=[objects[kind].pk])
     sample = objects["sent"] if name in {"message_status", "message_resend_failed"} else objects["draft"]

@@ -279,7 +279,7 @@ class TestResending:
         sent_message.refresh_from_db()
         assert sent_message.status == Message.Status.SENT
         event = AuditEvent.objects.get(message=sent_message, action=AuditEvent.Action.RESENT_ALL)
-        assert (event.actor, event.details) == (admin_user, {"receivers": 2})
+        assert (event.actor, event.details) == (admin_user, {"receivers": 2, "include_permanent": True})
 
     def test_resend_goes_to_the_users_current_address(self, sent_message, scripted_channel):
         failed = sent_message.receivers.get(send_to="u2@x.org")

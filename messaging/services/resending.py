@@ -8,6 +8,8 @@ receiver is never touched, a second click finds nothing left to move, and a rece
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -17,8 +19,9 @@ from messaging.recipients import notification_address, users_with_recipient_data
 from messaging.services import suppressions, transitions
 
 
-def _refresh_addresses(receivers) -> None:
-    """A resend goes to the user's current address (it may have been fixed since)."""
+def _changed_addresses(receivers) -> list[MessageReceiver]:
+    """The receivers whose user's current address differs from the one they were sent to,
+    carrying the new address (unsaved)."""
     receivers = list(receivers.select_related(None).only("id", "user_id", "send_to"))
     users = {u.pk: u for u in users_with_recipient_data({r.user_id for r in receivers})}
     changed = []
@@ -27,7 +30,42 @@ def _refresh_addresses(receivers) -> None:
         if address != receiver.send_to:
             receiver.send_to = address
             changed.append(receiver)
+    return changed
+
+
+def _refresh_addresses(receivers) -> set[int]:
+    """A resend goes to the user's current address (it may have been fixed since); returns the
+    ids of the receivers whose address changed."""
+    changed = _changed_addresses(receivers)
     MessageReceiver.objects.bulk_update(changed, ["send_to"], batch_size=500)
+    return {receiver.pk for receiver in changed}
+
+
+@dataclass(frozen=True)
+class ResendPlan:
+    """What "Resend failed" would do, for the confirmation staff see first."""
+
+    temporary: int  # failed for a passing reason (451, timeout, soft bounce): may work now
+    permanent_address_changed: int  # failed for good, but the user's address changed since
+    permanent: int  # failed for good at the address it would go to again: fails again
+    suppressed: int  # the address is suppressed: never resent
+
+    @property
+    def can_succeed(self) -> int:
+        return self.temporary + self.permanent_address_changed
+
+
+def resend_plan(message: Message) -> ResendPlan:
+    resendable = MessageReceiver.objects.filter(message=message).resendable()
+    candidates = resendable.unsuppressed()
+    permanent = candidates.failed_permanently()
+    changed = len(_changed_addresses(permanent))
+    return ResendPlan(
+        temporary=candidates.count() - permanent.count(),
+        permanent_address_changed=changed,
+        permanent=permanent.count() - changed,
+        suppressed=resendable.suppressed().count(),
+    )
 
 
 def _queue_delivery(message_ids) -> None:
@@ -81,21 +119,29 @@ def resend_receiver(receiver: MessageReceiver, actor=None) -> bool:
     return True
 
 
-def resend_failed(message: Message, actor=None) -> int:
+def resend_failed(message: Message, actor=None, *, include_permanent: bool = True) -> int:
     """Queue every failed/error (or bounced) receiver of a message again, but those whose address
-    is suppressed; returns how many (none for a cancelled or expired message)."""
+    is suppressed; returns how many (none for a cancelled or expired message).
+
+    include_permanent=False leaves out the permanent failures whose address did not change:
+    they would only fail again (the staff UI's default)."""
     if not resend_allowed(message):
         return 0
     with transaction.atomic():
         resendable = MessageReceiver.objects.filter(message=message).resendable()
-        _refresh_addresses(resendable)
-        moved = transitions.reset_for_resend(resendable.unsuppressed())
+        changed = _refresh_addresses(resendable)
+        chosen = resendable.unsuppressed()
+        if not include_permanent:
+            chosen = chosen.exclude(
+                pk__in=resendable.failed_permanently().exclude(pk__in=changed).values("pk")
+            )
+        moved = transitions.reset_for_resend(chosen)
         if moved:
             AuditEvent.objects.create(
                 message=message,
                 actor=actor,
                 action=AuditEvent.Action.RESENT_ALL,
-                details={"receivers": moved},
+                details={"receivers": moved, "include_permanent": include_permanent},
             )
             _queue_delivery([message.pk])
     message.refresh_from_db(fields=["status", "status_data"])

@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from messaging import conf
 from messaging.models import AuditEvent, DeliveryEvent, Message, MessageReceiver, Suppression
+from messaging.services import recounting
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +76,21 @@ def delete_old_receivers(days: int, batch_size: int = RECEIVER_BATCH_SIZE) -> in
     using = router.db_for_write(MessageReceiver)
     deleted = 0
     last_id = 0
+    message_ids: set[int] = set()
     while True:
         with transaction.atomic(using=using):
-            ids = list(
+            rows = list(
                 deletable_receivers(cutoff)
                 .using(using)
                 .filter(pk__gt=last_id)
                 .select_for_update(skip_locked=True, of=("self",))
                 .order_by("pk")
-                .values_list("pk", flat=True)[:batch_size]
+                .values_list("pk", "message_id")[:batch_size]
             )
-            if not ids:
+            if not rows:
                 break
+            ids = [pk for pk, _message_id in rows]
+            message_ids.update(message_id for _pk, message_id in rows)
             # What Django's collector would do for AuditEvent.receiver (SET_NULL) and the
             # receivers' delivery events (CASCADE; a suppression keeps its address and reason),
             # without loading the receivers.
@@ -98,6 +102,10 @@ def delete_old_receivers(days: int, batch_size: int = RECEIVER_BATCH_SIZE) -> in
         last_id = ids[-1]
         if len(ids) < batch_size:
             break
+    # The raw deletes sent no signals: correct the published counts of the messages that keep
+    # receivers (an emptied one keeps its last counts for its `deleted` audit event).
+    kept = MessageReceiver.objects.filter(message_id__in=message_ids).values_list("message_id", flat=True)
+    recounting.recount_messages(kept.order_by().distinct())
     if deleted:
         logger.info("Retention: deleted %s receiver(s) created before %s.", deleted, cutoff.isoformat())
     return deleted

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import traceback as traceback_module
 from collections import deque
+from datetime import datetime
 
 from django.db.models import Count
 from django.utils import timezone
@@ -126,3 +127,62 @@ class FailureWatch:
                 "error": error[:1000],
             }
         return None
+
+
+# Progress over time ------------------------------------------------------------------------------
+
+TIMELINE_POINTS = 240
+
+
+def progress_timeline(
+    status_data: dict, counts: dict[str, int], now: datetime | None = None, cap: int = TIMELINE_POINTS
+) -> list:
+    """status_data["timeline"] with a point for `counts` appended if they changed since its last
+    point: [[epoch_seconds, sent, failed_or_error], ...], oldest first, for the status page's
+    chart. It starts with a zero point at "sending_started" (none before sending starts). Past
+    `cap` points the older half is thinned (every second point dropped; the first and the newest
+    are kept), so a send that lasts hours keeps a small record. A garbled timeline starts afresh."""
+    started = _epoch(status_data.get("sending_started"))
+    old = status_data.get("timeline")
+    points = [list(p) for p in old if _is_point(p)] if isinstance(old, list) else []
+    if not points:
+        if started is None:
+            return []
+        points = [[started, 0, 0]]
+    Status = MessageReceiver.Status
+    values = [counts.get(Status.SENT, 0), counts.get(Status.FAILED, 0) + counts.get(Status.ERROR, 0)]
+    if points[-1][1:] == values:
+        return points
+    at = max(int((now or timezone.now()).timestamp()), points[-1][0])  # never back in time
+    if at == points[-1][0] and len(points) > 1:
+        points[-1] = [at, *values]  # the same second: the newer counts replace the older
+    else:
+        points.append([at, *values])
+    return thinned(points, cap)
+
+
+def thinned(points: list, cap: int = TIMELINE_POINTS) -> list:
+    """At most `cap` points: while there are more, every second point of the older half goes
+    (the first point and the newer half stay)."""
+    while len(points) > max(cap, 3):
+        half = len(points) // 2
+        points = points[:half:2] + points[half:]
+    return points
+
+
+def _is_point(value) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and len(value) == 3
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value)
+    )
+
+
+def _epoch(value) -> int | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return int(moment.timestamp()) if moment.tzinfo else None

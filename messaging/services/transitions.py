@@ -55,6 +55,7 @@ from messaging.models import Message, MessageReceiver
 from messaging.services.status import (
     cancelled_counts,
     error_entry,
+    progress_timeline,
     receiver_counts,
     status_after_failure,
     status_from_counts,
@@ -314,6 +315,8 @@ def roll_up(message_id: int, *, delivered_unblocked: bool = False) -> str | None
         if counts[ReceiverStatus.CANCELLED]:
             summary["cancelled"] = cancelled_counts(message_id)
         status_data = {**message.status_data, "summary": summary}
+        if timeline := progress_timeline(status_data, counts):  # the status page's chart
+            status_data["timeline"] = timeline
         # A run that went through drops a stale record, unless the message was blocked again
         # meanwhile (by another worker): that record is current.
         if (delivered_unblocked and message.status != Status.BLOCKED) or new_status != Status.BLOCKED:
@@ -324,6 +327,22 @@ def roll_up(message_id: int, *, delivered_unblocked: bool = False) -> str | None
             )
             _changed(message_id, message.status, new_status, status_data)
     return new_status
+
+
+def recount(message_id: int) -> bool:
+    """Publish exact receiver counts again after receivers were deleted (a user deleted, the
+    retention task), keeping the status: a finished send's history is not rewritten. False if
+    the message has no published counts to correct."""
+    with transaction.atomic():
+        message = Message.objects.select_for_update().filter(pk=message_id).only("status_data").first()
+        if message is None or "summary" not in message.status_data:
+            return False
+        counts = receiver_counts(message_id)
+        summary = {**message.status_data["summary"], "receiver_counts": counts, "total": sum(counts.values())}
+        if "cancelled" in summary:
+            summary["cancelled"] = cancelled_counts(message_id)
+        Message.objects.filter(pk=message_id).update(status_data={**message.status_data, "summary": summary})
+    return True
 
 
 def pause(message_id: int, *, actor_id: int | None = None, tripped: dict | None = None) -> bool:

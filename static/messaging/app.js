@@ -75,6 +75,18 @@
     }) === false;
   });
 
+  // Resend page: the button says how many a resend queues, with or without permanent failures.
+  document.addEventListener("change", function (event) {
+    if (event.target.id !== "include-permanent") {
+      return;
+    }
+    var button = document.getElementById("confirm-resend");
+    if (!button.dataset.labelDefault) {
+      button.dataset.labelDefault = button.textContent.trim();
+    }
+    button.textContent = event.target.checked ? button.dataset.labelAll : button.dataset.labelDefault;
+  });
+
   // Send page: typing a send time chooses "Send at a later time"; choosing "Send now" clears it.
   document.addEventListener("input", function (event) {
     if (event.target.id === "id_send_at" && event.target.value) {
@@ -92,6 +104,35 @@
       }
     }
   });
+
+  // Regions htmx refreshes (the status page every 2 s, the operations page) are not live regions:
+  // a screen reader would re-read them whole on every poll, and one inserted anew is not reliably
+  // read at all. Their [data-announce] elements are read out instead, politely, by the
+  // #live-announcer that base.html keeps on every page: a text once when it changes (keyed by
+  // the attribute's value), never on page load and never again while it stays the same.
+  var announced = null;
+  function announceChanges() {
+    var announcer = document.getElementById("live-announcer");
+    if (!announcer) {
+      return;
+    }
+    var seen = {};
+    var changed = [];
+    document.querySelectorAll("[data-announce]").forEach(function (element) {
+      var key = element.dataset.announce || element.id;
+      var text = element.textContent.replace(/\s+/g, " ").trim();
+      seen[key] = text;
+      if (announced !== null && text && announced[key] !== text) {
+        changed.push(text);
+      }
+    });
+    announced = seen;
+    if (changed.length) {
+      announcer.textContent = changed.join(" ");
+    }
+  }
+  document.addEventListener("DOMContentLoaded", announceChanges);
+  document.addEventListener("htmx:afterSettle", announceChanges);
 
   // Placeholders: insert "{{ name }}" at the cursor of the field last focused in the same tab.
   var lastField = null;

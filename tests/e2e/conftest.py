@@ -170,3 +170,77 @@ def composed_draft(staff, users, subject: str, body: str):
         composed_content={"en": {"subject": subject, "body": body}},
         virtual_message_receivers={"chosen_user_ids": [u.pk for u in users], "group_ids": []},
     )
+
+
+# Accessibility: axe-core (tests/e2e/vendor/axe-core, the exact version in package.json) --------
+# Test tooling, never served. To update: `npm install axe-core@<version> --save-exact`, then copy
+# node_modules/axe-core/{axe.min.js,LICENSE,LICENSE-3RD-PARTY.txt} into tests/e2e/vendor/axe-core/.
+
+AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
+# How many failing elements each violation lists.
+AXE_TARGETS_SHOWN = 5
+# Rules axe leaves off by default that are turned on here: target-size is WCAG 2.2 AA (24 by 24 px
+# targets); duplicate ids are "deprecated" with WCAG 2.2's parsing criterion, but still break
+# labels, fragment links and scripts. Off stay only the AAA rules and deprecated ones that no
+# longer apply (audio captions, aria-roledescription, a complementary landmark's nesting).
+AXE_EXTRA_RULES = ("target-size", "duplicate-id", "duplicate-id-active")
+
+
+def assert_accessible(page, context: str) -> None:
+    """Run axe-core over the page as it is now and fail listing every violation, of any impact
+    (critical, serious, moderate, minor), of every rule axe runs by default (best-practice rules
+    included) and of AXE_EXTRA_RULES.
+
+    axe is injected with page.evaluate(source), not page.add_script_tag(): that adds an inline
+    <script>, which the site's CSP (script-src 'self') refuses, and reports in the console as a
+    violation. page.evaluate() goes through the DevTools protocol, which CSP does not govern, and
+    still runs in the page's own JavaScript world, so nothing about the page's CSP is bypassed
+    for the page itself.
+
+    While axe runs, htmx may not start a request (a page that polls would otherwise swap nodes
+    out from under it); the page is checked as it stood when the call began."""
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(AXE.read_text(encoding="utf-8"))
+    violations = page.evaluate(
+        """async (extra) => {
+            const hold = (event) => event.preventDefault();
+            document.addEventListener("htmx:beforeRequest", hold, true);
+            try {
+                const rules = Object.fromEntries(extra.map((id) => [id, {enabled: true}]));
+                const results = await axe.run(document, {resultTypes: ["violations"], rules});
+                return results.violations.map((v) => ({
+                    id: v.id, impact: v.impact, help: v.help, url: v.helpUrl,
+                    count: v.nodes.length,
+                    nodes: v.nodes.map((n) => ({
+                        target: n.target.join(" "), summary: n.failureSummary || "",
+                    })),
+                }));
+            } finally {
+                document.removeEventListener("htmx:beforeRequest", hold, true);
+            }
+        }""",
+        list(AXE_EXTRA_RULES),
+    )
+    if not violations:
+        return
+    lines = [f"{len(violations)} accessibility violation(s) on {context} ({page.url}):"]
+    for v in violations:
+        lines.append(f"- {v['id']} [{v['impact']}] {v['help']} ({v['count']} element(s)) {v['url']}")
+        for node in v["nodes"][:AXE_TARGETS_SHOWN]:
+            summary = " ".join(node["summary"].split())
+            lines.append(f"    {node['target']}: {summary[:300]}")
+        if v["count"] > AXE_TARGETS_SHOWN:
+            lines.append(f"    … and {v['count'] - AXE_TARGETS_SHOWN} more")
+    pytest.fail("\n".join(lines), pytrace=False)
+
+
+def sign_in(page, base_url: str, user, next_path: str = "/messages/") -> None:
+    """Through the login page (the redirect from `next_path` first), as a person would."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base_url}{next_path}")
+    expect(page).to_have_url(re.compile(r"/login/\?next="))
+    page.locator("#id_username").fill(user.get_username())
+    page.locator("#id_password").fill(PASSWORD)
+    page.locator("#login-submit").click()
+    expect(page).to_have_url(re.compile(rf"{re.escape(next_path)}$"))

@@ -177,7 +177,7 @@ def test_schedule_see_it_in_the_list_and_take_it_back_to_draft(
     # The list shows the badge and the time under it.
     page.goto(f"{base}/messages/")
     row = page.locator(f"#message-{message.pk}")
-    expect(row.locator(".status-scheduled")).to_be_visible()
+    expect(row.locator('[data-label="scheduled"]')).to_be_visible()
     expect(row.get_by_test_id("send-at")).to_have_text(shown_at)
 
     # Take it back to draft: the edit page, and nothing is scheduled any more.
@@ -327,13 +327,15 @@ def test_the_banner_and_the_list_say_why_a_send_paused_itself(
 
     for message in (same_error, failure_rate):
         row = page.locator(f"#message-{message.pk}")
-        expect(row.locator(".status-paused")).to_be_visible()
+        expect(row.locator('[data-label="paused"]')).to_be_visible()
         expect(row).to_contain_text("paused itself")
 
     page.goto(f"{base}/messages/{same_error.pk}/")
     status_is(page, "paused")
     banner = page.locator("#paused-banner")
-    expect(banner).to_have_attribute("role", "alert")
+    # Polled every 2 s, so not an alert (it would be read out on every poll): its headline is
+    # read out once by the page's live region (tests/e2e/test_accessibility.py).
+    expect(banner.locator("strong[data-announce]")).to_have_count(1)
     expect(banner).to_contain_text("paused itself because too many deliveries failed")
     expect(page.locator("#paused-reason")).to_contain_text("The same error came 10 times in a row")
     expect(page.locator("#paused-reason code")).to_have_text(SAME_ERROR["error"])

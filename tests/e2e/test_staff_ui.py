@@ -235,7 +235,11 @@ def test_compose_preview_send_watch_filter_and_resend(
     expect(page.locator("#message-status")).to_have_attribute("data-status", "error")
     counts(page, total=total, sent=total - refused, failed=refused, error=0, not_sent=0)
     expect(receiver_rows(page)).to_have_count(total)
-    expect(page.locator("#receiver-results")).to_have_attribute("data-polling", "false")
+    # 451s are retried by the engine: the page keeps a slow refresh and says when it updated.
+    expect(page.locator("#receiver-results")).to_have_attribute("data-polling", "true")
+    expect(page.locator("#updated-at")).to_contain_text("retries are pending")
+    expect(page.locator("#message-status")).to_have_attribute("data-label", "sent_partly")
+    expect(page.locator("#message-status")).to_contain_text(f"Sent, {refused} not delivered")
     expect(page.locator("#failure-groups li")).to_have_count(2)  # 451 and 550
     expect(page.locator("#failure-groups")).to_contain_text("451")
     expect(page.locator("#failure-groups")).to_contain_text("550")
@@ -254,28 +258,43 @@ def test_compose_preview_send_watch_filter_and_resend(
         expect(row).to_have_attribute("data-status", "failed")
         expect(row).to_contain_text(user.email)
     expect(receiver_row(page, cast.bounce[0])).to_contain_text("550")
+    expect(receiver_row(page, cast.bounce[0]).locator("[data-label]")).to_have_attribute(
+        "data-label", "failed_permanently"
+    )
     expect(receiver_row(page, cast.tempfail[0])).to_contain_text("451")
+    tempfailed = receiver_row(page, cast.tempfail[0])
+    expect(tempfailed.locator("[data-label]")).to_have_attribute("data-label", "retrying")
     assert page_marker(page) == 1
     screenshot("06-filtered-failed")
 
     # 7. The sink accepts the tempfail addresses now (bounce.example still refused): resend all
     #    failed at once, and watch it, in place, come back with one failure left.
+    #    The confirmation says what will happen; by default the 550s (permanent) stay as they are.
     smtp_sink.handler.refusals = {"@bounce.example": SINK_REFUSALS["@bounce.example"]}
     page.locator("#resend-all-failed").click()
+    expect(page.locator("#plan-can-succeed")).to_have_attribute("data-count", str(len(cast.tempfail)))
+    expect(page.locator("#plan-permanent")).to_have_attribute("data-count", str(len(cast.bounce)))
+    expect(page.locator("#include-permanent")).not_to_be_checked()
+    expect(page.locator("#confirm-resend")).to_contain_text(f"Resend {len(cast.tempfail)} receiver")
+    screenshot("07a-resend-confirmation")
+    page.locator("#confirm-resend").click()
+    expect(page).to_have_url(re.compile(rf"/messages/{message.pk}/$"))
+    page.evaluate("() => { window.__e2eMarker = 2; }")
     expect(page.locator("#message-status")).to_have_attribute("data-status", "error")
     counts(page, total=total, sent=total - len(cast.bounce), failed=len(cast.bounce), error=0, not_sent=0)
-    expect(receiver_rows(page)).to_have_count(len(cast.bounce))  # still filtered to failed
+    page.locator("#id_status").select_option("failed")
+    expect(receiver_rows(page)).to_have_count(len(cast.bounce))
     bounced = receiver_row(page, cast.bounce[0])
     expect(bounced).to_have_attribute("data-status", "failed")
-    expect(bounced.locator("td").nth(4)).to_have_text("0 / 2")  # successful / failed attempts
+    expect(bounced.locator("td").nth(4)).to_have_text("0 / 1")  # left alone: not tried again
     expect(page.locator("#resend-all-failed")).to_have_attribute("data-count", str(len(cast.bounce)))
     expect(page.locator("#audit-trail [data-action=resent_all]")).to_have_count(1)
     assert all(sent_to(smtp_sink, user) for user in cast.tempfail)
-    assert page_marker(page) == 1, "resending all failed reloaded the page"
 
     # 8. The sink accepts everyone: resend the last one from its row; the row, the counts and
     #    the message status follow live, still without a reload.
     smtp_sink.handler.refusals = {}
+    page.once("dialog", lambda dialog: dialog.accept())  # "This failed permanently…"
     bounced.get_by_test_id("resend-receiver").click()
     expect(page.locator("#message-status")).to_have_attribute("data-status", "sent")
     expect(receiver_rows(page)).to_have_count(0)  # still filtered to failed: none left
@@ -287,7 +306,7 @@ def test_compose_preview_send_watch_filter_and_resend(
     expect(receiver_rows(page)).to_have_count(total)
     for user in cast.refused:
         expect(receiver_row(page, user)).to_have_attribute("data-status", "sent")
-    assert page_marker(page) == 1, "resending one receiver reloaded the page"
+    assert page_marker(page) == 2, "resending one receiver reloaded the page"
     screenshot("07-resent")
 
     message.refresh_from_db()
@@ -353,8 +372,9 @@ def test_no_csp_violations_or_page_errors(
     expect(page.locator("#message-status")).to_have_attribute("data-status", "error")
     page.locator("#id_status").select_option("failed")  # htmx filter
     expect(receiver_rows(page)).to_have_count(len(cast.refused))
-    page.locator("#resend-all-failed").click()  # htmx resend, then polling until done
-    expect(page.locator("#receiver-results")).to_have_attribute("data-polling", "false")
+    page.locator("#resend-all-failed").click()
+    page.locator("#include-permanent").check()
+    page.locator("#confirm-resend").click()
     expect(page.locator("#message-status")).to_have_attribute("data-status", "error")
     page.get_by_test_id("receiver-detail-link").first.click()
     expect(page).to_have_url(re.compile(r"/messages/receivers/\d+/$"))

@@ -1,0 +1,113 @@
+"""What the staff UI calls a status: the contract's statuses stay in the data and the API, but
+people read "Sent, 10 not delivered" or "Failed permanently", not "error".
+
+Every badge in the UI comes from here, so a label and its colour mean the same on every page.
+Severity names the colour (static/messaging/app.css `.severity-*`): ok, partial, progress,
+waiting, temporary, permanent, neutral.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from messaging.models import Message, MessageReceiver
+
+ReceiverStatus = MessageReceiver.Status
+
+
+@dataclass(frozen=True)
+class Label:
+    key: str  # stable: data-label in the markup, what tests and scripts look for
+    text: str
+    severity: str
+    status: str = ""  # the contract's status it stands for, kept in the markup as data-status
+
+    def badge(self) -> str:
+        return format_html(
+            '<span class="badge status-badge severity-{}" data-status="{}" data-label="{}">{}</span>',
+            self.severity,
+            self.status,
+            self.key,
+            self.text,
+        )
+
+
+# Message -------------------------------------------------------------------------------------------
+
+_MESSAGE_LABELS = {
+    Message.Status.DRAFT: ("draft", _("Draft"), "neutral"),
+    Message.Status.SCHEDULED: ("scheduled", _("Scheduled"), "waiting"),
+    Message.Status.QUEUED: ("sending", _("Sending"), "progress"),
+    Message.Status.PREPARING: ("sending", _("Sending"), "progress"),
+    Message.Status.SENDING: ("sending", _("Sending"), "progress"),
+    Message.Status.BLOCKED: ("blocked", _("Delivery blocked"), "permanent"),
+    Message.Status.PAUSED: ("paused", _("Paused"), "temporary"),
+    Message.Status.CANCELLED: ("cancelled", _("Cancelled"), "neutral"),
+    Message.Status.EXPIRED: ("expired", _("Expired"), "neutral"),
+}
+
+
+def message_label(status: str, total: int, not_delivered: int) -> Label:
+    """A finished send says how it went: "Sent", "Sent, 10 not delivered" or "Failed".
+
+    `not_delivered`: receivers that failed (whether or not a retry is pending) plus emails that
+    bounced, were rejected or marked as spam after sending."""
+    return replace(_message_label(status, total, not_delivered), status=status)
+
+
+def _message_label(status: str, total: int, not_delivered: int) -> Label:
+    if status in (Message.Status.SENT, Message.Status.ERROR):
+        if not not_delivered:
+            return Label("sent", _("Sent"), "ok")
+        if not_delivered >= total:
+            return Label("failed", _("Failed"), "permanent")
+        text = ngettext("Sent, %(count)d not delivered", "Sent, %(count)d not delivered", not_delivered)
+        return Label("sent_partly", text % {"count": not_delivered}, "partial")
+    key, text, severity = _MESSAGE_LABELS.get(status, (status, status, "neutral"))
+    return Label(key, text, severity)
+
+
+def not_delivered(counts: dict[str, int], outcomes: dict[str, int]) -> int:
+    """From published receiver counts and delivery-outcome counts (the status page's)."""
+    bounced = sum(outcomes.get(outcome, 0) for outcome in MessageReceiver.UNDELIVERED)
+    return counts.get(ReceiverStatus.FAILED, 0) + counts.get(ReceiverStatus.ERROR, 0) + bounced
+
+
+# Receiver -------------------------------------------------------------------------------------------
+
+RETRYING = Label("retrying", _("Failed, retrying"), "temporary")
+RETRIES_USED_UP = Label("retries_used_up", _("Failed, retries used up"), "temporary")
+FAILED_PERMANENTLY = Label("failed_permanently", _("Failed permanently"), "permanent")
+
+
+def receiver_label(receiver: MessageReceiver) -> Label:
+    """Temporary failures (a 451, a timeout: retried, a resend can work) look different from
+    permanent ones (550 no such user, no address: they fail again until the address changes)."""
+    return replace(_receiver_label(receiver), status=receiver.status)
+
+
+def _receiver_label(receiver: MessageReceiver) -> Label:
+    status = receiver.status
+    if status == ReceiverStatus.SENT:
+        return Label("sent", _("Sent"), "ok")
+    if status == ReceiverStatus.NOT_SENT:
+        if receiver.sending_failed_count:
+            return Label("retry_queued", _("Queued for another try"), "progress")
+        return Label("not_sent", _("Not sent yet"), "neutral")
+    if status == ReceiverStatus.CANCELLED:
+        if receiver.cancel_reason == MessageReceiver.CancelReason.EXPIRED:
+            return Label("expired", _("Expired, not sent"), "neutral")
+        return Label("cancelled", _("Cancelled, not sent"), "neutral")
+    if receiver.permanent_failure:
+        return FAILED_PERMANENTLY
+    if status == ReceiverStatus.FAILED:
+        return RETRYING
+    return RETRIES_USED_UP
+
+
+def receiver_badge(receiver: MessageReceiver) -> str:
+    return receiver_label(receiver).badge()
