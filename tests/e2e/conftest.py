@@ -244,3 +244,19 @@ def sign_in(page, base_url: str, user, next_path: str = "/messages/") -> None:
     page.locator("#id_password").fill(PASSWORD)
     page.locator("#login-submit").click()
     expect(page).to_have_url(re.compile(rf"{re.escape(next_path)}$"))
+    expect(page.locator("#nav-user")).to_have_text(user.get_full_name() or user.get_username())
+
+
+def deliver_in_process(message, users):
+    """Send `message` to `users` in this process, the real path (queue → preparing → receivers
+    → delivery run) without a consumer; returns it, sent."""
+    from messaging.models import Message
+    from messaging.services import composing, delivery, sending, transitions
+
+    assert transitions.queue(message, [u.pk for u in users])
+    sending.start_preparing(message, "e2e-preparer")
+    assert sending.prepare(message, "e2e-preparer", **composing.prepare_arguments(message))
+    delivery.deliver_message(message.pk)
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
+    return message

@@ -14,12 +14,12 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from messaging.channels import DeliveryResult
 from messaging.models import Message, MessageReceiver
 from messaging.services import composing, sending, transitions
-from tests.e2e.conftest import PASSWORD, assert_accessible, composed_draft, make_staff
+from tests.e2e.conftest import assert_accessible, composed_draft, make_staff, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -47,15 +47,6 @@ def sending_message(staff, users, sent: int) -> Message:
     message.refresh_from_db()
     assert message.status == Message.Status.SENDING
     return message
-
-
-def sign_in(page: Page, base_url: str, user, next_path: str) -> None:
-    page.goto(f"{base_url}{next_path}")
-    expect(page).to_have_url(re.compile(r"/login/\?next="))
-    page.locator("#id_username").fill(user.get_username())
-    page.locator("#id_password").fill(PASSWORD)
-    page.locator("#login-submit").click()
-    expect(page).to_have_url(re.compile(rf"{re.escape(next_path)}$"))
 
 
 def no_problems(problems) -> None:

@@ -30,9 +30,8 @@ from playwright.sync_api import Page, expect
 from messaging.channels.email import message_id_for
 from messaging.feedback.return_path import envelope_sender
 from messaging.models import AuditEvent, DeliveryEvent, Message, MessageReceiver, Suppression, UnmatchedBounce
-from messaging.services import composing, delivery, sending, transitions
 from tests.conftest import Consumer, wait_until
-from tests.e2e.conftest import PASSWORD, composed_draft, make_staff
+from tests.e2e.conftest import composed_draft, deliver_in_process, make_staff, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -84,14 +83,7 @@ def draft(staff, users) -> Message:
 def sent_message(staff, users) -> Message:
     """A message delivered in this process over real SMTP (smtp_mailer): the real path (queue →
     preparing → receivers → delivery run) without a consumer."""
-    message = draft(staff, users)
-    assert transitions.queue(message, [u.pk for u in users])
-    sending.start_preparing(message, "e2e-preparer")
-    assert sending.prepare(message, "e2e-preparer", **composing.prepare_arguments(message))
-    delivery.deliver_message(message.pk)
-    message.refresh_from_db()
-    assert message.status == Message.Status.SENT
-    return message
+    return deliver_in_process(draft(staff, users), users)
 
 
 def read_bounce(receiver: MessageReceiver, maildir_path: Path) -> str:
@@ -118,16 +110,6 @@ def dsn_for(receiver: MessageReceiver, arrived) -> bytes:
 
 
 # Steps ---------------------------------------------------------------------------------------------
-
-
-def sign_in(page: Page, base_url: str, user, next_path: str = "/messages/") -> None:
-    page.goto(f"{base_url}{next_path}")
-    expect(page).to_have_url(re.compile(r"/login/\?next="))
-    page.locator("#id_username").fill(user.get_username())
-    page.locator("#id_password").fill(PASSWORD)
-    page.locator("#login-submit").click()
-    expect(page).to_have_url(re.compile(rf"{re.escape(next_path)}$"))
-    expect(page.locator("#nav-user")).to_have_text(user.get_full_name())
 
 
 def add_recipient(page: Page, user) -> None:

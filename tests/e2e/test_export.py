@@ -12,11 +12,11 @@ import io
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from messaging.models import Message, MessageReceiver
 from messaging.services import composing, delivery, sending, transitions
-from tests.e2e.conftest import PASSWORD, composed_draft, make_staff
+from tests.e2e.conftest import composed_draft, make_staff, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -45,15 +45,6 @@ def delivered_message(staff, users) -> Message:
     delivery.deliver_message(message.pk)
     message.refresh_from_db()
     return message
-
-
-def sign_in(page: Page, base_url: str, user, next_path: str) -> None:
-    page.goto(f"{base_url}{next_path}")
-    expect(page).to_have_url(re.compile(r"/login/\?next="))
-    page.locator("#id_username").fill(user.get_username())
-    page.locator("#id_password").fill(PASSWORD)
-    page.locator("#login-submit").click()
-    expect(page).to_have_url(re.compile(rf"{re.escape(next_path)}$"))
 
 
 def test_filtered_receivers_download_as_csv(

@@ -11,11 +11,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from messaging.models import Message, MessageReceiver
-from messaging.services import composing, delivery, sending, transitions
-from tests.e2e.conftest import PASSWORD, make_staff
+from tests.e2e.conftest import deliver_in_process, make_staff, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -50,22 +49,7 @@ def sent_message(staff, users) -> Message:
         composed_content=CONTENT,
         virtual_message_receivers={"chosen_user_ids": [u.pk for u in users], "group_ids": []},
     )
-    assert transitions.queue(message, [u.pk for u in users])
-    sending.start_preparing(message, "e2e-preparer")
-    assert sending.prepare(message, "e2e-preparer", **composing.prepare_arguments(message))
-    delivery.deliver_message(message.pk)
-    message.refresh_from_db()
-    assert message.status == Message.Status.SENT
-    return message
-
-
-def sign_in(page: Page, base_url: str, user) -> None:
-    page.goto(f"{base_url}/messages/")
-    expect(page).to_have_url(re.compile(r"/login/\?next="))
-    page.locator("#id_username").fill(user.get_username())
-    page.locator("#id_password").fill(PASSWORD)
-    page.locator("#login-submit").click()
-    expect(page.locator("#nav-user")).to_have_text(user.get_full_name())
+    return deliver_in_process(message, users)
 
 
 def test_staff_find_a_student_and_see_what_was_sent_to_them(

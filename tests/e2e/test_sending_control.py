@@ -24,7 +24,7 @@ from playwright.sync_api import Page, expect
 from messaging.channels import DeliveryResult
 from messaging.models import AuditEvent, Message, MessageReceiver
 from messaging.services import composing, delivery, sending, transitions
-from tests.e2e.conftest import PASSWORD, composed_draft, make_staff
+from tests.e2e.conftest import composed_draft, make_staff, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -83,16 +83,6 @@ def in_a_while(**delta):
 
 
 # Steps ---------------------------------------------------------------------------------------------
-
-
-def sign_in(page: Page, base_url: str, user, next_path: str = "/messages/") -> None:
-    page.goto(f"{base_url}{next_path}")
-    expect(page).to_have_url(re.compile(r"/login/\?next="))
-    page.locator("#id_username").fill(user.get_username())
-    page.locator("#id_password").fill(PASSWORD)
-    page.locator("#login-submit").click()
-    expect(page).to_have_url(re.compile(rf"{re.escape(next_path)}$"))
-    expect(page.locator("#nav-user")).to_have_text(user.get_full_name())
 
 
 def confirm_and_click(page: Page, selector: str, *, accept: bool = True) -> str:
