@@ -125,7 +125,7 @@ class ReceiverTable(tables.Table):
         verbose_name=ACTIONS_HEADER,
         empty_values=(),
         orderable=False,
-        attrs={"td": {"class": "text-end text-nowrap"}},
+        attrs={"td": {"class": "text-end"}},
     )
 
     class Meta:
@@ -209,7 +209,10 @@ class ReceiverTable(tables.Table):
             confirm,
             _("Resend"),
         )
-        return format_html("{} {}", detail, resend)
+        # Side by side, or stacked where a phone leaves no room for both.
+        return format_html(
+            '<div class="d-flex flex-wrap justify-content-end gap-1">{}{}</div>', detail, resend
+        )
 
     def render_last_error(self, record: MessageReceiver) -> str:
         if record.status == MessageReceiver.Status.SENT:
