@@ -27,13 +27,6 @@ visually_hidden = lazy(_visually_hidden, SafeString)
 ACTIONS_HEADER = visually_hidden(_("Actions"))
 
 
-def status_badge(status: str, label: str) -> str:
-    """The same badge as the templates draw; colours per status are in static/messaging/app.css."""
-    return format_html(
-        '<span class="badge status-badge status-{}" data-status="{}">{}</span>', status, status, label
-    )
-
-
 def outcome_badge(receiver: MessageReceiver) -> str:
     return format_html(
         '<span class="badge outcome-badge outcome-{}" data-outcome="{}">{}</span>',
