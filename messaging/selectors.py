@@ -339,17 +339,12 @@ def bounce_groups(message: Message) -> list[tuple[str, str, str, int]]:
     return [(outcome, labels[outcome], detail or "?", n) for outcome, detail, n in rows]
 
 
-def resendable_count(message: Message, counts: dict[str, int], outcomes: dict[str, int]) -> int:
-    """What "Resend all failed" would queue. The status page is polled every 2 s, so receivers
-    are counted only when feedback touched this message (a bounce, a suppressed address);
-    otherwise the published counts say it."""
-    published = (
-        counts[MessageReceiver.Status.FAILED]
-        + counts[MessageReceiver.Status.ERROR]
-        + sum(outcomes.get(outcome, 0) for outcome in MessageReceiver.UNDELIVERED)
-    )
-    if not published or not outcomes:
-        return published
+def resendable_count(message: Message, not_delivered: int, outcomes: dict[str, int]) -> int:
+    """What "Resend failed" would queue at most. The status page is polled every 2 s, so
+    receivers are counted only when feedback touched this message (a bounce, a suppressed
+    address); otherwise `not_delivered` (status.not_delivered, from published counts) says it."""
+    if not not_delivered or not outcomes:
+        return not_delivered
     return MessageReceiver.objects.filter(message=message).resendable().unsuppressed().count()
 
 

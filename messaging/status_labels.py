@@ -71,12 +71,6 @@ def _message_label(status: str, total: int, not_delivered: int) -> Label:
     return Label(key, text, severity)
 
 
-def not_delivered(counts: dict[str, int], outcomes: dict[str, int]) -> int:
-    """From published receiver counts and delivery-outcome counts (the status page's)."""
-    bounced = sum(outcomes.get(outcome, 0) for outcome in MessageReceiver.UNDELIVERED)
-    return counts.get(ReceiverStatus.FAILED, 0) + counts.get(ReceiverStatus.ERROR, 0) + bounced
-
-
 # Receiver -------------------------------------------------------------------------------------------
 
 RETRYING = Label("retrying", _("Failed, retrying"), "temporary")

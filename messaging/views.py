@@ -159,7 +159,7 @@ def _status_context(request: HttpRequest, message: Message) -> dict:
     # Finished, but automatic retries will still move the counts: keep a slow refresh.
     retrying = not in_progress and selectors.retry_pending(message)
     progress = selectors.sending_progress(message, counts)
-    not_delivered = status_labels.not_delivered(counts, outcomes)
+    not_delivered = status.not_delivered(counts, outcomes)
     return {
         "message": message,
         "label": status_labels.message_label(message.status, progress.total, not_delivered),
@@ -181,7 +181,9 @@ def _status_context(request: HttpRequest, message: Message) -> dict:
         "cancelled_counts": selectors.cancelled_counts(message),
         "can_control": request.user.has_perm(SEND),
         "resendable_count": (
-            selectors.resendable_count(message, counts, outcomes) if resending.resend_allowed(message) else 0
+            selectors.resendable_count(message, not_delivered, outcomes)
+            if resending.resend_allowed(message)
+            else 0
         ),
         "audit_events": selectors.audit_trail(message),
         "filter": receivers,

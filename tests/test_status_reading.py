@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from messaging import status_labels
 from messaging.models import AuditEvent, Message, MessageReceiver, Suppression
-from messaging.services import resending, retention, transitions
+from messaging.services import resending, retention, status, transitions
 from messaging.templatetags.messaging_format import language_label, when
 
 M, R, Outcome = Message.Status, MessageReceiver.Status, MessageReceiver.Outcome
@@ -98,7 +98,7 @@ class TestMessageLabels:
     def test_not_delivered_counts_failures_and_bounces(self):
         counts = {R.FAILED: 3, R.ERROR: 4, R.SENT: 120}
         outcomes = {Outcome.HARD_BOUNCE: 2, Outcome.SOFT_BOUNCE: 1, Outcome.DELIVERED: 100}
-        assert status_labels.not_delivered(counts, outcomes) == 10
+        assert status.not_delivered(counts, outcomes) == 10
 
 
 class TestReceiverLabels:

@@ -78,6 +78,15 @@ def cancelled_counts(message_id: int) -> dict[str, int]:
     return dict(rows)
 
 
+def not_delivered(counts: dict[str, int], outcomes: dict[str, int]) -> int:
+    """Receivers that did not get the email: failed or error (retry pending or not), and sent
+    emails reported bounced, rejected or marked as spam afterwards. From receiver counts and
+    delivery-outcome counts (selectors.outcome_counts)."""
+    bounced = sum(outcomes.get(outcome, 0) for outcome in MessageReceiver.UNDELIVERED)
+    Status = MessageReceiver.Status
+    return counts.get(Status.FAILED, 0) + counts.get(Status.ERROR, 0) + bounced
+
+
 def published_counts(message: Message) -> dict[str, int]:
     """Receiver counts as last published on the message, without counting the receivers.
 
