@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from django.conf import settings
 
+ATTACHMENT_EXTENSIONS = (
+    ".pdf", ".txt", ".csv", ".ics", ".png", ".jpg", ".jpeg", ".gif",
+    ".doc", ".docx", ".xls", ".xlsx", ".ppt", ".pptx", ".odt", ".ods", ".odp", ".zip",
+)  # fmt: skip
+
 DEFAULTS = {
     # Failures after which a receiver is `error` instead of `failed` (SPEC §2).
     "MESSAGING_RESEND_LIMIT": 2,
@@ -66,6 +71,20 @@ DEFAULTS = {
     # Read every BOUNCE_POLL_MINUTES by the consumer and by `manage.py messaging_read_bounces`.
     "MESSAGING_BOUNCE_MAILBOX": "",
     "MESSAGING_BOUNCE_POLL_MINUTES": 5,
+    # The From addresses staff may choose when composing ("Name <address>" or an address);
+    # empty: only DEFAULT_FROM_EMAIL. DEFAULT_FROM_EMAIL is always allowed and listed first.
+    "MESSAGING_ALLOWED_SENDERS": [],
+    # Attachments of a composed message: the most bytes per file and per message, how many, and
+    # which file name extensions (lower case, with the dot) are accepted.
+    "MESSAGING_ATTACHMENT_MAX_BYTES": 10 * 1024 * 1024,
+    "MESSAGING_ATTACHMENTS_MAX_TOTAL_BYTES": 20 * 1024 * 1024,
+    "MESSAGING_ATTACHMENTS_MAX_COUNT": 10,
+    "MESSAGING_ATTACHMENT_EXTENSIONS": ATTACHMENT_EXTENSIONS,
+    # A dotted path to a callable(uploaded_file) that raises django.core.exceptions.ValidationError
+    # to refuse a file (a virus scanner, for example); None: no scan.
+    "MESSAGING_ATTACHMENT_SCANNER": None,
+    # Test sends a staff member may make per hour (to any address).
+    "MESSAGING_TEST_SENDS_PER_HOUR": 20,
 }
 
 
@@ -163,3 +182,33 @@ def bounce_mailbox() -> str:
 
 def bounce_poll_minutes() -> int:
     return get("MESSAGING_BOUNCE_POLL_MINUTES")
+
+
+def allowed_senders() -> list[str]:
+    """DEFAULT_FROM_EMAIL first, then the configured ones (without repeats)."""
+    senders = [settings.DEFAULT_FROM_EMAIL, *get("MESSAGING_ALLOWED_SENDERS")]
+    return list(dict.fromkeys(sender for sender in senders if sender))
+
+
+def attachment_max_bytes() -> int:
+    return get("MESSAGING_ATTACHMENT_MAX_BYTES")
+
+
+def attachments_max_total_bytes() -> int:
+    return get("MESSAGING_ATTACHMENTS_MAX_TOTAL_BYTES")
+
+
+def attachments_max_count() -> int:
+    return get("MESSAGING_ATTACHMENTS_MAX_COUNT")
+
+
+def attachment_extensions() -> list[str]:
+    return [extension.lower() for extension in get("MESSAGING_ATTACHMENT_EXTENSIONS")]
+
+
+def attachment_scanner() -> str | None:
+    return get("MESSAGING_ATTACHMENT_SCANNER")
+
+
+def test_sends_per_hour() -> int:
+    return get("MESSAGING_TEST_SENDS_PER_HOUR")

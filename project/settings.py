@@ -162,6 +162,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
+# Uploaded files (message attachments). Never served as static files: staff download them
+# through a view that checks permissions.
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 
 # Email: EMAIL_URL such as smtp://user:pass@host:587/?tls=True, console:, memory:, or
 # anymail:<esp> for an email provider's API through django-anymail (anymail:sendgrid,
