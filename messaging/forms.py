@@ -91,20 +91,13 @@ class BodyField(forms.CharField):
         super().__init__(validators=[validate_body_size, validate_template_syntax], **kwargs)
 
 
-class MessageForm(forms.Form):
-    context_type = forms.ChoiceField(label=_("Context type"), choices=Message.ContextType.choices)
-    users = forms.ModelMultipleChoiceField(
-        label=_("Users"), queryset=User.objects.all(), required=False, widget=forms.MultipleHiddenInput
-    )
-    groups = forms.ModelMultipleChoiceField(
-        label=_("Groups"), queryset=Group.objects.all(), required=False, widget=forms.MultipleHiddenInput
-    )
+class ComposedContentForm(forms.Form):
+    """A context type and a subject and body per language: what a draft and a template share."""
 
-    def __init__(self, data=None, *args, message: Message | None = None, **kwargs):
-        self.message = message or Message()
-        if data is None:
-            kwargs.setdefault("initial", self.initial_for(self.message))
-        super().__init__(data, *args, **kwargs)
+    context_type = forms.ChoiceField(label=_("Context type"), choices=Message.ContextType.choices)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.fields["context_type"].widget.attrs["class"] = "form-select"
         for code, name in settings.LANGUAGES:
             required = code == settings.LANGUAGE_CODE
@@ -122,13 +115,9 @@ class MessageForm(forms.Form):
             )
 
     @staticmethod
-    def initial_for(message: Message) -> dict:
-        initial = {
-            "context_type": message.context_type,
-            "users": composing.chosen_user_ids(message),
-            "groups": composing.chosen_group_ids(message),
-        }
-        for code, content in message.composed_content.items():
+    def content_initial(context_type: str, composed_content: dict) -> dict:
+        initial = {"context_type": context_type}
+        for code, content in composed_content.items():
             initial[f"subject_{code}"] = content.get("subject", "")
             initial[f"body_{code}"] = content.get("body", "")
         return initial
@@ -204,6 +193,29 @@ class MessageForm(forms.Form):
             if subject or body:
                 content[code] = {"subject": subject.strip(), "body": body}
         return content
+
+
+class MessageForm(ComposedContentForm):
+    users = forms.ModelMultipleChoiceField(
+        label=_("Users"), queryset=User.objects.all(), required=False, widget=forms.MultipleHiddenInput
+    )
+    groups = forms.ModelMultipleChoiceField(
+        label=_("Groups"), queryset=Group.objects.all(), required=False, widget=forms.MultipleHiddenInput
+    )
+
+    def __init__(self, data=None, *args, message: Message | None = None, **kwargs):
+        self.message = message or Message()
+        if data is None:
+            kwargs.setdefault("initial", self.initial_for(self.message))
+        super().__init__(data, *args, **kwargs)
+
+    @classmethod
+    def initial_for(cls, message: Message) -> dict:
+        return {
+            **cls.content_initial(message.context_type, message.composed_content),
+            "users": composing.chosen_user_ids(message),
+            "groups": composing.chosen_group_ids(message),
+        }
 
     def save(self, actor) -> Message:
         message = self.message

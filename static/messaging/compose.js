@@ -1,0 +1,1 @@
+// Compose form behaviour.

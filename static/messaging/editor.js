@@ -1,0 +1,1 @@
+// Rich-text editor for the compose form's bodies.
