@@ -3,7 +3,8 @@
 It accepts mail for every address except a few reserved domains, so the refusal paths can
 be seen without a real mail server: *@tempfail.example answers 451 (temporary) and
 *@bounce.example answers 550 (permanent). Accepted mail is kept in memory and, when a
-directory is given, written there as one .eml file per recipient.
+directory is given, written there as one .eml file per recipient, named so that the files sort
+by arrival and a restarted sink never overwrites what an earlier one wrote.
 
 Like a real relay, it can also bounce mail it accepted: with a bounce Maildir, mail to
 *@bounce-later.example is accepted and an RFC 3464 delivery report goes to that Maildir,
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import mailbox
+import os
 import re
+import secrets
 import socket
 import threading
 import time
@@ -33,6 +36,8 @@ REFUSALS = {
     "@bounce.example": "550 5.1.1 No such user here",
 }
 LATER_BOUNCE = "@bounce-later.example"
+# Room for the time, counter and random part within a file system's 255-byte name limit.
+ADDRESS_CHARS_IN_NAME = 100
 
 
 @dataclass(frozen=True)
@@ -104,13 +109,25 @@ class SinkHandler:
             number = len(self.received)
         if self.mail_dir:
             for rcpt in mail.rcpt_tos:
-                safe = "".join(c if c.isalnum() or c in "@.-_" else "_" for c in rcpt)
-                (self.mail_dir / f"{number:06d}-{safe}.eml").write_bytes(mail.data)
+                self.store(mail, rcpt, number)
         bounced = [rcpt for rcpt in mail.rcpt_tos if rcpt.lower().endswith(LATER_BOUNCE)]
         if self.bounces is not None and bounced and mail.mail_from:
             with self._lock:
                 self.bounces.add(delivery_report(mail, bounced))
         return "250 Message accepted for delivery"
+
+    def store(self, mail: SunkMail, rcpt: str, number: int) -> None:
+        """Write one .eml file. The name starts with the arrival time (so names sort by arrival
+        across restarts) and carries a random part (so a restarted sink, whose counter starts
+        again at 1, never reuses a name). Written to a hidden temporary file and renamed, so a
+        reader never sees half a message."""
+        safe = "".join(c if c.isascii() and (c.isalnum() or c in "@.-_") else "_" for c in rcpt)
+        arrived = time.strftime("%Y%m%d-%H%M%S", time.gmtime(mail.arrived_at))
+        name = f"{arrived}-{number:06d}-{secrets.token_hex(4)}-{safe[:ADDRESS_CHARS_IN_NAME]}.eml"
+        path = self.mail_dir / name
+        partial = self.mail_dir / f".{name}.partial"
+        partial.write_bytes(mail.data)
+        os.replace(partial, path)
 
 
 def delivery_report(mail: SunkMail, failed: list[str], host: str = "sink.localhost") -> bytes:

@@ -4,7 +4,9 @@
 `make run` calls this after `migrate` and `messaging_demo`. Each process's output is shown
 line by line with a prefix ([web], [worker], [mail]). Ctrl-C or SIGTERM stops all three, and so
 does any one of them exiting: each gets SIGINT (their graceful stop), then SIGTERM, then
-SIGKILL if it still runs. Standard library only.
+SIGKILL if it still runs. When all are up, one "ready" line gives the address, the demo
+staff login (from messaging_demo's VAR_DIR/demo-staff-password, or $MESSAGING_DEMO_PASSWORD)
+and where mail goes. Standard library only.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 GRACE_SECONDS = 8.0
 COLORS = {"web": "32", "worker": "36", "mail": "35", "run": "1"}
+# messaging/management/commands/messaging_demo.py: STAFF_USERNAME, PASSWORD_ENV, PASSWORD_FILE.
+DEMO_USERNAME = "staff"
+DEMO_PASSWORD_ENV = "MESSAGING_DEMO_PASSWORD"
+DEMO_PASSWORD_FILE = "demo-staff-password"
 
 
 @dataclass
@@ -67,6 +73,22 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def demo_password(env: dict[str, str], var_dir: Path) -> str:
+    """What messaging_demo set: $MESSAGING_DEMO_PASSWORD, else the password it kept ("" if none)."""
+    if env.get(DEMO_PASSWORD_ENV):
+        return env[DEMO_PASSWORD_ENV]
+    try:
+        return (var_dir / DEMO_PASSWORD_FILE).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError:
+        return ""
+
+
+def shown_path(path: Path) -> str:
+    """Relative to the checkout when inside it (var/mail/), else absolute."""
+    path = path.resolve()
+    return f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}/"
+
+
 def answers(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -76,10 +98,11 @@ def answers(host: str, port: int) -> bool:
 
 
 class Runner:
-    def __init__(self, children: list[Child], host: str, env: dict[str, str]) -> None:
+    def __init__(self, children: list[Child], host: str, env: dict[str, str], var_dir: Path) -> None:
         self.children = children
         self.host = host
         self.env = env
+        self.var_dir = var_dir
         self.out = Output()
         self.stop_requested = threading.Event()
         self.reason = ""
@@ -129,9 +152,17 @@ class Runner:
         if not waiting and not self.stop_requested.is_set():
             web = next(c for c in self.children if c.name == "web")
             mail = next(c for c in self.children if c.name == "mail")
+            url = f"http://{self.host}:{web.port}/"
+            password = demo_password(self.env, self.var_dir)
+            login = (
+                f"sign in at {url} as {DEMO_USERNAME} / {password}"
+                if password
+                else f"{url} (no demo login yet: `python manage.py messaging_demo` creates one)"
+            )
             self.say(
-                f"ready: http://{self.host}:{web.port}/ (admin: /admin/); mail sink "
-                f"smtp://{self.host}:{mail.port} stores mail in var/mail/. Ctrl-C stops everything."
+                f"ready: {login} (admin: /admin/); mail sink "
+                f"smtp://{self.host}:{mail.port} stores mail in {shown_path(self.var_dir / 'mail')}. "
+                "Ctrl-C stops everything."
             )
 
     def wait(self) -> int:
@@ -213,14 +244,15 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("EMAIL_URL", f"smtp://{args.host}:{args.mail_port}")
     # Bounces from the sink (mail to *@bounce-later.example) come back through a Maildir, read
     # every minute: the same path as a real relay's bounce mailbox.
-    bounce_dir = Path(env.get("VAR_DIR", ROOT / "var")) / "bounces"
+    var_dir = ROOT / env.get("VAR_DIR", "var")  # relative to the checkout, as the children see it
+    bounce_dir = var_dir / "bounces"
     env.setdefault("MESSAGING_BOUNCE_ADDRESS", "bounces@localhost")
     env.setdefault("MESSAGING_BOUNCE_MAILBOX", f"maildir://{bounce_dir.resolve()}")
     env.setdefault("MESSAGING_BOUNCE_POLL_MINUTES", "1")
     env.setdefault("DEBUG", "1")
     env["PYTHONUNBUFFERED"] = "1"
 
-    runner = Runner(children, args.host, env)
+    runner = Runner(children, args.host, env, var_dir)
     signal.signal(signal.SIGINT, runner.on_signal)
     signal.signal(signal.SIGTERM, runner.on_signal)
     status = 1

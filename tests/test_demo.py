@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import stat
 from io import StringIO
 
 import pytest
@@ -33,6 +34,14 @@ def snapshot() -> dict:
         "groups": sorted(Group.objects.values_list("name", "user__username")),
         "messages": sorted(Message.objects.values_list("id", "status", "metadata")),
     }
+
+
+@pytest.fixture(autouse=True)
+def var_dir(settings, tmp_path, monkeypatch):
+    """The kept password lives in VAR_DIR: each test starts without one."""
+    settings.VAR_DIR = tmp_path
+    monkeypatch.delenv("MESSAGING_DEMO_PASSWORD", raising=False)
+    return tmp_path
 
 
 @pytest.fixture
@@ -107,21 +116,58 @@ def test_addresses_show_every_path(demo):
     assert sum(a.endswith("@bounce.example") for a in addresses) >= 2
 
 
-def test_staff_password_is_printed_and_works(demo):
+def test_staff_password_is_random_printed_and_the_same_on_the_next_run(demo, var_dir):
     (first,) = SIGN_IN.findall(demo)
+    assert len(first) >= 16
     assert authenticate(username="staff", password=first)
+    staff = User.objects.get(username="staff")
+    assert staff.is_staff and staff.is_superuser
+    kept = var_dir / "demo-staff-password"
+    assert kept.read_text() == first
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert f"kept in {kept} for the next run" in demo
+
+    (second,) = SIGN_IN.findall(run_demo())
+    assert second == first
+    # Not even re-hashed: a browser signed in before the run stays signed in.
+    assert User.objects.get(username="staff").password == staff.password
+    assert [p.name for p in var_dir.iterdir()] == ["demo-staff-password"]
+
+
+def test_a_new_checkout_gets_its_own_password(demo, var_dir):
+    (first,) = SIGN_IN.findall(demo)
+    (var_dir / "demo-staff-password").unlink()
     (second,) = SIGN_IN.findall(run_demo())
     assert second != first
     assert authenticate(username="staff", password=second)
     assert not authenticate(username="staff", password=first)
+
+
+def test_a_changed_password_is_restored(demo):
+    (password,) = SIGN_IN.findall(demo)
     staff = User.objects.get(username="staff")
-    assert staff.is_staff and staff.is_superuser
+    staff.set_password("changed-in-the-admin")
+    staff.save()
+    run_demo()
+    assert authenticate(username="staff", password=password)
 
 
-def test_fixed_password_option():
+def test_password_from_the_environment_is_used_and_kept(monkeypatch, var_dir):
+    monkeypatch.setenv("MESSAGING_DEMO_PASSWORD", "correct-horse-battery")
+    assert SIGN_IN.findall(run_demo()) == ["correct-horse-battery"]
+    assert authenticate(username="staff", password="correct-horse-battery")
+    monkeypatch.delenv("MESSAGING_DEMO_PASSWORD")
+    assert SIGN_IN.findall(run_demo()) == ["correct-horse-battery"]
+    assert (var_dir / "demo-staff-password").read_text() == "correct-horse-battery"
+
+
+def test_fixed_password_option_wins_and_is_kept(monkeypatch):
+    monkeypatch.setenv("MESSAGING_DEMO_PASSWORD", "from-the-environment")
     output = run_demo("--password", "correct-horse-battery")
     assert "as staff / correct-horse-battery" in output
     assert authenticate(username="staff", password="correct-horse-battery")
+    monkeypatch.delenv("MESSAGING_DEMO_PASSWORD")
+    assert SIGN_IN.findall(run_demo()) == ["correct-horse-battery"]
 
 
 def test_drafts_have_content_and_recipients(demo):

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
 import re
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from email import message_from_bytes
 from pathlib import Path
 
 import pytest
@@ -32,11 +36,29 @@ def pid_alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
 
 
+def script_env(var_dir: Path) -> dict[str, str]:
+    leave_out = {"DATABASE_URL", "REDIS_URL", "EMAIL_URL", "MESSAGING_DEMO_PASSWORD"}
+    env = {k: v for k, v in os.environ.items() if k not in leave_out}
+    return env | {"DJANGO_SETTINGS_MODULE": "project.settings", "VAR_DIR": str(var_dir), "NO_COLOR": "1"}
+
+
+def manage(var_dir: Path, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=script_env(var_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
 class RunScript:
     def __init__(self, tmp_path: Path, *args: str) -> None:
         self.web_port, self.mail_port = free_port(), free_port()
-        env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "EMAIL_URL"}}
-        env |= {"DJANGO_SETTINGS_MODULE": "project.settings", "VAR_DIR": str(tmp_path), "NO_COLOR": "1"}
+        env = script_env(tmp_path)
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -68,8 +90,9 @@ class RunScript:
     def child_pids(self) -> dict[str, int]:
         return {name: int(pid) for name, pid in re.findall(r"started (\w+) \(pid (\d+)\)", self.output)}
 
-    def wait_ready(self) -> None:
+    def wait_ready(self) -> str:
         wait_until(lambda: "[run]    ready:" in self.output, timeout=60, message=f"ready\n{self.output}")
+        return next(line for line in self.lines if line.startswith("[run]    ready:"))
 
     def finish(self, timeout: float = 30) -> int:
         try:
@@ -118,7 +141,7 @@ def test_port_in_use_is_a_clear_error():
 
 def test_starts_all_three_and_ctrl_c_stops_them(run_script, tmp_path):
     script = run_script()
-    script.wait_ready()
+    assert "(no demo login yet: " in script.wait_ready()
     pids = script.child_pids()
     assert set(pids) == {"web", "worker", "mail"}
     try:
@@ -155,3 +178,74 @@ def test_a_child_exiting_stops_the_others(run_script):
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", script.web_port))  # nothing listens on the web port any more
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # the 302 itself is the answer
+
+
+def sign_in(base_url: str, username: str, password: str) -> urllib.request.OpenerDirector:
+    cookies = urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    opener = urllib.request.build_opener(cookies)
+    with opener.open(f"{base_url}login/", timeout=10) as response:
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', response.read().decode())[1]
+    form = urllib.parse.urlencode({"csrfmiddlewaretoken": token, "username": username, "password": password})
+    with pytest.raises(urllib.error.HTTPError) as redirect:
+        urllib.request.build_opener(cookies, NoRedirect).open(
+            f"{base_url}login/", data=form.encode(), timeout=10
+        )
+    assert redirect.value.code == 302, f"sign-in as {username} failed"
+    return opener
+
+
+def status_of(opener: urllib.request.OpenerDirector, url: str) -> int:
+    try:
+        with opener.open(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def make_run(run_script, var_dir: Path, mail_count: int) -> str:
+    """One `make run` after migrate: messaging_demo, then the script until ready; a staff and a
+    student request and one mail, then Ctrl-C. The staff password it used."""
+    (password,) = re.findall(r"as staff / (\S+)", manage(var_dir, "messaging_demo", "--users", "5"))
+    script = run_script()
+    assert script.wait_ready() == (
+        f"[run]    ready: sign in at http://127.0.0.1:{script.web_port}/ as staff / {password} "
+        f"(admin: /admin/); mail sink smtp://127.0.0.1:{script.mail_port} stores mail in "
+        f"{(var_dir / 'mail').resolve()}/. Ctrl-C stops everything."
+    )
+    base_url = f"http://127.0.0.1:{script.web_port}/"
+    assert status_of(sign_in(base_url, "staff", password), f"{base_url}messages/") == 200
+    student = sign_in(base_url, "student", "student-password-1")
+    assert status_of(student, f"{base_url}messages/") == 403
+    wait_until(lambda: "Forbidden (Permission denied): /messages/" in script.output, timeout=10)
+    with smtplib.SMTP("127.0.0.1", script.mail_port, timeout=10) as smtp:
+        smtp.sendmail("noreply@example.org", ["kari@example.org"], f"Subject: run {mail_count}\r\n\r\nHi\r\n")
+    wait_until(lambda: len(list((var_dir / "mail").glob("*.eml"))) == mail_count, timeout=10)
+    script.process.send_signal(signal.SIGINT)
+    assert script.finish() == 0
+    assert "Traceback" not in script.output, script.output
+    return password
+
+
+def test_make_run_twice_as_a_newcomer(run_script, tmp_path):
+    """The same login both times, repeated on the ready line; the first run's mail is still there
+    after the second; a student on a staff page is one line in the console, not a traceback."""
+    manage(tmp_path, "migrate", "--noinput")
+    manage(
+        tmp_path,
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User; "
+        "User.objects.create_user('student', password='student-password-1')",
+    )
+    first = make_run(run_script, tmp_path, mail_count=1)
+    second = make_run(run_script, tmp_path, mail_count=2)
+    assert first == second
+    subjects = sorted(
+        message_from_bytes(path.read_bytes())["Subject"] for path in (tmp_path / "mail").glob("*.eml")
+    )
+    assert subjects == ["run 1", "run 2"]

@@ -2,15 +2,23 @@
 
 Idempotent: users, groups and addresses are derived from a fixed seed and brought to the same
 state on every run; sample drafts are created only when no draft of the same sample exists.
+
+The staff password is random, chosen once and kept in VAR_DIR/demo-staff-password, so it is the
+same on every run and `scripts/run.py` can repeat it; --password or MESSAGING_DEMO_PASSWORD sets
+it (and it is kept). Never a fixed password: a demo database that ends up somewhere reachable
+must not have a superuser anyone can guess.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
 import unicodedata
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
@@ -21,6 +29,8 @@ from messaging.services import composing
 
 SEED = 1000
 STAFF_USERNAME = "staff"
+PASSWORD_ENV = "MESSAGING_DEMO_PASSWORD"
+PASSWORD_FILE = "demo-staff-password"  # in VAR_DIR; scripts/run.py reads it too
 DOMAIN = "example.org"
 TEMPFAIL_DOMAIN = "tempfail.example"  # the dev mail sink answers 451
 BOUNCE_DOMAIN = "bounce.example"  # the dev mail sink answers 550
@@ -265,6 +275,34 @@ class UserSpec:
         return {}
 
 
+def password_file() -> Path:
+    return Path(settings.VAR_DIR) / PASSWORD_FILE
+
+
+def kept_password() -> str:
+    try:
+        return password_file().read_text(encoding="utf-8").rstrip("\r\n")
+    except FileNotFoundError:
+        return ""
+
+
+def keep_password(password: str) -> None:
+    """Owner-only file, replaced in one step so a reader never sees half of it."""
+    path = password_file()
+    partial = path.with_name(f".{path.name}.partial")
+    partial.unlink(missing_ok=True)
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(password)
+    os.replace(partial, path)
+
+
+def staff_password(given: str | None) -> str:
+    """--password, else MESSAGING_DEMO_PASSWORD, else the one kept from an earlier run, else a
+    new random one."""
+    return given or os.environ.get(PASSWORD_ENV) or kept_password() or secrets.token_urlsafe(12)
+
+
 def ascii_slug(text: str) -> str:
     text = text.lower().replace("ø", "o").replace("æ", "ae").replace("å", "a")
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
@@ -317,8 +355,9 @@ def plan_users(count: int) -> list[UserSpec]:
 
 class Command(BaseCommand):
     help = (
-        "Create or refresh demo data: a staff superuser 'staff' (new random password printed on "
-        "every run), about 200 users with English/Norwegian names and languages, the groups "
+        "Create or refresh demo data: a staff superuser 'staff' (a random password chosen once and "
+        f"kept in VAR_DIR/{PASSWORD_FILE}; --password or {PASSWORD_ENV} sets it), about 200 users "
+        "with English/Norwegian names and languages, the groups "
         f"{', '.join(GROUPS)}, users without any address, with several addresses, and with "
         f"addresses at {TEMPFAIL_DOMAIN} (the dev mail sink answers 451), {BOUNCE_DOMAIN} (550) and "
         f"{LATER_BOUNCE_DOMAIN} (accepted, bounced a minute later), "
@@ -329,17 +368,22 @@ class Command(BaseCommand):
         parser.add_argument("--users", type=int, default=200, help="Number of demo users (default: 200).")
         parser.add_argument(
             "--password",
-            help="Password for the staff user (default: a new random one on every run).",
+            help=(
+                f"Password for the staff user, kept for later runs (default: ${PASSWORD_ENV}, else the "
+                "one kept from an earlier run, else a new random one)."
+            ),
         )
 
     def handle(self, *args, users: int, password: str | None, **options):
-        password = password or secrets.token_urlsafe(9)
+        password = staff_password(password)
         specs = plan_users(users)
         with transaction.atomic():
             staff = self.sync_staff(password)
             created, updated = self.sync_users(specs)
             groups = self.sync_groups(specs, staff)
             drafts = self.sync_drafts(specs, groups, staff)
+        if kept_password() != password:
+            keep_password(password)
         counts = {kind: sum(s.kind == kind for s in specs) for kind in SPECIAL_ADDRESSES}
         languages = {code or "default": sum(s.language == code for s in specs) for code in ("en", "nb", "")}
         self.stdout.write(
@@ -353,6 +397,10 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(f"Sign in at http://127.0.0.1:8000/ as {STAFF_USERNAME} / {password}")
         )
+        self.stdout.write(
+            f"(The password is kept in {password_file()} for the next run; set {PASSWORD_ENV} or "
+            "pass --password to choose another.)"
+        )
 
     def sync_staff(self, password: str):
         User = get_user_model()
@@ -360,7 +408,9 @@ class Command(BaseCommand):
         staff.first_name, staff.last_name = "Sam", "Staff"
         staff.email = f"{STAFF_USERNAME}@{DOMAIN}"
         staff.is_staff = staff.is_superuser = staff.is_active = True
-        staff.set_password(password)
+        if not staff.check_password(password):
+            # Only when it differs: a new hash would sign the browser out on every `make run`.
+            staff.set_password(password)
         staff.save()
         MessagingProfile.objects.update_or_create(user=staff, defaults={"languagecode": "en"})
         return staff
