@@ -15,11 +15,18 @@ from django.utils.translation import gettext_lazy as _
 SUBJECT_MAX_LENGTH = 255
 
 
+TRAILING_SPACES_RE = re.compile(r"[ \t]+\n")
+BLANK_LINES_RE = re.compile(r"\n{3,}")
+
+
 def html_to_text(content: str) -> str:
     converter = html2text.HTML2Text()
     converter.body_width = 0  # no hard wrapping of paragraphs
     converter.ignore_links = False
-    return converter.handle(content).strip()
+    text = converter.handle(content)
+    # html2text ends a <br> with Markdown's two spaces and a list with several empty lines: one
+    # empty line between blocks reads better in a plain-text email.
+    return BLANK_LINES_RE.sub("\n\n", TRAILING_SPACES_RE.sub("\n", text)).strip()
 
 
 # Placeholders staff (and templates) may put in subjects and bodies; each is filled per

@@ -247,6 +247,23 @@ def sign_in(page, base_url: str, user, next_path: str = "/messages/") -> None:
     expect(page.locator("#nav-user")).to_have_text(user.get_full_name() or user.get_username())
 
 
+def write_body(page, code: str, html: str) -> None:
+    """Put `html` into the rich-text editor of language `code`, as a paste replacing everything
+    (the editor writes back exactly what it was given when that is HTML it writes itself)."""
+    editor = page.locator(f"#id_body_{code}-editor")
+    editor.click()
+    page.keyboard.press("ControlOrMeta+a")
+    editor.evaluate(
+        """(element, html) => {
+            const data = new DataTransfer();
+            data.setData("text/html", html);
+            const init = {clipboardData: data, bubbles: true, cancelable: true};
+            element.dispatchEvent(new ClipboardEvent("paste", init));
+        }""",
+        html,
+    )
+
+
 def deliver_in_process(message, users):
     """Send `message` to `users` in this process, the real path (queue → preparing → receivers
     → delivery run) without a consumer; returns it, sent."""

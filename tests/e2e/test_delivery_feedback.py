@@ -31,7 +31,7 @@ from messaging.channels.email import message_id_for
 from messaging.feedback.return_path import envelope_sender
 from messaging.models import AuditEvent, DeliveryEvent, Message, MessageReceiver, Suppression, UnmatchedBounce
 from tests.conftest import Consumer, wait_until
-from tests.e2e.conftest import composed_draft, deliver_in_process, make_staff, sign_in
+from tests.e2e.conftest import composed_draft, deliver_in_process, make_staff, sign_in, write_body
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -250,7 +250,7 @@ def test_a_bounce_is_shown_suppresses_the_next_send_and_can_be_lifted(
     expect(page.locator("#compose-heading")).to_have_text("New message")
     page.locator("#id_context_type").select_option("deadline_moved")
     page.locator("#id_subject_en").fill(SUBJECT)
-    page.locator("#id_body_en").fill(BODY)
+    write_body(page, "en", BODY)
     for user in students:
         add_recipient(page, user)
     expect(page.locator("#recipient-total")).to_have_attribute("data-count", str(len(students)))

@@ -22,7 +22,7 @@ from playwright.sync_api import Page, expect
 
 from messaging.models import Message, MessageReceiver
 from tests.conftest import wait_until
-from tests.e2e.conftest import PASSWORD, make_staff
+from tests.e2e.conftest import PASSWORD, make_staff, write_body
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -165,11 +165,11 @@ def test_compose_preview_send_watch_filter_and_resend(
     expect(page.locator("#compose-heading")).to_have_text("New message")
     page.locator("#id_context_type").select_option("deadline_moved")
     page.locator("#id_subject_en").fill(EN_SUBJECT)
-    page.locator("#id_body_en").fill(EN_BODY)
+    write_body(page, "en", EN_BODY)
     show_language_tab(page, "nb")
     expect(page.get_by_test_id("fallback-badge-nb")).to_be_visible()
     page.locator("#id_subject_nb").fill(NB_SUBJECT)
-    page.locator("#id_body_nb").fill(NB_BODY)
+    write_body(page, "nb", NB_BODY)
     expect(page.get_by_test_id("fallback-badge-nb")).to_be_hidden()  # nb has its own text now
 
     add_recipient(page, "INF1000", f"search-group-{cast.group.pk}", f"groups-{cast.group.pk}")
