@@ -35,7 +35,7 @@ def query_words(query: str) -> list[str]:
     return list(dict.fromkeys(words))[:MAX_WORDS]
 
 
-def _word_matches(word: str) -> Q:
+def _word_matches(word: str, past_addresses: bool) -> Q:
     """A user whose first name, last name, username or an address of theirs contains `word`."""
     condition = (
         Q(first_name__icontains=word)
@@ -44,7 +44,7 @@ def _word_matches(word: str) -> Q:
         | Q(email__icontains=word)
         | Q(Exists(UserEmail.objects.filter(user=OuterRef("pk"), email__icontains=word)))
     )
-    if "@" in word:
+    if past_addresses and "@" in word:
         # Addresses the engine sent to before the user changed theirs. The receivers table is the
         # one big table (100,000 rows per message) and has no index a substring search can use,
         # so it is read only for a word that is (part of) an address, not for every name typed.
@@ -52,15 +52,17 @@ def _word_matches(word: str) -> Q:
     return condition
 
 
-def matching_users(query: str) -> QuerySet:
+def matching_users(query: str, past_addresses: bool = True) -> QuerySet:
     """Users (active or not) matching every word of `query`, in any order: "Sam Staff",
-    "staff sam", "sam st", a username or an address. None for a blank query. Unordered."""
+    "staff sam", "sam st", a username or an address. None for a blank query. Unordered.
+    `past_addresses`: also addresses the engine sent to before a user changed theirs (a scan of
+    the receivers table; the compose search, run on every keystroke, leaves it out)."""
     words = query_words(query)
     if not words:
         return User.objects.none()
     condition = Q()
     for word in words:
-        condition &= _word_matches(word)
+        condition &= _word_matches(word, past_addresses)
     return User.objects.filter(condition)
 
 

@@ -1,0 +1,11 @@
+from django import template
+
+from messaging.context_types import EXPLANATIONS
+
+register = template.Library()
+
+
+@register.simple_tag
+def context_type_explanations() -> list[tuple[str, str]]:
+    """(context type, its one-line explanation) for every context type."""
+    return [(str(value), text) for value, text in EXPLANATIONS.items()]
