@@ -9,9 +9,11 @@ bytes, and returns a real email.message.EmailMessage whose parts and headers are
 the parser would set them, so backends that inspect the message keep working; as_bytes() returns
 the prepared bytes without running the generator.
 
-Anything outside the common case (attachments, non-text alternatives, an SMTPUTF8 or legacy
-policy, a charset other than UTF-8, non-string header values, an address whose local part is
-not ASCII) falls back to Django's own message(), so behaviour never changes, only speed.
+Attachments that are PreparedParts (messaging.services.attachments makes them) are written
+once per policy and joined in as bytes: the generator would otherwise rewrite every base64 line
+of a large file for each receiver. Other attachments, non-text alternatives, an SMTPUTF8 or
+legacy policy, a charset other than UTF-8, non-string header values and an address whose local
+part is not ASCII fall back to Django's own message(), so behaviour never changes, only speed.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import re
 from datetime import UTC, datetime
 from email.header import Header
 from email.message import EmailMessage as StdlibEmailMessage
+from email.message import MIMEPart
 from email.policy import EmailPolicy
 from email.utils import format_datetime, formataddr, getaddresses
 from functools import lru_cache
@@ -180,14 +183,73 @@ def _part(policy: EmailPolicy, subtype: str, text: str) -> tuple[StdlibEmailMess
     return part, head.encode("ascii") + body
 
 
+class PreparedPart(MIMEPart):
+    """A MIME part (an attachment) that keeps its serialization per policy, so that every
+    email it is attached to reuses the same bytes. Treat it as read-only once attached."""
+
+    def __init__(self, policy=None):
+        super().__init__(policy=policy)
+        self._serialized: dict[str, bytes] = {}
+
+    def serialized(self, policy: EmailPolicy) -> bytes:
+        key = repr(policy)  # equal policies (each clone is a new object) share one entry
+        if key not in self._serialized:
+            self._serialized[key] = self.as_bytes(policy=policy)
+        return self._serialized[key]
+
+
+_CONTENT_HEADERS = frozenset({"content-type", "content-transfer-encoding"})
+
+
 class FastEmailMultiAlternatives(EmailMultiAlternatives):
-    """EmailMultiAlternatives with a fast message() for text bodies and text alternatives."""
+    """EmailMultiAlternatives with a fast message() for text bodies and text alternatives, and
+    prepared attachments."""
 
     def message(self, *, policy=email.policy.default):
         try:
+            if self.attachments and all(isinstance(a, PreparedPart) for a in self.attachments):
+                return self._with_prepared_attachments(policy)
             return self._fast_message(policy)
         except _Fallback:
             return super().message(policy=policy)
+
+    def _with_prepared_attachments(self, policy) -> StdlibEmailMessage:
+        """multipart/mixed as Django writes it: the text part(s) from _fast_message, then each
+        attachment's prepared bytes. (Base64 never holds the "===" a boundary starts with.)"""
+        attachments, self.attachments = self.attachments, []
+        try:
+            inner = self._fast_message(policy)
+        finally:
+            self.attachments = attachments
+        linesep = policy.linesep
+        head, body = inner._prepared.split((linesep + linesep).encode("ascii"), 1)
+        fields = re.split(f"{linesep}(?![ \t])", head.decode("ascii"))
+        content = [f for f in fields if f.split(":", 1)[0].lower() in _CONTENT_HEADERS]
+        rest = [f for f in fields if f.split(":", 1)[0].lower() not in {*_CONTENT_HEADERS, "mime-version"}]
+        boundary = _boundary([inner._prepared])
+        content_type = f'multipart/mixed;{linesep} boundary="{boundary}"'
+        top = [f"Content-Type: {content_type}", "MIME-Version: 1.0", *rest]
+        between = f"{linesep}--{boundary}{linesep}".encode("ascii")
+        pieces = [
+            (linesep.join(top) + linesep + linesep + f"--{boundary}{linesep}").encode("ascii"),
+            (linesep.join(content) + linesep + linesep).encode("ascii"),
+            body,
+        ]
+        for attachment in attachments:
+            pieces += [between, attachment.serialized(policy)]
+        pieces.append(f"{linesep}--{boundary}--{linesep}".encode("ascii"))
+        msg = PreparedMessage(policy=policy)
+        msg._prepared = b"".join(pieces)  # one copy of the attachments' bytes per email
+        text = StdlibEmailMessage(policy=policy)
+        text._headers = [(name, value) for name, value in inner._headers if name.lower() in _CONTENT_HEADERS]
+        text._payload = inner._payload
+        msg._headers = [
+            ("Content-Type", _unfold(content_type)),
+            ("MIME-Version", "1.0"),
+            *((n, v) for n, v in inner._headers if n.lower() not in {*_CONTENT_HEADERS, "mime-version"}),
+        ]
+        msg._payload = [text, *attachments]
+        return msg
 
     def _fast_message(self, policy) -> StdlibEmailMessage:
         if (
