@@ -20,17 +20,20 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from messaging import channels
+from messaging.forms import MessageTemplateAdminForm
 from messaging.models import (
     AuditEvent,
     DeliveryEvent,
     Message,
+    MessageAttachment,
     MessageReceiver,
+    MessageTemplate,
     MessagingProfile,
     Suppression,
     UnmatchedBounce,
     UserEmail,
 )
-from messaging.services import controlling, resending, suppressions
+from messaging.services import controlling, message_templates, resending, suppressions
 
 RESENDABLE = MessageReceiver.RESENDABLE
 
@@ -161,6 +164,27 @@ class AuditEventInline(admin.TabularInline):
         return super().get_queryset(request).select_related("actor", "receiver")
 
 
+class MessageAttachmentInline(admin.TabularInline):
+    """A message's files, read-only; the name links to the staff download view."""
+
+    model = MessageAttachment
+    extra = 0
+    can_delete = False
+    fields = ["download", "content_type", "size", "sha256", "created_datetime"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("file name"))
+    def download(self, obj: MessageAttachment) -> str:
+        url = reverse("messaging:attachment_download", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, obj.filename)
+
+
 @admin.register(Message)
 class MessageAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
@@ -191,7 +215,7 @@ class MessageAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMixin, adm
     list_select_related = ["created_by"]
     list_per_page = 50
     actions = ["resend_failed_receivers", "pause_sending", "resume_sending", "cancel_sending"]
-    inlines = [AuditEventInline]
+    inlines = [MessageAttachmentInline, AuditEventInline]
     fieldsets = [
         (
             None,
@@ -563,3 +587,23 @@ class UnmatchedBounceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description=_("message"))
     def raw_display(self, obj: UnmatchedBounce) -> str:
         return format_html("<pre>{}</pre>", bytes(obj.raw).decode("utf-8", "replace"))
+
+
+@admin.register(MessageTemplate)
+class MessageTemplateAdmin(admin.ModelAdmin):
+    """Templates staff start messages from; saved through the service, as in the staff UI."""
+
+    form = MessageTemplateAdminForm
+    list_display = ["name", "context_type", "languages", "updated_datetime", "created_by"]
+    list_filter = ["context_type"]
+    search_fields = ["name"]
+    list_select_related = ["created_by"]
+    readonly_fields = ["created_by", "created_datetime", "updated_datetime"]
+    fields = ["name", "context_type", "composed_content", *readonly_fields]
+
+    @admin.display(description=_("languages"))
+    def languages(self, obj: MessageTemplate) -> str:
+        return ", ".join(message_templates.content_languages(obj.composed_content)) or "-"
+
+    def save_model(self, request, obj: MessageTemplate, form, change: bool) -> None:
+        message_templates.save_template(obj, actor=request.user)

@@ -27,4 +27,11 @@ class MessagingConfig(AppConfig):
             recounting.on_receiver_deleted, sender=MessageReceiver, dispatch_uid="messaging.recounting"
         )
 
+        from messaging.models import MessageAttachment
+        from messaging.services import attachments
+
+        post_delete.connect(
+            attachments.on_attachment_deleted, sender=MessageAttachment, dispatch_uid="messaging.attachments"
+        )
+
         from messaging.feedback import webhooks  # noqa: F401 (connects anymail's tracking signal)

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 from django.utils.translation import gettext_lazy as _
 
-from messaging.models import Message, MessageReceiver, Suppression
+from messaging.models import Message, MessageReceiver, MessageTemplate, Suppression
 
 User = get_user_model()
 
@@ -148,3 +148,21 @@ class PersonReceiverFilter(BootstrapFilterSet):
     class Meta:
         model = MessageReceiver
         fields = ["context_type", "status"]
+
+
+class TemplateFilter(BootstrapFilterSet):
+    """Message templates by name and context type."""
+
+    q = django_filters.CharFilter(
+        label=_("Name"),
+        field_name="name",
+        lookup_expr="icontains",
+        widget=forms.TextInput(attrs={"placeholder": _("Part of a name"), "type": "search"}),
+    )
+    context_type = django_filters.ChoiceFilter(
+        label=_("Context type"), choices=Message.ContextType.choices, empty_label=_("Any")
+    )
+
+    class Meta:
+        model = MessageTemplate
+        fields = ["q", "context_type"]

@@ -9,12 +9,12 @@ from datetime import datetime, time, timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Case, Count, IntegerField, Q, QuerySet, Value, When
 from django.db.models.functions import TruncWeek
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from messaging import recipients
+from messaging import people, recipients
 from messaging.filters import MessageFilter, ReceiverFilter
 from messaging.models import Message, MessageReceiver, is_suppressed
 from messaging.services import composing, suppressions
@@ -22,6 +22,8 @@ from messaging.services import composing, suppressions
 User = get_user_model()
 
 SEARCH_LIMIT = 10
+# A group's members listed on the compose page (the rest are counted).
+GROUP_MEMBERS_LISTED = 50
 SAMPLE_CHOICES_LIMIT = 50
 NO_ADDRESS_LISTED = 20
 
@@ -96,22 +98,109 @@ def audit_trail(message: Message) -> QuerySet:
 # Recipients ----------------------------------------------------------------------------------------
 
 
-def search_recipients(query: str, limit: int = SEARCH_LIMIT) -> tuple[list, list]:
-    query = query.replace("\0", "").strip()  # PostgreSQL refuses NUL in a text parameter
-    if not query:
-        return [], []
-    users = (
-        User.objects.filter(is_active=True)
-        .filter(
-            Q(username__icontains=query)
-            | Q(first_name__icontains=query)
-            | Q(last_name__icontains=query)
-            | Q(email__icontains=query)
+@dataclass(frozen=True)
+class FoundRecipient:
+    user: object
+    address: str
+
+
+@dataclass(frozen=True)
+class RecipientsFound:
+    """What the compose page's search offers: the first users and groups, and how many matched."""
+
+    query: str
+    users: list[FoundRecipient]
+    user_total: int
+    groups: list
+    group_total: int
+
+    @property
+    def more_users(self) -> int:
+        return self.user_total - len(self.users)
+
+    @property
+    def more_groups(self) -> int:
+        return self.group_total - len(self.groups)
+
+
+def _found_recipients(ids: list[int]) -> list[FoundRecipient]:
+    """The users of `ids`, in that order, with their notification address (three queries)."""
+    loaded = {user.pk: user for user in recipients.users_with_recipient_data(ids)}
+    users = [loaded[pk] for pk in ids if pk in loaded]
+    return [FoundRecipient(user, recipients.notification_address(user)) for user in users]
+
+
+def _relevance(words: list[str], query: str) -> Case:
+    """How well a user matches: each word that starts their first name, last name or username
+    counts, and the whole query being their username or address counts most ("ann" finds Ann
+    Berg before Joanna Lee; "sam" the user "sam" before everyone named Sam)."""
+    exact = Q(username__iexact=query) | Q(email__iexact=query)
+    score = Case(When(exact, then=Value(len(words) + 1)), default=Value(0), output_field=IntegerField())
+    for word in words:
+        starts = (
+            Q(first_name__istartswith=word) | Q(last_name__istartswith=word) | Q(username__istartswith=word)
         )
-        .order_by("username")[:limit]
+        score += Case(When(starts, then=Value(1)), default=Value(0), output_field=IntegerField())
+    return score
+
+
+def _total(listed: list, limit: int, queryset: QuerySet) -> int:
+    """How many `queryset` has: only counted when the first `limit` filled the list."""
+    return len(listed) if len(listed) < limit else queryset.count()
+
+
+def search_recipients(query: str, limit: int = SEARCH_LIMIT) -> RecipientsFound:
+    """Active users matching every word of `query` in any order (people.matching_users: full
+    name, username, address), most relevant first, then by name; and groups whose name holds
+    every word. Inactive users are not offered: they are never sent to."""
+    words = people.query_words(query)
+    query = " ".join(words)
+    if not words:
+        return RecipientsFound(query="", users=[], user_total=0, groups=[], group_total=0)
+    users = people.matching_users(query, past_addresses=False).filter(is_active=True)
+    ids = list(
+        users.annotate(relevance=_relevance(words, query))
+        .order_by("-relevance", "last_name", "first_name", "username", "pk")
+        .values_list("pk", flat=True)[:limit]
     )
-    groups = Group.objects.filter(name__icontains=query).annotate(member_count=Count("user")).order_by("name")
-    return list(users), list(groups[:limit])
+    found = _found_recipients(ids)
+    condition = Q()
+    for word in words:
+        condition &= Q(name__icontains=word)
+    groups = Group.objects.filter(condition)
+    listed_groups = list(groups.annotate(member_count=_active_member_count()).order_by("name", "pk")[:limit])
+    return RecipientsFound(
+        query=query,
+        users=found,
+        user_total=_total(ids, limit, users),
+        groups=listed_groups,
+        group_total=_total(listed_groups, limit, groups),
+    )
+
+
+def _active_member_count() -> Count:
+    return Count("user", filter=Q(user__is_active=True))
+
+
+@dataclass(frozen=True)
+class GroupMembers:
+    group: Group
+    members: list[FoundRecipient]
+    total: int
+
+    @property
+    def more(self) -> int:
+        return self.total - len(self.members)
+
+
+def group_members(pk: int, limit: int = GROUP_MEMBERS_LISTED) -> GroupMembers:
+    """The active members of a group (those a message to it reaches), by name, with the address
+    they would be sent to; the first `limit` of them and how many there are."""
+    group = get_object_or_404(Group, pk=pk)
+    members = User.objects.filter(groups=group, is_active=True)
+    by_name = members.order_by("last_name", "first_name", "username", "pk")
+    ids = list(by_name.values_list("pk", flat=True)[:limit])
+    return GroupMembers(group=group, members=_found_recipients(ids), total=_total(ids, limit, members))
 
 
 def users_by_ids(ids) -> list:

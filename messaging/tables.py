@@ -10,7 +10,8 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
 from messaging import status_labels
-from messaging.models import Message, MessageReceiver, Suppression
+from messaging.models import Message, MessageReceiver, MessageTemplate, Suppression
+from messaging.services import message_templates
 from messaging.templatetags.messaging_format import language_label, when
 
 # Columns a phone-width screen leaves out (the receiver's page has them all).
@@ -309,4 +310,80 @@ class PersonReceiverTable(tables.Table):
             'data-testid="receiver-detail-link">{}</a>',
             reverse("messaging:receiver_detail", args=[record.pk]),
             _("Details"),
+        )
+
+
+# Message templates ----------------------------------------------------------------------------------
+
+
+class TemplateTable(tables.Table):
+    """Message templates (the templates page): open one to edit it, or start a new message from it."""
+
+    name = tables.Column(verbose_name=_("Name"))
+    context_type = tables.Column(verbose_name=_("Context type"))
+    languages = tables.Column(verbose_name=_("Languages"), empty_values=(), orderable=False)
+    updated_datetime = LocalTimeColumn(verbose_name=_("Updated"))
+    created_by = tables.Column(verbose_name=_("Author"), order_by=("created_by__username",))
+    actions = tables.Column(
+        verbose_name=ACTIONS_HEADER,
+        empty_values=(),
+        orderable=False,
+        attrs={"td": {"class": "text-end"}},
+    )
+
+    class Meta:
+        model = MessageTemplate
+        fields = ()
+        sequence = ("name", "context_type", "languages", "updated_datetime", "created_by", "actions")
+        order_by = ("name",)
+        attrs = {"class": "table table-hover align-middle", "id": "template-table"}
+        row_attrs = {
+            "id": lambda record: f"template-{record.pk}",
+            "data-template-id": lambda record: record.pk,
+        }
+        empty_text = _("No templates yet. Save a draft as a template, or create one here.")
+
+    def __init__(self, *args, csrf_token: str = "", **kwargs):
+        self.csrf_token = csrf_token  # the rows' "New message" buttons are real forms
+        super().__init__(*args, **kwargs)
+
+    def render_name(self, record: MessageTemplate) -> str:
+        return format_html(
+            '<a href="{}" hx-boost="false" data-testid="template-link">{}</a>',
+            reverse("messaging:template_edit", args=[record.pk]),
+            record.name,
+        )
+
+    def render_context_type(self, record: MessageTemplate) -> str:
+        return record.get_context_type_display()
+
+    def render_languages(self, record: MessageTemplate) -> str:
+        codes = message_templates.content_languages(record.composed_content)
+        return ", ".join(language_label(code) for code in codes) or "—"
+
+    def render_created_by(self, value) -> str:
+        return value.get_full_name() or value.get_username()
+
+    def render_actions(self, record: MessageTemplate) -> str:
+        start = format_html(
+            '<form method="post" action="{}" class="d-inline">'
+            '<input type="hidden" name="csrfmiddlewaretoken" value="{}">'
+            '<input type="hidden" name="template" value="{}">'
+            '<button type="submit" class="btn btn-sm btn-primary" data-testid="start-from-template">'
+            "{}{}</button></form>",
+            reverse("messaging:template_start"),
+            self.csrf_token,
+            record.pk,
+            _("New message"),
+            _visually_hidden(f": {record.name}"),
+        )
+        delete = format_html(
+            '<a href="{}" class="btn btn-sm btn-outline-danger" hx-boost="false" '
+            'data-testid="template-delete-link">{}{}</a>',
+            reverse("messaging:template_delete", args=[record.pk]),
+            _("Delete"),
+            _visually_hidden(f": {record.name}"),
+        )
+        return format_html(
+            '<div class="d-flex flex-wrap justify-content-end gap-1">{}{}</div>', start, delete
         )

@@ -1,7 +1,15 @@
 from django.urls import path
 from django.views.i18n import set_language
 
-from messaging import views, views_exports, views_operations, views_people, views_suppressions
+from messaging import (
+    views,
+    views_attachments,
+    views_exports,
+    views_operations,
+    views_people,
+    views_suppressions,
+    views_templates,
+)
 
 app_name = "messaging"
 
@@ -11,7 +19,13 @@ urlpatterns = [
     path("<int:pk>/edit/", views.message_edit, name="message_edit"),
     path("<int:pk>/duplicate/", views.message_duplicate, name="message_duplicate"),
     path("<int:pk>/delete/", views.message_delete, name="message_delete"),
+    path(
+        "<int:pk>/save-as-template/",
+        views_templates.message_save_as_template,
+        name="message_save_as_template",
+    ),
     path("<int:pk>/preview/", views.message_preview, name="message_preview"),
+    path("attachments/<int:pk>/", views_attachments.attachment_download, name="attachment_download"),
     path("<int:pk>/send-test/", views.message_send_test, name="message_send_test"),
     path("<int:pk>/send/", views.message_send, name="message_send"),
     path("<int:pk>/unschedule/", views.message_unschedule, name="message_unschedule"),
@@ -25,6 +39,12 @@ urlpatterns = [
     path("receivers/<int:pk>/resend/", views.receiver_resend, name="receiver_resend"),
     path("recipients/search/", views.recipient_search, name="recipient_search"),
     path("recipients/summary/", views.recipient_summary, name="recipient_summary"),
+    path("recipients/groups/<int:pk>/members/", views.group_members, name="group_members"),
+    path("templates/", views_templates.template_list, name="template_list"),
+    path("templates/new/", views_templates.template_create, name="template_create"),
+    path("templates/start/", views_templates.template_start, name="template_start"),
+    path("templates/<int:pk>/edit/", views_templates.template_edit, name="template_edit"),
+    path("templates/<int:pk>/delete/", views_templates.template_delete, name="template_delete"),
     path("operations/", views_operations.operations, name="operations"),
     path("people/", views_people.person_search, name="person_search"),
     path("people/<int:pk>/", views_people.person_detail, name="person_detail"),

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -26,9 +27,10 @@ from django_htmx.http import HttpResponseClientRedirect
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
 
-from messaging import rendering, selectors, status_labels
-from messaging.forms import MessageForm, RecipientSelectionForm, SendForm
+from messaging import conf, rendering, selectors, status_labels
+from messaging.forms import AttachmentsForm, MessageForm, RecipientSelectionForm, SendForm, TestSendForm
 from messaging.models import Message, MessageReceiver
+from messaging.services import attachments as message_attachments
 from messaging.services import composing, controlling, resending, status, suppressions
 from messaging.tables import MessageTable, ReceiverTable
 
@@ -103,7 +105,12 @@ def _read_only(request: HttpRequest, message: Message) -> HttpResponse:
     return _redirect(request, _status_url(message))
 
 
-def _compose_context(request: HttpRequest, form: MessageForm, message: Message | None) -> dict:
+def _compose_context(
+    request: HttpRequest,
+    form: MessageForm,
+    message: Message | None,
+    attachments_form: AttachmentsForm | None = None,
+) -> dict:
     selection = RecipientSelectionForm(
         {"users": form["users"].value() or [], "groups": form["groups"].value() or []}
     )
@@ -111,6 +118,7 @@ def _compose_context(request: HttpRequest, form: MessageForm, message: Message |
     return {
         "form": form,
         "message": message,
+        "attachments_form": attachments_form or AttachmentsForm(message=message),
         "chosen_users": selectors.users_by_ids(user_ids),
         "chosen_groups": selectors.groups_by_ids(group_ids),
         "summary": selectors.recipient_summary(user_ids, group_ids),
@@ -120,11 +128,15 @@ def _compose_context(request: HttpRequest, form: MessageForm, message: Message |
 
 
 def _compose(request: HttpRequest, message: Message | None) -> HttpResponse:
-    form = MessageForm(request.POST or None, message=message)
-    if request.method == "POST" and form.is_valid():
+    form = MessageForm(request.POST or None, message=message, actor=request.user)
+    attachments_form = AttachmentsForm(request.POST or None, request.FILES or None, message=message)
+    # Both forms are checked, so that every error shows at once.
+    if request.method == "POST" and all([form.is_valid(), attachments_form.is_valid()]):
         try:
-            saved = form.save(request.user)
-        except composing.DraftChanged:
+            with transaction.atomic():  # the draft and its files are saved together, or neither
+                saved = form.save(request.user)
+                attachments_form.save(saved)
+        except (composing.DraftChanged, message_attachments.NotADraft):
             # Keep what was typed on screen (it can be copied into a new draft); save nothing.
             form.add_error(
                 None, _("This message was sent while you were editing it; your changes were not saved.")
@@ -132,16 +144,27 @@ def _compose(request: HttpRequest, message: Message | None) -> HttpResponse:
             return _render(
                 request,
                 "messaging/compose.html",
-                _compose_context(request, form, message),
+                _compose_context(request, form, message, attachments_form),
                 "compose_form",
                 409,
+            )
+        except message_attachments.LimitReached as refused:  # another save came first
+            attachments_form.add_error("attachments", refused)
+            return _render(
+                request,
+                "messaging/compose.html",
+                _compose_context(request, form, message, attachments_form),
+                "compose_form",
             )
         messages.success(request, _("Draft saved."))
         if request.POST.get("next") == "preview":
             return _redirect(request, reverse("messaging:message_preview", args=[saved.pk]))
         return _redirect(request, _edit_url(saved))
     return _render(
-        request, "messaging/compose.html", _compose_context(request, form, message), "compose_form"
+        request,
+        "messaging/compose.html",
+        _compose_context(request, form, message, attachments_form),
+        "compose_form",
     )
 
 
@@ -162,6 +185,7 @@ def _status_context(request: HttpRequest, message: Message) -> dict:
     not_delivered = status.not_delivered(counts, outcomes)
     return {
         "message": message,
+        "sender": composing.sender_of(message),
         "label": status_labels.message_label(message.status, progress.total, not_delivered),
         "progress": progress,
         "in_progress": in_progress,
@@ -260,9 +284,16 @@ def message_delete(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_permission_required(COMPOSE)
 @require_GET
 def recipient_search(request: HttpRequest) -> HttpResponse:
-    users, groups = selectors.search_recipients(request.GET.get("q", ""))
-    context = {"users": users, "groups": groups, "query": request.GET.get("q", "")}
-    return _render(request, "messaging/recipient_search.html", context)
+    found = selectors.search_recipients(request.GET.get("q", ""))
+    return _render(request, "messaging/recipient_search.html", {"found": found})
+
+
+@staff_permission_required(COMPOSE)
+@require_GET
+def group_members(request: HttpRequest, pk: int) -> HttpResponse:
+    """Who a group reaches, shown on the compose page before sending to it."""
+    found = selectors.group_members(pk)
+    return _render(request, "messaging/group_members.html", {"found": found})
 
 
 @staff_permission_required(COMPOSE)
@@ -285,6 +316,8 @@ def message_preview(request: HttpRequest, pk: int) -> HttpResponse:
         "message": message,
         "columns": selectors.preview_columns(message, samples, request.user),
         "summary": selectors.message_recipient_summary(message),
+        "sender": composing.sender_of(message),
+        "test_form": TestSendForm(actor=request.user) if request.user.has_perm(SEND) else None,
     }
     return _render(request, "messaging/message_preview.html", context, "columns")
 
@@ -292,15 +325,40 @@ def message_preview(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_permission_required(SEND)
 @require_POST
 def message_send_test(request: HttpRequest, pk: int) -> HttpResponse:
+    """Send the draft to the address typed (one, validated), rendered in the language chosen."""
     message = selectors.get_message(pk)
-    result = composing.send_test(message, request.user)
+    form = TestSendForm(request.POST, actor=request.user)
+    result = None
+    if form.is_valid():
+        try:
+            result = composing.send_test(
+                message, request.user, form.cleaned_data["to"], form.cleaned_data["language"]
+            )
+        except composing.TooManyTestSends as exc:
+            form.add_error(None, _too_many_tests(exc))
     if not request.htmx:
-        if result.delivered:
-            messages.success(request, _("A test was sent to your address."))
+        if result is None:
+            for error in form.errors.values():
+                messages.error(request, " ".join(error))
+        elif result.delivered:
+            sent_to = form.cleaned_data["to"]
+            messages.success(request, _("A test was sent to %(address)s.") % {"address": sent_to})
         else:
             messages.error(request, _("The test could not be sent: %(reason)s") % {"reason": result.reason})
         return redirect("messaging:message_preview", pk=message.pk)
-    return _render(request, "messaging/message_preview.html#test_result", {"result": result})
+    context = {"message": message, "test_form": form, "result": result}
+    return _render(request, "messaging/message_preview.html#test_result", context)
+
+
+def _too_many_tests(exc: composing.TooManyTestSends) -> str:
+    if exc.next_at is None:
+        return _("Test sends are turned off on this site.")
+    limit = conf.test_sends_per_hour()
+    return ngettext(
+        "You have sent %(limit)d test in the last hour, the most allowed; the next is possible at %(time)s.",
+        "You have sent %(limit)d tests in the last hour, the most allowed; the next is possible at %(time)s.",
+        limit,
+    ) % {"limit": limit, "time": date_format(timezone.localtime(exc.next_at), "TIME_FORMAT")}
 
 
 @staff_permission_required(SEND)

@@ -225,6 +225,10 @@ for _name in (
     "MESSAGING_HEALTH_MAX_WAIT_SECONDS",
     "MESSAGING_SMTP_CONNECTIONS",
     "MESSAGING_BOUNCE_POLL_MINUTES",
+    "MESSAGING_TEST_SENDS_PER_HOUR",
+    "MESSAGING_ATTACHMENT_MAX_BYTES",
+    "MESSAGING_ATTACHMENTS_MAX_TOTAL_BYTES",
+    "MESSAGING_ATTACHMENTS_MAX_COUNT",
 ):
     if os.environ.get(_name):
         globals()[_name] = int(os.environ[_name])
@@ -235,11 +239,26 @@ for _name in (
     "MESSAGING_METRICS_TOKEN",
     "MESSAGING_BOUNCE_ADDRESS",
     "MESSAGING_BOUNCE_MAILBOX",
+    "MESSAGING_ATTACHMENT_SCANNER",
 ):
     if os.environ.get(_name):
         globals()[_name] = os.environ[_name]
+if os.environ.get("MESSAGING_ATTACHMENT_EXTENSIONS"):
+    # Comma-separated: ".pdf,.docx,.png" (the dot may be left out)
+    MESSAGING_ATTACHMENT_EXTENSIONS = [
+        "." + name.strip().lstrip(".")
+        for name in os.environ["MESSAGING_ATTACHMENT_EXTENSIONS"].split(",")
+        if name.strip().lstrip(".")
+    ]
 if os.environ.get("MESSAGING_NOTIFY_SENDER"):
     MESSAGING_NOTIFY_SENDER = os.environ["MESSAGING_NOTIFY_SENDER"].lower() not in ("0", "false", "no", "off")
+if os.environ.get("MESSAGING_ALLOWED_SENDERS", "").strip():
+    # A JSON list, or one sender a line (a display name may hold a comma: "Exams, Science" <…>).
+    _senders = os.environ["MESSAGING_ALLOWED_SENDERS"].strip()
+    if _senders.startswith("["):
+        MESSAGING_ALLOWED_SENDERS = json.loads(_senders)
+    else:
+        MESSAGING_ALLOWED_SENDERS = [line.strip() for line in _senders.splitlines() if line.strip()]
 if os.environ.get("MESSAGING_RATE_LIMITS"):
     # JSON, e.g. {"default": {"per_second": 14, "per_day": 50000}}
     MESSAGING_RATE_LIMITS = json.loads(os.environ["MESSAGING_RATE_LIMITS"])
@@ -264,6 +283,12 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # A 403 logs one line, not a traceback (project/logging_filters.py); 500s keep theirs.
+    "filters": {"permission_denied": {"()": "project.logging_filters.PermissionDeniedWithoutTraceback"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"messaging": {"handlers": ["console"], "level": "INFO"}},
+    "loggers": {
+        "messaging": {"handlers": ["console"], "level": "INFO"},
+        # Level and handlers stay Django's (it propagates to the "django" logger).
+        "django.request": {"filters": ["permission_denied"]},
+    },
 }

@@ -8,12 +8,13 @@ others) → 403, staff with only that permission → 200/302 (405 for a method t
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, reverse
 
 from messaging import urls as messaging_urls
-from messaging.models import Message, Suppression, UnmatchedBounce
-from messaging.services import composing, suppressions
+from messaging.models import Message, MessageTemplate, Suppression, UnmatchedBounce
+from messaging.services import attachments, composing, suppressions
 
 VIEW, COMPOSE, SEND, RESEND = "view_message", "compose_message", "send_message", "resend_message"
 LIFT = "lift_suppression"
@@ -41,6 +42,7 @@ PERMISSIONS = {
     "receiver_resend": (RESEND, {"POST"}),
     "recipient_search": (COMPOSE, {"GET"}),
     "recipient_summary": (COMPOSE, {"GET"}),
+    "group_members": (COMPOSE, {"GET"}),  # its pk is a group's
     "operations": (VIEW, {"GET"}),
     "person_search": (VIEW, {"GET"}),
     "person_detail": (VIEW, {"GET"}),  # its pk is a user's
@@ -48,6 +50,13 @@ PERMISSIONS = {
     "suppression_lift": (LIFT, {"POST"}),
     "unmatched_bounce_download": (VIEW, {"GET"}),
     "unmatched_bounce_dismiss": (LIFT, {"POST"}),
+    "attachment_download": (VIEW, {"GET"}),
+    "message_save_as_template": (COMPOSE, {"GET", "POST"}),
+    "template_list": (COMPOSE, {"GET"}),
+    "template_create": (COMPOSE, {"GET", "POST"}),
+    "template_start": (COMPOSE, {"POST"}),
+    "template_edit": (COMPOSE, {"GET", "POST"}),
+    "template_delete": (COMPOSE, {"GET", "POST"}),
     "set_language": (PUBLIC, {"GET", "POST"}),  # only sets the language cookie
 }
 URL_NAMES = [p.name for p in messaging_urls.urlpatterns if isinstance(p, URLPattern)]
@@ -76,7 +85,8 @@ def grant(user, codenames):
 
 
 @pytest.fixture
-def objects(make_user, django_capture_on_commit_callbacks):
+def objects(make_user, django_capture_on_commit_callbacks, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path  # the attachment's file
     owner = make_user(is_staff=True)
     receiver_user = make_user(email="")  # no address: its receiver fails, so it can be resent
     content = {"en": {"subject": "S", "body": "<p>B</p>"}}
@@ -94,6 +104,9 @@ def objects(make_user, django_capture_on_commit_callbacks):
         "suppression": Suppression.objects.get(),
         "unmatched_bounce": unmatched,
         "person": receiver_user,
+        "group": Group.objects.create(name="INF1000"),
+        "template": MessageTemplate.objects.create(name="Weekly", composed_content=content),
+        "attachment": attachments.add(draft, [SimpleUploadedFile("plan.pdf", b"%PDF-1.4")])[0],
     }
 
 
@@ -103,7 +116,7 @@ def url_for(name: str, objects) -> str:
         return reverse(f"messaging:{name}")
     if name == "receiver_export":  # its pk is the message's
         return reverse(f"messaging:{name}", args=[objects["sent"].pk])
-    for kind in ("receiver", "suppression", "unmatched_bounce", "person"):
+    for kind in ("receiver", "suppression", "unmatched_bounce", "person", "group", "template", "attachment"):
         if name.startswith(f"{kind}_"):
             return reverse(f"messaging:{name}", args=[objects[kind].pk])
     sample = objects["sent"] if name in {"message_status", "message_resend_failed"} else objects["draft"]

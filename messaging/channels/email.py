@@ -6,12 +6,12 @@ import re
 import smtplib
 import ssl
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from anymail.exceptions import AnymailAPIError, AnymailError, AnymailRecipientsRefused
 from django.conf import settings
 from django.core import mail
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist
 from django.core.mail import make_msgid
 from django.core.mail.handler import DEFAULT_MAILER_ALIAS
 from django.utils.translation import gettext as _
@@ -21,6 +21,8 @@ from messaging.channels.base import Channel, ChannelUnavailable, DeliveryResult
 from messaging.channels.fast_email import FastEmailMultiAlternatives
 from messaging.channels.mailer_pool import MailerPool, close_mailer
 from messaging.feedback import return_path
+from messaging.models import Message, MessageReceiver
+from messaging.services import attachments as message_attachments
 
 # anymail sends metadata with the email and providers return it in their webhooks.
 RECEIVER_METADATA_KEY = "messaging_receiver"
@@ -41,18 +43,30 @@ def receiver_id_from_message_id(message_id: str) -> int | None:
     return int(match[1]) if match else None
 
 
-def build_email(receiver, connection=None) -> FastEmailMultiAlternatives:
+def sender_of(receiver) -> tuple[str, str]:
+    """(From, Reply-To) of a receiver's email: those chosen for its message, else
+    DEFAULT_FROM_EMAIL and none (so engine messages such as sending reports keep the default)."""
+    try:
+        message = receiver.message
+    except ObjectDoesNotExist:  # built without a message, or the message is gone
+        return settings.DEFAULT_FROM_EMAIL, ""
+    return message.from_email or settings.DEFAULT_FROM_EMAIL, message.reply_to
+
+
+def build_email(receiver, connection=None, attachments: Sequence = ()) -> FastEmailMultiAlternatives:
     # Building the MIME message is the largest cost of sending with Django 6.1's generic
     # builder; the fast one writes the same bytes (tests/test_fast_email.py) in a tenth of the time.
     headers = {"Message-ID": message_id_for(receiver)}
+    from_email, reply_to = sender_of(receiver)
     envelope_sender = return_path.envelope_sender(receiver)
     if envelope_sender:
-        headers["From"] = settings.DEFAULT_FROM_EMAIL  # shown; bounces go to the envelope sender
+        headers["From"] = from_email  # shown; bounces go to the envelope sender
     email = FastEmailMultiAlternatives(
         subject=receiver.subject,
         body=receiver.message_content_plain,
-        from_email=envelope_sender or None,
+        from_email=envelope_sender or from_email,
         to=[receiver.send_to],
+        reply_to=[reply_to] if reply_to else None,
         headers=headers,
         connection=connection,
     )
@@ -60,6 +74,9 @@ def build_email(receiver, connection=None) -> FastEmailMultiAlternatives:
         email.metadata = {RECEIVER_METADATA_KEY: str(receiver.pk)}  # read by anymail backends only
     if receiver.message_content_html:
         email.attach_alternative(receiver.message_content_html, "text/html")
+    # Ready MIME parts, shared by every receiver's email (messaging.services.attachments).
+    for part in attachments:
+        email.attach(part)
     return email
 
 
@@ -179,15 +196,21 @@ class EmailChannel(Channel):
         return 2 * attempt_seconds(mail.mailers.default)
 
     def deliver(self, receivers: Iterable) -> Iterator[tuple[object, DeliveryResult]]:
+        senders: dict[int, Message | None] = {}
+        attachments: dict[int, list | DeliveryResult] = {}
         with self.pool.mailer() as mailer:
             for receiver in receivers:
-                yield receiver, self._deliver_one(mailer, receiver)
+                _load_sender(receiver, senders)
+                parts = _attachment_parts(receiver, attachments)
+                yield receiver, self._deliver_one(mailer, receiver, parts)
 
-    def _deliver_one(self, mailer, receiver) -> DeliveryResult:
+    def _deliver_one(self, mailer, receiver, attachments: Sequence | DeliveryResult = ()) -> DeliveryResult:
         if not receiver.send_to:
             return DeliveryResult(delivered=False, permanent=True, reason=_("The user has no email address."))
+        if isinstance(attachments, DeliveryResult):
+            return attachments  # a file of the message cannot be read
         try:
-            email = build_email(receiver, mailer)
+            email = build_email(receiver, mailer, attachments)
         except ValueError as exc:  # a header that cannot be written (e.g. a line break)
             return classify_exception(exc, receiver.send_to)
         for retry in (False, True):
@@ -227,6 +250,34 @@ class EmailChannel(Channel):
             # A fresh connection failed too: the server is the problem, not this receiver.
             raise ChannelUnavailable(describe_server_problem(exc)) from exc
         return classify_exception(exc, receiver.send_to)
+
+
+def _load_sender(receiver, loaded: dict[int, Message | None]) -> None:
+    """Give a receiver its message's From and Reply-To, read once per message per batch: the
+    engine claims receivers without their message, and reading it for each email would cost a
+    query per receiver."""
+    if receiver.message_id is None or MessageReceiver.message.is_cached(receiver):
+        return
+    if receiver.message_id not in loaded:
+        loaded[receiver.message_id] = (
+            Message.objects.only("from_email", "reply_to").filter(pk=receiver.message_id).first()
+        )
+    if loaded[receiver.message_id] is not None:
+        receiver.message = loaded[receiver.message_id]
+
+
+def _attachment_parts(receiver, loaded: dict[int, list | DeliveryResult]) -> list | DeliveryResult:
+    """The MIME parts of the receiver's message's attachments, looked up once per message in a
+    batch (the receivers of a batch share their message); a file that cannot be read fails each
+    receiver of the message with the reason."""
+    if receiver.message_id is None:
+        return []
+    if receiver.message_id not in loaded:
+        try:
+            loaded[receiver.message_id] = message_attachments.email_parts(receiver.message_id)
+        except message_attachments.AttachmentUnavailable as exc:
+            loaded[receiver.message_id] = DeliveryResult(delivered=False, permanent=True, reason=str(exc))
+    return loaded[receiver.message_id]
 
 
 def _begin_attempt(mailer) -> None:

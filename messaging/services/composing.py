@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from messaging import channels, recipients
+from messaging import channels, conf, recipients
 from messaging.channels import ChannelUnavailable, DeliveryResult
 from messaging.models import AuditEvent, Message, MessageReceiver
 from messaging.rendering import ContentRenderer, RenderedContent
-from messaging.services import controlling, sending, transitions
+from messaging.services import attachments, controlling, sending, transitions
 from messaging.services.audit import record
 from messaging.services.status import exception_entry
 from messaging.subject_generator import ComposedSubjectGenerator
@@ -56,11 +57,44 @@ def renderer_for(message: Message) -> ContentRenderer:
     )
 
 
+@dataclass(frozen=True)
+class Sender:
+    """Who a message's recipients see it from, and where their replies go."""
+
+    from_email: str  # the chosen sender, else DEFAULT_FROM_EMAIL
+    reply_to: str  # "": replies go to the sender
+    is_default: bool
+    # False when MESSAGING_ALLOWED_SENDERS no longer lists the sender chosen for this message.
+    is_allowed: bool
+
+
+def sender_of(message: Message) -> Sender:
+    chosen = message.from_email
+    return Sender(
+        from_email=chosen or settings.DEFAULT_FROM_EMAIL,
+        reply_to=message.reply_to,
+        is_default=not chosen,
+        is_allowed=not chosen or chosen in conf.allowed_senders(),
+    )
+
+
+def sender_details(message: Message) -> dict:
+    """From and Reply-To as the audit trail records them."""
+    return {"from": message.from_email or settings.DEFAULT_FROM_EMAIL, "reply_to": message.reply_to}
+
+
 class DraftChanged(ValueError):
     """The message left `draft` (or was deleted) while it was being edited; nothing was saved."""
 
 
-EDITABLE_FIELDS = ["context_type", "message_type", "composed_content", "virtual_message_receivers"]
+EDITABLE_FIELDS = [
+    "context_type",
+    "message_type",
+    "composed_content",
+    "virtual_message_receivers",
+    "from_email",
+    "reply_to",
+]
 
 
 def save_draft(message: Message, actor=None) -> Message:
@@ -97,6 +131,8 @@ def duplicate(message: Message, actor=None) -> Message:
         context_type=message.context_type,
         message_type=list(message.message_type),
         composed_content=dict(message.composed_content),
+        from_email=message.from_email,
+        reply_to=message.reply_to,
         virtual_message_receivers={
             "chosen_user_ids": chosen_user_ids(message),
             "group_ids": chosen_group_ids(message),
@@ -104,6 +140,7 @@ def duplicate(message: Message, actor=None) -> Message:
     )
     with transaction.atomic():
         copy.save()
+        attachments.copy_all(message, copy)
         record(copy, AuditEvent.Action.DUPLICATED, actor, source=message.pk)
     return copy
 
@@ -141,7 +178,7 @@ def _start_now(message: Message, actor, user_ids: list[int], expected: list[str]
 
     def enqueue() -> None:
         tasks.send_composed_message(message.pk)
-        record(message, AuditEvent.Action.SENT, actor, receivers=len(user_ids))
+        record(message, AuditEvent.Action.SENT, actor, receivers=len(user_ids), **sender_details(message))
 
     try:
         transaction.on_commit(enqueue)  # runs now unless the caller holds a transaction
@@ -161,6 +198,7 @@ def _schedule(message: Message, actor, send_at, expires_at, recipients: int) -> 
         send_at=send_at.isoformat(),
         expires_at=expires_at.isoformat() if expires_at else None,
         receivers=recipients,
+        **sender_details(message),
     )
     sending.schedule_start(message)
     return recipients
@@ -229,11 +267,59 @@ def preview(message: Message, language: str, sample_user) -> Preview:
     )
 
 
-def send_test(message: Message, actor) -> DeliveryResult:
-    """Deliver the draft to the staff member's own address; the draft stays untouched."""
-    language = recipients.preferred_language(actor)
+TEST_SEND_WINDOW = timedelta(hours=1)
+
+
+class TooManyTestSends(Exception):
+    """The staff member made MESSAGING_TEST_SENDS_PER_HOUR test sends within the last hour;
+    `next_at` is when the next one is possible (None: test sends are turned off)."""
+
+    def __init__(self, next_at: datetime | None):
+        self.next_at = next_at
+        super().__init__(f"Too many test sends; the next is possible at {next_at}.")
+
+
+def next_test_send_at(actor) -> datetime | None:
+    """When `actor` may make the next test send, if not now; raises TooManyTestSends when test
+    sends are turned off (a limit below 1)."""
+    limit = conf.test_sends_per_hour()
+    if limit is None:
+        return None
+    if limit < 1:
+        raise TooManyTestSends(None)
+    # Counted from the audit trail rather than a cache: every process and host sees the same
+    # rows without a shared cache being set up, and each test send is recorded there anyway.
+    # One query over the actor's index, at most `limit` rows.
+    recent = list(
+        AuditEvent.objects.filter(
+            actor=actor,
+            action=AuditEvent.Action.TEST_SENT,
+            created_datetime__gt=timezone.now() - TEST_SEND_WINDOW,
+        )
+        .order_by("-created_datetime")
+        .values_list("created_datetime", flat=True)[:limit]
+    )
+    if len(recent) < limit:
+        return None
+    # Once the limit-th newest leaves the window, fewer than `limit` remain in it.
+    return recent[limit - 1] + TEST_SEND_WINDOW
+
+
+def send_test(message: Message, actor, address: str = "", language: str = "") -> DeliveryResult:
+    """Deliver the draft to `address` in `language` (by default the staff member's own address
+    and language); the draft stays untouched. Raises TooManyTestSends, sending nothing,
+    when the staff member has used up their test sends for the hour. (Two tests sent at the
+    very same moment may both pass the check: the limit is against careless repetition, not
+    an attack.)"""
+    next_at = next_test_send_at(actor)
+    if next_at is not None:
+        raise TooManyTestSends(next_at)
+    language = recipients.resolve_language(language) if language else recipients.preferred_language(actor)
     receiver = MessageReceiver(
-        message=message, user=actor, language=language, send_to=recipients.notification_address(actor)
+        message=message,
+        user=actor,
+        language=language,
+        send_to=address or recipients.notification_address(actor),
     )
     try:
         content = renderer_for(message).render(actor, language)
@@ -250,7 +336,9 @@ def send_test(message: Message, actor) -> DeliveryResult:
         AuditEvent.Action.TEST_SENT,
         actor,
         to=receiver.send_to,
+        language=language,
         delivered=result.delivered,
         reason=result.reason,
+        **sender_details(message),
     )
     return result

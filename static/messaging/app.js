@@ -44,7 +44,13 @@
       var kind = add.dataset.addRecipient;
       var pk = add.dataset.pk;
       if (container && !container.querySelector('[data-recipient="' + kind + "-" + pk + '"]')) {
-        container.appendChild(chipFor(kind, pk, add.dataset.label, container));
+        var chip = chipFor(kind, pk, add.dataset.label, container);
+        if (add.dataset.membersUrl) {
+          // compose.js gives the chip its "Members" disclosure, as for chips the server renders.
+          chip.dataset.membersUrl = add.dataset.membersUrl;
+          chip.dataset.label = add.dataset.label;
+        }
+        container.appendChild(chip);
         recipientsChanged();
       }
       add.classList.add("active");
@@ -134,7 +140,8 @@
   document.addEventListener("DOMContentLoaded", announceChanges);
   document.addEventListener("htmx:afterSettle", announceChanges);
 
-  // Placeholders: insert "{{ name }}" at the cursor of the field last focused in the same tab.
+  // Placeholders: insert "{{ name }}" at the cursor of the field last focused in the same tab
+  // (the subject, or the body's editor, which puts a token there instead).
   var lastField = null;
   document.addEventListener("focusin", function (event) {
     if (event.target.matches("[data-placeholder-target]")) {
@@ -148,7 +155,13 @@
     if (!field) {
       return;
     }
-    var text = "{{ " + button.dataset.insertPlaceholder + " }}";
+    // A rich-text body (editor.js) inserts a token itself and says so by cancelling the event.
+    var name = button.dataset.insertPlaceholder;
+    var asked = new CustomEvent("insert-placeholder", { bubbles: true, cancelable: true, detail: { name: name } });
+    if (!field.dispatchEvent(asked)) {
+      return;
+    }
+    var text = "{{ " + name + " }}";
     var start = field.selectionStart == null ? field.value.length : field.selectionStart;
     var end = field.selectionEnd == null ? field.value.length : field.selectionEnd;
     field.value = field.value.slice(0, start) + text + field.value.slice(end);

@@ -28,13 +28,14 @@ from playwright.sync_api import Page, expect
 
 from messaging import urls as messaging_urls
 from messaging.channels import DeliveryResult
-from messaging.models import Message, MessageReceiver, UnmatchedBounce
+from messaging.models import Message, MessageReceiver, MessageTemplate, UnmatchedBounce
 from messaging.services import (
     composing,
     controlling,
     delivery,
     feedback,
     heartbeats,
+    message_templates,
     sending,
     suppressions,
     transitions,
@@ -65,6 +66,7 @@ PENDING = {"person_search", "person_detail"}
 NOT_PAGES = {
     "receiver_export": "a CSV download, not HTML",
     "unmatched_bounce_download": "the raw bounce email (message/rfc822) as a download, not HTML",
+    "attachment_download": "a message's attached file as a download, not HTML",
     "set_language": "only sets the language cookie and redirects (its form is on every page)",
 }
 
@@ -89,6 +91,7 @@ class Site:
     person: object  # someone with receivers in several messages
     group: Group
     ada: object  # found by the compose page's recipient search
+    template: MessageTemplate  # offered on the new-message page, listed on the templates page
 
 
 def _draft(staff, users, content=None, groups=()) -> Message:
@@ -213,6 +216,15 @@ def site(make_user, huey_queue, smtp_mailer) -> Site:
     )
     UnmatchedBounce.objects.create(reason="Not a delivery report.", raw=b"Subject: \n\nhello")
 
+    # Templates: the new-message page offers them, grouped by context type.
+    template = message_templates.save_template(
+        MessageTemplate(
+            name="Exam moved", context_type="deadline_moved", composed_content={"en": EN, "nb": NB}
+        ),
+        staff,
+    )
+    message_templates.save_template(MessageTemplate(name="Weekly note", composed_content={"en": EN}), staff)
+
     # The operations page: a live consumer, the sweeper, and failures by reason.
     heartbeats.beat("worker-1.example.edu:4242", "consumer")
     heartbeats.record_sweep()
@@ -231,6 +243,7 @@ def site(make_user, huey_queue, smtp_mailer) -> Site:
         person=kari,
         group=group,
         ada=ada,
+        template=template,
     )
 
 
@@ -263,6 +276,35 @@ def fail_to_save(page: Page, site: Site) -> None:
     page.locator("#save-draft").click()
     expect(page.locator("#form-errors")).to_be_visible()
     expect(page.locator("#id_subject_en")).to_have_class(re.compile(r"\bis-invalid\b"))
+
+
+def fail_to_save_template(page: Page, site: Site) -> None:
+    """Save the template without a name: the form comes back with errors."""
+    page.locator("#id_name").fill("")
+    page.locator("#save-template").click()
+    expect(page.locator("#form-errors")).to_be_visible()
+    expect(page.locator("#id_name")).to_have_attribute("aria-invalid", "true")
+
+
+def fail_on_nb_tab(page: Page, site: Site) -> None:
+    """A Norwegian body without its subject, saved from the English tab: the form comes back on
+    the nb tab, the subject focused."""
+    page.locator("#tab-nb").click()
+    page.locator("#id_subject_nb").fill("")
+    page.locator("#tab-en").click()
+    page.locator("#save-draft").click()
+    expect(page.locator("#tab-nb")).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#id_subject_nb")).to_be_focused()
+    expect(page.locator("#pane-nb")).to_have_css("opacity", "1")
+
+
+def show_group_members(page: Page, site: Site) -> None:
+    """The chosen group's members, and a found group's, shown before sending."""
+    page.get_by_test_id(f"chip-members-groups-{site.group.pk}").click()
+    expect(page.locator(f"#chosen-members-groups-{site.group.pk} [data-member]")).to_have_count(3)
+    page.locator("#recipient-search").fill("INF1000")
+    page.get_by_test_id(f"search-group-members-{site.group.pk}").click()
+    expect(page.locator(f"#search-members-{site.group.pk} [data-member]")).to_have_count(3)
 
 
 def save(page: Page, site: Site) -> None:
@@ -328,6 +370,14 @@ VISITS = [
     Visit("compose-edit", "message_edit", to("message_edit", "draft")),
     Visit("compose-edit-nb-tab", "message_edit", to("message_edit", "draft"), then=show_nb_tab),
     Visit("compose-errors", "message_edit", to("message_edit", "draft"), then=fail_to_save),
+    Visit("compose-errors-nb", "message_edit", to("message_edit", "draft"), then=fail_on_nb_tab),
+    Visit(
+        "compose-group-members",
+        "message_edit",
+        to("message_edit", "draft"),
+        then=show_group_members,
+        covers=("group_members",),
+    ),
     Visit("compose-saved", "message_edit", to("message_edit", "draft"), then=save),
     Visit("preview", "message_preview", to("message_preview", "draft")),
     Visit("preview-sent", "message_preview", to("message_preview", "failed")),
@@ -353,6 +403,15 @@ VISITS = [
     Visit("suppressions-nb", "suppression_list", to("suppression_list"), language="nb"),
     Visit("people", "person_search", to("person_search", query="q=Utsatt")),
     Visit("person", "person_detail", to("person_detail", "person")),
+    Visit("templates", "template_list", to("template_list")),
+    Visit("templates-nb", "template_list", to("template_list"), language="nb"),
+    Visit("templates-phone", "template_list", to("template_list"), phone=True),
+    Visit("template-new", "template_create", to("template_create")),
+    Visit("template-edit", "template_edit", to("template_edit", "template")),
+    Visit("template-edit-nb-tab", "template_edit", to("template_edit", "template"), then=show_nb_tab),
+    Visit("template-errors", "template_edit", to("template_edit", "template"), then=fail_to_save_template),
+    Visit("template-delete", "template_delete", to("template_delete", "template")),
+    Visit("save-as-template", "message_save_as_template", to("message_save_as_template", "draft")),
 ]
 
 
