@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from email.utils import getaddresses
+
 from django.conf import settings
 from django.core import checks, mail
+from django.core.exceptions import ValidationError
 from django.core.mail.handler import DEFAULT_MAILER_ALIAS
+from django.core.validators import validate_email
 
 from messaging import channels, conf
 from messaging.rate_limits import WINDOWS
@@ -123,3 +127,38 @@ def _window_problems(scope: str, entries: dict) -> list[tuple[str, str]]:
 
 def _whole_at_least_one(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+@checks.register()
+def allowed_senders(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """A sender staff may choose must read as one address, or every email from it is broken."""
+    senders = conf.get("MESSAGING_ALLOWED_SENDERS")
+    if not isinstance(senders, list | tuple):
+        return [
+            checks.Error(
+                f"MESSAGING_ALLOWED_SENDERS must be a list of senders (is {senders!r}).", id="messaging.E007"
+            )
+        ]
+    return [
+        checks.Error(
+            f"MESSAGING_ALLOWED_SENDERS has {sender!r}, which is not one address.",
+            hint='Write "Name <address>" or an address; quote a name holding a comma: '
+            '"Exams, Science" <exams@example.edu>.',
+            id="messaging.E007",
+        )
+        for sender in senders
+        if not _one_address(sender)
+    ]
+
+
+def _one_address(sender) -> bool:
+    if not isinstance(sender, str) or "\n" in sender or "\r" in sender:
+        return False
+    addresses = getaddresses([sender])
+    if len(addresses) != 1:
+        return False
+    try:
+        validate_email(addresses[0][1])
+    except ValidationError:
+        return False
+    return True

@@ -71,8 +71,9 @@ DEFAULTS = {
     # Read every BOUNCE_POLL_MINUTES by the consumer and by `manage.py messaging_read_bounces`.
     "MESSAGING_BOUNCE_MAILBOX": "",
     "MESSAGING_BOUNCE_POLL_MINUTES": 5,
-    # The From addresses staff may choose when composing ("Name <address>" or an address);
-    # empty: only DEFAULT_FROM_EMAIL. DEFAULT_FROM_EMAIL is always allowed and listed first.
+    # The From addresses staff may choose when composing ("Name <address>" or an address;
+    # checked at start-up: messaging.checks); empty: only DEFAULT_FROM_EMAIL, which is always
+    # allowed and listed first.
     "MESSAGING_ALLOWED_SENDERS": [],
     # Attachments of a composed message: the most bytes per file and per message, how many, and
     # which file name extensions (lower case, with the dot) are accepted.
@@ -83,7 +84,7 @@ DEFAULTS = {
     # A dotted path to a callable(uploaded_file) that raises django.core.exceptions.ValidationError
     # to refuse a file (a virus scanner, for example); None: no scan.
     "MESSAGING_ATTACHMENT_SCANNER": None,
-    # Test sends a staff member may make per hour (to any address).
+    # Test sends a staff member may make per hour (to any address); 0: test sends off, None: no limit.
     "MESSAGING_TEST_SENDS_PER_HOUR": 20,
 }
 

@@ -370,14 +370,23 @@ def message_send(request: HttpRequest, pk: int) -> HttpResponse:
         return _read_only(request, message)
     has_content = settings.LANGUAGE_CODE in composing.languages_with_content(message)
     summary = selectors.message_recipient_summary(message)
+    sender = composing.sender_of(message)
     form = SendForm(request.POST if request.method == "POST" else None, message=message)
     if request.method == "POST":
-        if not summary.total or not has_content:
-            messages.error(request, _("Nothing was sent: the draft needs recipients and content."))
+        if not summary.total or not has_content or not sender.is_allowed:
+            messages.error(
+                request, _("Nothing was sent: the draft needs recipients, content and an allowed sender.")
+            )
             return _redirect(request, reverse("messaging:message_send", args=[message.pk]))
         if form.is_valid():
             return _send(request, message, form)
-    context = {"message": message, "summary": summary, "has_content": has_content, "form": form}
+    context = {
+        "message": message,
+        "summary": summary,
+        "has_content": has_content,
+        "sender": sender,
+        "form": form,
+    }
     return _render(request, "messaging/message_send.html", context, status=400 if form.errors else 200)
 
 
@@ -387,6 +396,12 @@ def _send(request: HttpRequest, message: Message, form: SendForm) -> HttpRespons
         composing.queue_send(message, actor=request.user, send_at=send_at, expires_at=expires_at)
     except ValueError:
         messages.info(request, _("This message had already been sent."))
+    except composing.SenderNotAllowed:
+        messages.error(
+            request,
+            _("Nothing was sent: its sender is no longer allowed. Edit the draft and choose another."),
+        )
+        return _redirect(request, reverse("messaging:message_send", args=[message.pk]))
     except composing.QueueUnavailable:
         messages.error(request, _("The task queue could not be reached; nothing was sent. Try again."))
         return _redirect(request, reverse("messaging:message_send", args=[message.pk]))

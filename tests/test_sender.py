@@ -226,6 +226,28 @@ class TestDroppedSender:
         draft.refresh_from_db()
         assert draft.composed_content["en"]["body"] == "<p>The exam moved.</p>"
 
+    def test_it_cannot_be_sent_or_scheduled(self, staff_client, staff, draft, make_user):
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        draft.virtual_message_receivers = {"chosen_user_ids": [make_user().pk], "group_ids": []}
+        composing.save_draft(draft, staff)
+        url = reverse("messaging:message_send", args=[draft.pk])
+        page = staff_client.get(url).content.decode()
+        assert 'id="send-sender-not-allowed"' in page
+        assert 'id="confirm-send" disabled' in page
+        response = staff_client.post(url, {"when": "now"}, follow=True)
+        assert "Nothing was sent" in response.content.decode()
+        draft.refresh_from_db()
+        assert draft.status == Message.Status.DRAFT
+        for send_at in (None, timezone.now() + timedelta(days=1)):
+            with pytest.raises(composing.SenderNotAllowed):
+                composing.queue_send(draft, staff, send_at=send_at)
+        draft.refresh_from_db()
+        assert draft.status == Message.Status.DRAFT
+        assert not draft.receivers.exists()
+
     def test_choosing_another_saves(self, staff_client, draft):
         staff_client.post(
             reverse("messaging:message_edit", args=[draft.pk]), compose_data(from_email=STUDIES)
@@ -502,3 +524,41 @@ def test_allowed_senders_and_the_test_limit_come_from_the_environment(value):
         ["Exam office <exams@uni.example>", '"Exams, Science" <science@uni.example>'],
         5,
     ]
+
+
+class TestAllowedSendersCheck:
+    """A sender that does not read as one address refuses to start, naming the entry."""
+
+    @pytest.mark.parametrize(
+        "senders",
+        [[EXAMS, STUDIES], ['"Exams, Science" <exams@uni.example>', "Ærlig Navn <a@uni.example>"], []],
+    )
+    def test_well_written_senders_pass(self, settings, senders):
+        from messaging.checks import allowed_senders
+
+        settings.MESSAGING_ALLOWED_SENDERS = senders
+        assert allowed_senders() == []
+
+    @pytest.mark.parametrize(
+        "sender",
+        [
+            "Ærlig, Navn <a@uni.example>",
+            "a@uni.example, b@uni.example",
+            "not an address",
+            "x@y.z\nBcc: v@w.x",
+            42,
+        ],
+    )
+    def test_a_broken_sender_is_refused(self, settings, sender):
+        from messaging.checks import allowed_senders
+
+        settings.MESSAGING_ALLOWED_SENDERS = [STUDIES, sender]
+        problems = allowed_senders()
+        assert [p.id for p in problems] == ["messaging.E007"]
+        assert repr(sender) in problems[0].msg
+
+    def test_a_string_instead_of_a_list_is_refused(self, settings):
+        from messaging.checks import allowed_senders
+
+        settings.MESSAGING_ALLOWED_SENDERS = STUDIES
+        assert [p.id for p in allowed_senders()] == ["messaging.E007"]

@@ -149,13 +149,19 @@ class QueueUnavailable(Exception):
     """The task queue (Redis or the SqliteHuey file) could not take the send; nothing was sent."""
 
 
+class SenderNotAllowed(Exception):
+    """The message's From is no longer in MESSAGING_ALLOWED_SENDERS; nothing was sent."""
+
+
 def queue_send(message: Message, actor=None, *, send_at=None, expires_at=None) -> int:
     """Send a draft now, or schedule it (or a scheduled one again) for `send_at`.
 
     Now: freeze the recipients to user ids, move to queued and hand the message to a worker
     after commit. Raises ValueError if it is neither a draft nor scheduled, QueueUnavailable
     (and goes back to where it was) if the task queue cannot take it. Returns the number of
-    recipients as of now."""
+    recipients as of now. Raises SenderNotAllowed if its chosen sender is no longer allowed."""
+    if not sender_of(message).is_allowed:
+        raise SenderNotAllowed(message.from_email)
     sending.validate_schedule(send_at, expires_at)
     user_ids = resolved_user_ids(message)
     if send_at is not None and send_at > timezone.now():
