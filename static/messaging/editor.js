@@ -549,6 +549,7 @@
       showError(false);
       if (refocus) {
         editor.commands.focus();
+        editor.view.focus(); // now, not on the next frame (see the toolbar's click handler)
       }
     }
 
@@ -576,6 +577,7 @@
         chain.extendMarkRange("link").setLink({ href: href }).run();
       }
       close(false);
+      editor.view.focus(); // now: the form (and its focused field) just disappeared
     }
 
     input.addEventListener("keydown", function (event) {
@@ -695,6 +697,9 @@
         return;
       }
       COMMANDS[name].run(editor.chain().focus()).run();
+      // Tiptap's focus() waits for the next frame; keys typed right after the click belong in
+      // the editor, not on the button.
+      editor.view.focus();
     });
     toolbar.addEventListener("keydown", function (event) {
       handleToolbarKeys(event, toolbar);
@@ -707,6 +712,7 @@
       }
       event.preventDefault();
       editor.chain().focus().insertContent({ type: "placeholder", attrs: { name: event.detail.name } }).run();
+      editor.view.focus();
     });
     // The label points at the hidden textarea; a click on it goes to the editor instead.
     var label = document.getElementById(textarea.id + "-label");
