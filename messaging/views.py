@@ -146,7 +146,8 @@ def _compose(request: HttpRequest, message: Message | None) -> HttpResponse:
                 "messaging/compose.html",
                 _compose_context(request, form, message, attachments_form),
                 "compose_form",
-                409,
+                # htmx swaps only 2xx answers: the form with its explanation must replace the old one.
+                200 if request.htmx else 409,
             )
         except message_attachments.LimitReached as refused:  # another save came first
             attachments_form.add_error("attachments", refused)
@@ -251,8 +252,10 @@ def message_create(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def message_edit(request: HttpRequest, pk: int) -> HttpResponse:
     message = selectors.get_message(pk)
-    if not message.is_editable:
+    if not message.is_editable and request.method == "GET":
         return _read_only(request, message)
+    # A save posted after the message left draft is refused by the service, and the form stays
+    # on screen with what was typed (it can be copied into a new draft).
     return _compose(request, message)
 
 

@@ -200,9 +200,14 @@ class TestCompose:
     def test_sent_message_is_read_only(self, staff_client, sent):
         before = dict(sent.composed_content)
         url = reverse("messaging:message_edit", args=[sent.pk])
-        for response in (staff_client.get(url), staff_client.post(url, compose_data(subject_en="Nope"))):
-            assert response.status_code == 302
-            assert response["Location"] == reverse("messaging:message_status", args=[sent.pk])
+        response = staff_client.get(url)
+        assert response.status_code == 302
+        assert response["Location"] == reverse("messaging:message_status", args=[sent.pk])
+        # A save posted from a page opened before it was sent: refused, what was typed stays.
+        response = staff_client.post(url, compose_data(subject_en="Nope"))
+        assert response.status_code == 409
+        assert "This message was sent while you were editing it" in response.content.decode()
+        assert 'value="Nope"' in response.content.decode()
         sent.refresh_from_db()
         assert sent.composed_content == before
 

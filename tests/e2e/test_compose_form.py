@@ -318,3 +318,19 @@ def test_the_context_type_is_explained_and_the_explanation_follows_the_choice(
     select.select_option(Message.ContextType.FEEDBACK)
     expect(help_text).to_have_text(str(EXPLANATIONS[Message.ContextType.FEEDBACK]), use_inner_text=True)
     clean(e2e_problems)
+
+
+def test_a_draft_sent_meanwhile_is_not_saved_and_says_why(e2e_page, e2e_problems, live_server, staff, sam):
+    """Another staff member sent the draft while it was open here: saving changes nothing and the
+    form (with what was typed) stays, saying why."""
+    page = e2e_page
+    draft = composed_draft(staff, [sam], "Exam moved", "<p>Room 101.</p>")
+    sign_in(page, live_server.url, staff, next_path=reverse("messaging:message_edit", args=[draft.pk]))
+    Message.objects.filter(pk=draft.pk).update(status=Message.Status.SENDING)
+    page.locator("#id_subject_en").fill("Exam moved again")
+    page.locator("#save-draft").click()
+    expect(page.locator("#form-errors")).to_contain_text("This message was sent while you were editing it")
+    expect(page.locator("#id_subject_en")).to_have_value("Exam moved again")
+    draft.refresh_from_db()
+    assert draft.composed_content["en"]["subject"] == "Exam moved"
+    clean(e2e_problems)
