@@ -28,6 +28,13 @@ visually_hidden = lazy(_visually_hidden, SafeString)
 ACTIONS_HEADER = visually_hidden(_("Actions"))
 
 
+def actions_column(cell_class: str = "text-end") -> tables.Column:
+    """A row's buttons, under a header only screen readers read."""
+    return tables.Column(
+        verbose_name=ACTIONS_HEADER, empty_values=(), orderable=False, attrs={"td": {"class": cell_class}}
+    )
+
+
 def outcome_badge(receiver: MessageReceiver) -> str:
     return format_html(
         '<span class="badge outcome-badge outcome-{}" data-outcome="{}">{}</span>',
@@ -115,12 +122,7 @@ class ReceiverTable(tables.Table):
     last_error = tables.Column(
         verbose_name=_("Last error"), empty_values=(), orderable=False, attrs=WIDE_ONLY
     )
-    actions = tables.Column(
-        verbose_name=ACTIONS_HEADER,
-        empty_values=(),
-        orderable=False,
-        attrs={"td": {"class": "text-end"}},
-    )
+    actions = actions_column()
 
     class Meta:
         model = MessageReceiver
@@ -224,12 +226,7 @@ class SuppressionTable(tables.Table):
     reason = tables.Column(verbose_name=_("Reason"))
     detail = tables.Column(verbose_name=_("Detail"), orderable=False)
     created_datetime = LocalTimeColumn(verbose_name=_("Since"))
-    actions = tables.Column(
-        verbose_name=ACTIONS_HEADER,
-        empty_values=(),
-        orderable=False,
-        attrs={"td": {"class": "text-end text-nowrap"}},
-    )
+    actions = actions_column("text-end text-nowrap")
 
     class Meta:
         model = Suppression
@@ -324,12 +321,7 @@ class TemplateTable(tables.Table):
     languages = tables.Column(verbose_name=_("Languages"), empty_values=(), orderable=False)
     updated_datetime = LocalTimeColumn(verbose_name=_("Updated"))
     created_by = tables.Column(verbose_name=_("Author"), order_by=("created_by__username",))
-    actions = tables.Column(
-        verbose_name=ACTIONS_HEADER,
-        empty_values=(),
-        orderable=False,
-        attrs={"td": {"class": "text-end"}},
-    )
+    actions = actions_column()
 
     class Meta:
         model = MessageTemplate

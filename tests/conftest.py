@@ -199,3 +199,13 @@ def huey_consumer(huey_queue, smtp_sink):
         yield consumer
     finally:
         consumer.stop()
+
+
+def grant(user, *codenames):
+    """Give `user` these messaging permissions (codenames), on top of what they have."""
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="messaging", codename__in=codenames)
+    )
+    return user

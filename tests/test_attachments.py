@@ -16,7 +16,6 @@ from email import message_from_bytes
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.core.exceptions import ValidationError
 from django.core.files.storage import FileSystemStorage
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -32,6 +31,7 @@ from hypothesis import strategies as st
 from messaging.channels import fast_email
 from messaging.models import Message, MessageAttachment
 from messaging.services import attachments, composing
+from tests.conftest import grant
 
 pytestmark = pytest.mark.django_db
 
@@ -39,13 +39,6 @@ PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 CONTENT = {"en": {"subject": "Exam schedule", "body": "<p>See the attached schedule.</p>"}}
 BOUNDARY = "----attachment-test-boundary"
-
-
-def grant(user, *codenames):
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="messaging", codename__in=codenames)
-    )
-    return user
 
 
 @pytest.fixture(autouse=True)

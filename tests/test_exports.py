@@ -14,7 +14,6 @@ from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.db import connection
 from django.db.models.signals import post_init
 from django.test.utils import CaptureQueriesContext
@@ -23,6 +22,7 @@ from django.utils import translation
 
 from messaging import exports, status_labels
 from messaging.models import Message, MessageReceiver
+from tests.conftest import grant
 
 R = MessageReceiver.Status
 O = MessageReceiver.Outcome  # noqa: E741
@@ -44,13 +44,6 @@ HEADER = [
 SENT_AT = datetime(2026, 1, 15, 12, 30, 5, 123456, tzinfo=UTC)  # winter: Oslo is UTC+1
 EVERYONE = ("sent", "bounced", "failed", "error", "not_sent", "permanent", "cancelled")
 COUNT_SQL = 'COUNT(*) AS "__count"'  # QuerySet.count(); the grouped counts name theirs
-
-
-def grant(user, *codenames):
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="messaging", codename__in=codenames)
-    )
-    return user
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 from messaging.models import AuditEvent, Message, MessageTemplate
 from messaging.rendering import template_syntax_problems, validate_subject
 from messaging.services import composing, message_templates
+from tests.conftest import grant
 from tests.test_hostile_forms import HOSTILE_TEXT, fuzz
 
 pytestmark = pytest.mark.django_db
@@ -27,13 +27,6 @@ NB = {"subject": "Eksamen flyttet", "body": "<p>Hei {{ recipient_name }},</p><p>
 LIST_URL = reverse("messaging:template_list")
 CREATE_URL = reverse("messaging:template_create")
 START_URL = reverse("messaging:template_start")
-
-
-def grant(user, *codenames):
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="messaging", codename__in=codenames)
-    )
-    return user
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -20,18 +19,12 @@ from hypothesis import strategies as st
 from messaging import forms
 from messaging.models import AuditEvent, Message
 from messaging.services import composing
+from tests.conftest import grant
 
 pytestmark = pytest.mark.django_db
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 ALL = ["view_message", "compose_message", "send_message", "resend_message"]
-
-
-def grant(user, *codenames):
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="messaging", codename__in=codenames)
-    )
-    return user
 
 
 @pytest.fixture

@@ -5,22 +5,16 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 from django.core import mail
 from django.urls import reverse
 
 from messaging.models import AuditEvent, Message, MessageReceiver
 from messaging.services import composing, maintenance
+from tests.conftest import grant
 
 ALL_PERMS = ["view_message", "compose_message", "send_message", "resend_message"]
 HTMX = {"HTTP_HX_REQUEST": "true"}
-
-
-def grant(user, *codenames):
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="messaging", codename__in=codenames)
-    )
-    return user
 
 
 @pytest.fixture
