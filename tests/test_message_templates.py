@@ -135,6 +135,12 @@ class TestService:
         assert event.actor == staff
         assert event.details == {"template": template.pk, "template_name": "Exam moved"}
 
+    def test_the_status_page_says_which_template_it_came_from(self, template, staff, client):
+        message = message_templates.start_draft(template, staff)
+        client.force_login(staff)
+        page = client.get(reverse("messaging:message_status", args=[message.pk])).content.decode()
+        assert "from the template “Exam moved”" in page.split('id="audit-trail"')[1]
+
     def test_the_draft_does_not_change_when_the_template_does(self, template, staff):
         message = message_templates.start_draft(template, staff)
         template.composed_content["en"]["body"] = "<p>Rewritten</p>"

@@ -310,6 +310,8 @@ def test_the_preview_and_status_pages_show_them(
     status = staff_client.get(reverse("messaging:message_status", args=[draft.pk])).content.decode()
     assert '<span data-testid="status-from">Exam office &lt;exams@uni.example&gt;</span>' in status
     assert '<span data-testid="status-reply-to">coord@uni.example</span>' in status
+    trail = status.split('id="audit-trail"')[1]
+    assert "from Exam office &lt;exams@uni.example&gt;, replies to coord@uni.example" in trail
 
 
 def test_the_sent_and_scheduled_events_record_them(staff, students, django_capture_on_commit_callbacks):
