@@ -443,7 +443,7 @@ class TemplateForm(ComposedContentForm):
 
     def __init__(self, data=None, *args, template: MessageTemplate | None = None, **kwargs):
         self.template = template or MessageTemplate()
-        if data is None and self.template.pk:
+        if data is None:  # a new template starts as the model's default context type, explained
             initial = self.content_initial(self.template.context_type, self.template.composed_content)
             kwargs.setdefault("initial", {"name": self.template.name, **initial})
         super().__init__(data, *args, **kwargs)

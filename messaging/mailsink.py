@@ -122,7 +122,9 @@ class SinkHandler:
         again at 1, never reuses a name). Written to a hidden temporary file and renamed, so a
         reader never sees half a message."""
         safe = "".join(c if c.isascii() and (c.isalnum() or c in "@.-_") else "_" for c in rcpt)
-        arrived = time.strftime("%Y%m%d-%H%M%S", time.gmtime(mail.arrived_at))
+        # Microseconds: a sink restarted within the same second still sorts after the last one.
+        micros = int(mail.arrived_at * 1_000_000) % 1_000_000
+        arrived = time.strftime("%Y%m%d-%H%M%S", time.gmtime(mail.arrived_at)) + f".{micros:06d}"
         name = f"{arrived}-{number:06d}-{secrets.token_hex(4)}-{safe[:ADDRESS_CHARS_IN_NAME]}.eml"
         path = self.mail_dir / name
         partial = self.mail_dir / f".{name}.partial"

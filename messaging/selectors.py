@@ -9,14 +9,14 @@ from datetime import datetime, time, timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models import Case, Count, IntegerField, Q, QuerySet, Value, When
+from django.db.models import Case, Count, Exists, IntegerField, OuterRef, Q, QuerySet, Value, When
 from django.db.models.functions import TruncWeek
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from messaging import people, recipients
 from messaging.filters import MessageFilter, ReceiverFilter
-from messaging.models import Message, MessageReceiver, is_suppressed
+from messaging.models import Message, MessageReceiver, UserEmail, is_suppressed
 from messaging.services import composing, suppressions
 
 User = get_user_model()
@@ -134,7 +134,11 @@ def _relevance(words: list[str], query: str) -> Case:
     """How well a user matches: each word that starts their first name, last name or username
     counts, and the whole query being their username or address counts most ("ann" finds Ann
     Berg before Joanna Lee; "sam" the user "sam" before everyone named Sam)."""
-    exact = Q(username__iexact=query) | Q(email__iexact=query)
+    exact = (
+        Q(username__iexact=query)
+        | Q(email__iexact=query)
+        | Q(Exists(UserEmail.objects.filter(user=OuterRef("pk"), email__iexact=query)))
+    )
     score = Case(When(exact, then=Value(len(words) + 1)), default=Value(0), output_field=IntegerField())
     for word in words:
         starts = (
