@@ -183,6 +183,23 @@ def test_drafts_have_content_and_recipients(demo):
     assert set(welcome.composed_content) == {"en", "nb"}
 
 
+def test_a_template_to_start_from_valid_in_both_languages_and_kept_once_edited(demo):
+    from messaging.forms import sanitize_html
+    from messaging.models import MessageTemplate
+    from messaging.rendering import template_syntax_problems
+
+    (template,) = MessageTemplate.objects.all()
+    assert set(template.composed_content) == {"en", "nb"}
+    for content in template.composed_content.values():
+        # What the compose form would keep: clean HTML, known placeholders only.
+        assert sanitize_html(content["body"]) == content["body"]
+        assert template_syntax_problems(content["body"]) == []
+    template.composed_content["en"]["subject"] = "Edited by staff"
+    template.save()
+    run_demo()
+    assert MessageTemplate.objects.get().composed_content["en"]["subject"] == "Edited by staff"
+
+
 def test_a_sent_draft_is_replaced_not_duplicated(demo):
     Message.objects.filter(metadata__demo_sample="inf1000-welcome").update(status=Message.Status.SENT)
     run_demo()

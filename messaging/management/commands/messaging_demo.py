@@ -24,8 +24,8 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from messaging.models import Message, MessagingProfile, UserEmail
-from messaging.services import composing
+from messaging.models import Message, MessageTemplate, MessagingProfile, UserEmail
+from messaging.services import composing, message_templates
 
 SEED = 1000
 STAFF_USERNAME = "staff"
@@ -242,6 +242,33 @@ SAMPLES = {
     },
 }
 
+# Message templates staff can start from (the compose page's "Start from a template").
+TEMPLATES = [
+    {
+        "name": "Room change for an exam",
+        "context_type": Message.ContextType.DEADLINE_MOVED,
+        "content": {
+            "en": {
+                "subject": "Your exam has moved to another room",
+                "body": (
+                    "<p>Hello {{ recipient_first_name }},</p>"
+                    "<p>Your exam has moved to <strong>room …</strong>. The time is unchanged.</p>"
+                    "<ul><li><p>Bring your student card.</p></li>"
+                    "<li><p>Arrive 15 minutes early.</p></li></ul>"
+                ),
+            },
+            "nb": {
+                "subject": "Eksamenen din er flyttet til et annet rom",
+                "body": (
+                    "<p>Hei {{ recipient_first_name }},</p>"
+                    "<p>Eksamenen din er flyttet til <strong>rom …</strong>. Tidspunktet er det samme.</p>"
+                    "<ul><li><p>Ta med studentkortet.</p></li><li><p>Møt opp 15 minutter før.</p></li></ul>"
+                ),
+            },
+        },
+    },
+]
+
 
 @dataclass
 class UserSpec:
@@ -382,6 +409,7 @@ class Command(BaseCommand):
             created, updated = self.sync_users(specs)
             groups = self.sync_groups(specs, staff)
             drafts = self.sync_drafts(specs, groups, staff)
+            self.sync_templates(staff)
         if kept_password() != password:
             keep_password(password)
         counts = {kind: sum(s.kind == kind for s in specs) for kind in SPECIAL_ADDRESSES}
@@ -392,7 +420,8 @@ class Command(BaseCommand):
             + f"), {len(groups)} groups, {counts[NO_ADDRESS]} without any address, "
             f"{counts[SEVERAL]} with several, {counts[TEMPFAIL]} at {TEMPFAIL_DOMAIN} (451), "
             f"{counts[BOUNCE]} at {BOUNCE_DOMAIN} (550), {counts[LATER_BOUNCE]} at {LATER_BOUNCE_DOMAIN} "
-            f"(bounced after sending); {len(SAMPLES)} sample drafts ({drafts} created)."
+            f"(bounced after sending); {len(SAMPLES)} sample drafts ({drafts} created), "
+            f"{len(TEMPLATES)} message template(s)."
         )
         self.stdout.write(
             self.style.SUCCESS(f"Sign in at http://127.0.0.1:8000/ as {STAFF_USERNAME} / {password}")
@@ -488,6 +517,15 @@ class Command(BaseCommand):
                 members.append(staff)
             group.user_set.add(*members)  # adds only the missing ones
         return groups
+
+    def sync_templates(self, staff) -> None:
+        for spec in TEMPLATES:
+            exists = MessageTemplate.objects.filter(name=spec["name"], context_type=spec["context_type"])
+            if not exists.exists():  # staff may have edited it: leave it alone
+                template = MessageTemplate(
+                    name=spec["name"], context_type=spec["context_type"], composed_content=spec["content"]
+                )
+                message_templates.save_template(template, actor=staff)
 
     def sync_drafts(self, specs, groups, staff) -> int:
         users = self.users_by_username
