@@ -92,3 +92,27 @@ def test_editor_html_reads_well_as_plain_text():
         "## Exam moved\n\nTo **room 101**.\nBring:\n\n  * your ID\n\n  * a pen\n\n> Quoted\n\n"
         "See [the page](https://example.org/)."
     )
+
+
+def test_headings_are_heading_lines_in_the_plain_part_of_the_email(make_user, smtp_mailer):
+    """The editor's "Heading" and "Subheading" (h2, h3) read as headings in the plain part: a line
+    of their own, marked as Markdown does, with an empty line before and after."""
+    staff = make_user(first_name="Ada", last_name="Lovelace", email="ada@uni.example", is_staff=True)
+    body = (
+        "<p>Hello {{ recipient_first_name }},</p><h2>Exam moved</h2><p>It is in room 101.</p>"
+        "<h3>What to bring</h3><ul><li><p>your ID</p></li></ul>"
+    )
+    form = MessageForm({"context_type": "other", "subject_en": "Exam", "body_en": body})
+    assert form.is_valid(), form.errors
+    assert form.composed_content()["en"]["body"] == body  # the allow-list keeps both levels
+    message = form.save(staff)
+
+    result = composing.send_test(message, staff)
+
+    assert result.delivered, result.reason
+    (sunk,) = smtp_mailer.received
+    plain = sunk.message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert "Hello Ada,\n\n## Exam moved\n\nIt is in room 101.\n\n### What to bring\n\n  * your ID" in plain
+    assert "<h2>" not in plain and "<h3>" not in plain
+    html = sunk.message.get_body(("html",)).get_content()
+    assert "<h2>Exam moved</h2><p>It is in room 101.</p><h3>What to bring</h3>" in html

@@ -223,9 +223,26 @@
     });
   }
 
+  // A numbered heading from Word carries its number the same way, in a span marked
+  // mso-list:Ignore and padded with non-breaking spaces: the number stays, as text, with one space.
+  function wordHeadingNumbers(body) {
+    var markers = body.querySelectorAll(
+      ["h1", "h2", "h3", "h4", "h5", "h6"]
+        .map(function (tag) {
+          return tag + " [" + PASTE_STYLE + '*="mso-list:ignore" i]';
+        })
+        .join(",")
+    );
+    markers.forEach(function (marker) {
+      var number = marker.textContent.replace(/[\s\u00a0]+/g, " ").trim();
+      marker.replaceWith(body.ownerDocument.createTextNode(number ? number + " " : ""));
+    });
+  }
+
   function cleanPastedHtml(html, labels) {
     var body = parseHtml(withoutStyles(html)).body;
     wordListsToLists(body);
+    wordHeadingNumbers(body);
     stylesToElements(body);
     // Word's and Google Docs' empty paragraphs (a non-breaking space, <o:p>) are spacing, which
     // paragraphs in an email already have.
@@ -342,7 +359,8 @@
     },
   });
 
-  // Headings: two levels in the toolbar; other levels pasted in become the nearest of them.
+  // Headings: two levels, "Heading" (h2: the subject is the email's title) and "Subheading" (h3).
+  // Other levels, pasted or in a stored body, become the nearest of them: h1 an h2, h4-h6 an h3.
   var Heading = T.Heading.extend({
     parseHTML: function () {
       return [

@@ -152,6 +152,19 @@ def bold_undo_redo(page: Page) -> None:
     command(page, "redo").click()
 
 
+def heading_then_subheading(page: Page) -> None:
+    command(page, "heading-2").click()
+    assert field_value(page) == f"<h2>{FIRST}</h2><p>{SECOND}</p>"
+    command(page, "heading-3").click()  # one paragraph style at a time: the subheading replaces it
+
+
+def heading_with_a_link(page: Page) -> None:
+    command(page, "heading-2").click()
+    page.keyboard.press("ControlOrMeta+Home")
+    page.keyboard.press("Shift+End")
+    add_link(page, "https://example.org/exams")
+
+
 def heading_bold_then_clear(page: Page) -> None:
     command(page, "heading-2").click()
     command(page, "bold").click()
@@ -166,6 +179,8 @@ ACTIONS = [
     Action("strike", press("strike"), f"<p><s>{FIRST}</s></p><p>{SECOND}</p>"),
     Action("heading-2", press("heading-2"), f"<h2>{FIRST}</h2><p>{SECOND}</p>"),
     Action("heading-3", press("heading-3"), f"<h3>{FIRST}</h3><p>{SECOND}</p>"),
+    Action("heading, then subheading", heading_then_subheading, f"<h3>{FIRST}</h3><p>{SECOND}</p>"),
+    Action("heading with a link", heading_with_a_link, f"<h2>{LINK}{FIRST}</a></h2><p>{SECOND}</p>"),
     Action("bullet-list", press("bullet-list"), f"<ul><li><p>{FIRST}</p></li></ul><p>{SECOND}</p>"),
     Action("ordered-list", press("ordered-list"), f"<ol><li><p>{FIRST}</p></li></ol><p>{SECOND}</p>"),
     Action("blockquote", press("blockquote"), f"<blockquote><p>{FIRST}</p></blockquote><p>{SECOND}</p>"),
@@ -220,6 +235,53 @@ def test_toolbar_shows_what_applies_at_the_cursor(page):
     for _ in "x today":
         page.keyboard.press("ArrowLeft")
     expect(command(page, "unlink")).to_be_enabled()
+
+
+def test_heading_buttons_show_and_toggle_the_paragraph_style(page):
+    write_two_paragraphs(page)
+    heading, subheading = command(page, "heading-2"), command(page, "heading-3")
+    expect(heading).to_have_attribute("aria-keyshortcuts", "Control+Alt+2")
+    expect(subheading).to_have_attribute("aria-keyshortcuts", "Control+Alt+3")
+    expect(heading).to_have_attribute("aria-pressed", "false")
+    heading.click()
+    expect(heading).to_have_attribute("aria-pressed", "true")
+    expect(heading).to_have_class(re.compile(r"\bactive\b"))
+    expect(subheading).to_have_attribute("aria-pressed", "false")
+    subheading.click()
+    expect(subheading).to_have_attribute("aria-pressed", "true")
+    expect(heading).to_have_attribute("aria-pressed", "false")
+    assert field_value(page) == f"<h3>{FIRST}</h3><p>{SECOND}</p>"
+    # The caret is moved by clicks, and each is awaited on the buttons: a key pressed before the
+    # editor has read the browser's selection change would apply at the old caret.
+    page.locator(f"{EDITOR} p").click()  # the second paragraph is no heading
+    expect(heading).to_have_attribute("aria-pressed", "false")
+    expect(subheading).to_have_attribute("aria-pressed", "false")
+    page.locator(f"{EDITOR} h3").click()
+    expect(subheading).to_have_attribute("aria-pressed", "true")
+    subheading.click()  # pressed again: a paragraph again
+    expect(subheading).to_have_attribute("aria-pressed", "false")
+    assert field_value(page) == PLAIN
+
+    # The shortcuts the buttons announce.
+    page.keyboard.press("ControlOrMeta+Alt+2")
+    expect(heading).to_have_attribute("aria-pressed", "true")
+    page.locator(f"{EDITOR} p").click()
+    expect(heading).to_have_attribute("aria-pressed", "false")  # the editor has the click's caret
+    page.keyboard.press("ControlOrMeta+Alt+3")
+    expect(subheading).to_have_attribute("aria-pressed", "true")
+    assert field_value(page) == f"<h2>{FIRST}</h2><h3>{SECOND}</h3>"
+
+    # Markdown's "## " and "### " at the start of a line; other levels stay text.
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.press("Delete")
+    page.keyboard.type("## Dates")
+    page.keyboard.press("Enter")  # after a heading comes a paragraph
+    page.keyboard.type("### Rooms")
+    page.keyboard.press("Enter")
+    page.keyboard.type("# One hash and #### four stay text")
+    html = field_value(page)
+    assert html == "<h2>Dates</h2><h3>Rooms</h3><p># One hash and #### four stay text</p>"
+    assert sanitize_html(html) == html
 
 
 def test_link_form_accepts_only_web_and_email_addresses(page):
@@ -416,6 +478,67 @@ def test_pasting_from_word_and_google_docs_comes_in_clean(page, draft, source, h
     assert draft.composed_content["en"]["body"] == clean
 
 
+def test_pasted_headings_keep_two_levels(page, draft):
+    """The editor has h2 and h3: a pasted h1 is a heading, h4 to h6 subheadings, text kept."""
+    paste(
+        page,
+        html="<h1>Title</h1><h2>Heading</h2><h3>Sub</h3><h4>Four</h4><h5>Five</h5>"
+        '<h6 class="x" id="h.6">Six <strong>bold</strong> <a href="https://example.org/">link</a></h6>',
+    )
+    html = field_value(page)
+    assert html == (
+        "<h2>Title</h2><h2>Heading</h2><h3>Sub</h3><h3>Four</h3><h3>Five</h3>"
+        '<h3>Six <strong>bold</strong> <a href="https://example.org/" rel="noopener noreferrer">link</a></h3>'
+    )
+    assert sanitize_html(html) == html
+    save_and_reload(page, draft)
+    draft.refresh_from_db()
+    assert draft.composed_content["en"]["body"] == html
+
+
+# Word's heading styles are h1, h2, ... with a bookmark anchor and, for numbered headings, the
+# number as list text; Google Docs' are h1, h2, h3 with styled spans (not bold) inside its <b>.
+WORD_HEADINGS_HTML = (
+    '<html xmlns:o="urn:schemas-microsoft-com:office:office" xmlns="http://www.w3.org/TR/REC-html40">\n'
+    "<head><meta name=ProgId content=Word.Document>"
+    '<style><!-- h1 {mso-style-link:"Heading 1 Char";} --></style>'
+    "</head><body lang=EN-GB><!--StartFragment-->\n"
+    "<h1><a name=\"_Toc151234567\"><span lang=EN-US style='mso-ansi-language:EN-US'>Exam moved</span></a>"
+    "<span lang=EN-US style='mso-ansi-language:EN-US'><o:p></o:p></span></h1>\n"
+    "<p class=MsoNormal><span lang=EN-US>To <b>room 101</b>.<o:p></o:p></span></p>\n"
+    "<h2 style='margin-left:28.8pt;text-indent:-28.8pt;mso-list:l0 level2 lfo1'><![if !supportLists]>"
+    "<span lang=EN-US style='mso-fareast-font-family:\"Calibri Light\"'><span style='mso-list:Ignore'>1.1"
+    f"{WORD_GAP}</span></span><![endif]><span lang=EN-US>What to bring<o:p></o:p></span></h2>\n"
+    "<h3><span lang=EN-US>Pens<o:p></o:p></span></h3>\n"
+    "<!--EndFragment--></body></html>"
+)
+DOCS_HEADING = 'dir="ltr" style="line-height:1.38;margin-top:20pt;margin-bottom:6pt;"'
+GOOGLE_DOCS_HEADINGS_HTML = (
+    '<meta charset="utf-8"><b style="font-weight:normal;" id="docs-internal-guid-0a1b2c3d-7fff-4e5f">'
+    f'<h1 {DOCS_HEADING} id="h.exam">'
+    f'<span style="{SPAN}font-size:20pt;font-weight:400;">Exam moved</span></h1>'
+    f'<p {P}><span style="{SPAN}font-weight:400;">To </span>'
+    f'<span style="{SPAN}font-weight:700;">room 101</span><span style="{SPAN}font-weight:400;">.</span></p>'
+    f'<h2 {DOCS_HEADING}><span style="{SPAN}font-size:16pt;font-weight:400;">1.1 What to bring</span></h2>'
+    f"<h3 {DOCS_HEADING}>"
+    f'<span style="{SPAN}font-size:14pt;color:#434343;font-weight:400;">Pens</span></h3></b>'
+)
+HEADINGS_CLEAN = (
+    "<h2>Exam moved</h2><p>To <strong>room 101</strong>.</p><h2>1.1 What to bring</h2><h3>Pens</h3>"
+)
+
+
+@pytest.mark.parametrize(
+    "source,html", [("Word", WORD_HEADINGS_HTML), ("Google Docs", GOOGLE_DOCS_HEADINGS_HTML)]
+)
+def test_headings_pasted_from_word_and_google_docs_are_headings(page, source, html):
+    paste(page, html=html, text="Exam moved")
+    body = field_value(page)
+    assert body == HEADINGS_CLEAN, source
+    assert sanitize_html(body) == body
+    expect(command(page, "heading-3")).to_have_attribute("aria-pressed", "true")  # the cursor: after "Pens"
+
+
 def test_pasting_what_the_editor_wrote_gives_the_same_html(page):
     for html in (
         WORD_CLEAN,
@@ -478,6 +601,16 @@ def test_keyboard_reaches_the_toolbar_and_formats_with_shortcuts(page):
     page.keyboard.press("Enter")
     assert field_value(page) == "<h2>Plain <strong>bold</strong> and <em>italic</em></h2>"
     expect(page.locator(EDITOR)).to_be_focused()  # the command returns to the text
+    expect(command(page, "heading-2")).to_have_attribute("aria-pressed", "true")
+    # Tab comes back to the button used last; the next one is the subheading.
+    page.keyboard.press("Shift+Tab")
+    expect(command(page, "heading-2")).to_be_focused()
+    page.keyboard.press("ArrowRight")
+    expect(command(page, "heading-3")).to_be_focused()
+    page.keyboard.press("Space")
+    assert field_value(page) == "<h3>Plain <strong>bold</strong> and <em>italic</em></h3>"
+    expect(command(page, "heading-3")).to_have_attribute("aria-pressed", "true")
+    expect(command(page, "heading-2")).to_have_attribute("aria-pressed", "false")
 
 
 def test_the_editor_is_labelled_and_the_page_passes_axe(page):
