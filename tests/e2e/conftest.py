@@ -234,7 +234,7 @@ def assert_accessible(page, context: str) -> None:
     pytest.fail("\n".join(lines), pytrace=False)
 
 
-def sign_in(page, base_url: str, user, next_path: str = "/messages/") -> None:
+def sign_in(page, base_url: str, user, next_path: str = "/messages/", screenshot=None) -> None:
     """Through the login page (the redirect from `next_path` first), as a person would."""
     from playwright.sync_api import expect
 
@@ -242,9 +242,14 @@ def sign_in(page, base_url: str, user, next_path: str = "/messages/") -> None:
     expect(page).to_have_url(re.compile(r"/login/\?next="))
     page.locator("#id_username").fill(user.get_username())
     page.locator("#id_password").fill(PASSWORD)
+    if screenshot:
+        screenshot("01-login")
     page.locator("#login-submit").click()
     expect(page).to_have_url(re.compile(rf"{re.escape(next_path)}$"))
     expect(page.locator("#nav-user")).to_have_text(user.get_full_name() or user.get_username())
+    # The URL and the markup come before the deferred scripts (htmx, app.js) have run: a
+    # change made before "load" can go unseen by htmx on a busy machine.
+    page.wait_for_load_state("load")
 
 
 def write_body(page, code: str, html: str) -> None:

@@ -22,7 +22,7 @@ from playwright.sync_api import Page, expect
 
 from messaging.models import Message, MessageReceiver
 from tests.conftest import wait_until
-from tests.e2e.conftest import PASSWORD, make_staff, write_body
+from tests.e2e.conftest import make_staff, sign_in, write_body
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -88,18 +88,6 @@ def cast(make_user, smtp_sink) -> Cast:
 # Steps ---------------------------------------------------------------------------------------------
 
 
-def sign_in(page: Page, base_url: str, user, screenshot=None) -> None:
-    page.goto(f"{base_url}/messages/")
-    expect(page).to_have_url(re.compile(r"/login/\?next=/messages/"))
-    page.locator("#id_username").fill(user.get_username())
-    page.locator("#id_password").fill(PASSWORD)
-    if screenshot:
-        screenshot("01-login")
-    page.locator("#login-submit").click()
-    expect(page).to_have_url(re.compile(r"/messages/$"))
-    expect(page.locator("#nav-user")).to_have_text(user.get_full_name())
-
-
 def add_recipient(page: Page, query: str, testid: str, chip: str) -> None:
     search = page.locator("#recipient-search")
     search.fill(query)
@@ -158,7 +146,7 @@ def test_compose_preview_send_watch_filter_and_resend(
     refused = len(cast.refused)
 
     # 1. Sign in (the login redirect first).
-    sign_in(page, live_server.url, cast.staff, screenshot)
+    sign_in(page, live_server.url, cast.staff, screenshot=screenshot)
 
     # 2. Compose: context type, both languages, a group and three users.
     page.locator("#nav-new-message").click()
