@@ -146,7 +146,7 @@ class ResendPermissionMixin:
         return request.user.has_perm("messaging.resend_message")
 
 
-class AuditEventInline(admin.TabularInline):
+class AuditEventInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = AuditEvent
     extra = 0
     can_delete = False
@@ -154,17 +154,11 @@ class AuditEventInline(admin.TabularInline):
     readonly_fields = fields
     ordering = ["-created_datetime", "-id"]
 
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("actor", "receiver")
 
 
-class MessageAttachmentInline(admin.TabularInline):
+class MessageAttachmentInline(ReadOnlyAdminMixin, admin.TabularInline):
     """A message's files, read-only; the name links to the staff download view."""
 
     model = MessageAttachment
@@ -172,12 +166,6 @@ class MessageAttachmentInline(admin.TabularInline):
     can_delete = False
     fields = ["download", "content_type", "size", "sha256", "created_datetime"]
     readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.display(description=_("file name"))
     def download(self, obj: MessageAttachment) -> str:

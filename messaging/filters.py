@@ -118,13 +118,16 @@ class ReceiverFilter(BootstrapFilterSet):
         return permanent if value == PERMANENT else failed.exclude(pk__in=permanent.values("pk"))
 
 
-class SuppressionFilter(BootstrapFilterSet):
-    q = django_filters.CharFilter(
-        label=_("Address"),
-        field_name="address",
-        lookup_expr="icontains",
-        widget=forms.TextInput(attrs={"placeholder": _("Part of an address"), "type": "search"}),
+def search_filter(label, field_name: str, placeholder) -> django_filters.CharFilter:
+    """A search box matching part of one field."""
+    widget = forms.TextInput(attrs={"placeholder": placeholder, "type": "search"})
+    return django_filters.CharFilter(
+        label=label, field_name=field_name, lookup_expr="icontains", widget=widget
     )
+
+
+class SuppressionFilter(BootstrapFilterSet):
+    q = search_filter(_("Address"), "address", _("Part of an address"))
     reason = django_filters.ChoiceFilter(label=_("Reason"), choices=Suppression.Reason.choices)
 
     class Meta:
@@ -153,12 +156,7 @@ class PersonReceiverFilter(BootstrapFilterSet):
 class TemplateFilter(BootstrapFilterSet):
     """Message templates by name and context type."""
 
-    q = django_filters.CharFilter(
-        label=_("Name"),
-        field_name="name",
-        lookup_expr="icontains",
-        widget=forms.TextInput(attrs={"placeholder": _("Part of a name"), "type": "search"}),
-    )
+    q = search_filter(_("Name"), "name", _("Part of a name"))
     context_type = django_filters.ChoiceFilter(
         label=_("Context type"), choices=Message.ContextType.choices, empty_label=_("Any")
     )

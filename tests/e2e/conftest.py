@@ -252,21 +252,29 @@ def sign_in(page, base_url: str, user, next_path: str = "/messages/", screenshot
     page.wait_for_load_state("load")
 
 
-def write_body(page, code: str, html: str) -> None:
-    """Put `html` into the rich-text editor of language `code`, as a paste replacing everything
-    (the editor writes back exactly what it was given when that is HTML it writes itself)."""
+def paste_into_editor(page, code: str, *, html: str | None = None, text: str | None = None) -> None:
+    """A real paste event with clipboard data (as the browser fires it for Ctrl+V) into the
+    rich-text editor of language `code`, replacing everything in it."""
     editor = page.locator(f"#id_body_{code}-editor")
     editor.click()
     page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.press("Delete")
     editor.evaluate(
-        """(element, html) => {
-            const data = new DataTransfer();
-            data.setData("text/html", html);
-            const init = {clipboardData: data, bubbles: true, cancelable: true};
+        """(element, data) => {
+            const clipboard = new DataTransfer();
+            if (data.html !== null) clipboard.setData("text/html", data.html);
+            if (data.text !== null) clipboard.setData("text/plain", data.text);
+            const init = {clipboardData: clipboard, bubbles: true, cancelable: true};
             element.dispatchEvent(new ClipboardEvent("paste", init));
         }""",
-        html,
+        {"html": html, "text": text},
     )
+
+
+def write_body(page, code: str, html: str) -> None:
+    """Put `html` into the editor of language `code` (the editor writes back exactly what it
+    was given when that is HTML it writes itself)."""
+    paste_into_editor(page, code, html=html)
 
 
 def deliver_in_process(message, users):

@@ -18,7 +18,14 @@ from playwright.sync_api import Page, expect
 
 from messaging.forms import sanitize_html
 from messaging.models import Message
-from tests.e2e.conftest import PASSWORD, assert_accessible, composed_draft, make_staff, sign_in
+from tests.e2e.conftest import (
+    PASSWORD,
+    assert_accessible,
+    composed_draft,
+    make_staff,
+    paste_into_editor,
+    sign_in,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -100,21 +107,7 @@ def save_and_reload(page: Page, draft: Message) -> None:
 
 
 def paste(page: Page, *, html: str | None = None, text: str | None = None) -> None:
-    """A real paste event with clipboard data, as the browser fires it for Ctrl+V."""
-    page.locator(EDITOR).click()
-    page.keyboard.press("ControlOrMeta+a")
-    page.keyboard.press("Delete")
-    page.eval_on_selector(
-        EDITOR,
-        """(element, data) => {
-            const clipboard = new DataTransfer();
-            if (data.html !== null) clipboard.setData("text/html", data.html);
-            if (data.text !== null) clipboard.setData("text/plain", data.text);
-            const init = {clipboardData: clipboard, bubbles: true, cancelable: true};
-            element.dispatchEvent(new ClipboardEvent("paste", init));
-        }""",
-        {"html": html, "text": text},
-    )
+    paste_into_editor(page, "en", html=html, text=text)
 
 
 # Every toolbar action: its HTML survives the server unchanged ------------------------------------
