@@ -201,6 +201,13 @@ def assert_accessible(page, context: str) -> None:
     out from under it); the page is checked as it stood when the call began."""
     if not page.evaluate("() => typeof window.axe === 'object'"):
         page.evaluate(AXE.read_text(encoding="utf-8"))
+    # Colours are measured as they are now: let running CSS transitions (a button re-enabled
+    # after an htmx request fades back in over 0.15 s) end first.
+    # (Transitions only: an animated progress bar or spinner never finishes.)
+    page.evaluate(
+        "() => Promise.all(document.getAnimations()"
+        ".filter(animation => animation instanceof CSSTransition).map(animation => animation.finished))"
+    )
     violations = page.evaluate(
         """async (extra) => {
             const hold = (event) => event.preventDefault();
