@@ -201,12 +201,27 @@ def assert_accessible(page, context: str) -> None:
     out from under it); the page is checked as it stood when the call began."""
     if not page.evaluate("() => typeof window.axe === 'object'"):
         page.evaluate(AXE.read_text(encoding="utf-8"))
-    # Colours are measured as they are now: let running CSS transitions (a button re-enabled
-    # after an htmx request fades back in over 0.15 s) end first.
+    # Colours are measured as they are now: let CSS transitions end first (a button re-enabled
+    # after an htmx request fades back in over 0.15 s). Chained ones too: a Bootstrap tab fades
+    # the old pane out and only then starts fading the new one in, so the page must stay free
+    # of transitions for a few frames, not merely have none at one instant.
     # (Transitions only: an animated progress bar or spinner never finishes.)
     page.evaluate(
-        "() => Promise.all(document.getAnimations()"
-        ".filter(animation => animation instanceof CSSTransition).map(animation => animation.finished))"
+        """async () => {
+            const frame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
+            const running = () => document.getAnimations()
+                .filter((animation) => animation instanceof CSSTransition);
+            for (let quietFrames = 0; quietFrames < 5; ) {
+                const transitions = running();
+                if (transitions.length) {
+                    quietFrames = 0;
+                    await Promise.all(transitions.map((t) => t.finished.catch(() => null)));
+                } else {
+                    quietFrames += 1;
+                }
+                await frame();
+            }
+        }"""
     )
     violations = page.evaluate(
         """async (extra) => {
