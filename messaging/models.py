@@ -146,6 +146,11 @@ class Message(models.Model):
         return content.get("subject") or self.get_context_type_display()
 
     @property
+    def from_address(self) -> str:
+        """The From of this message's emails: the sender staff chose, else DEFAULT_FROM_EMAIL."""
+        return self.from_email or settings.DEFAULT_FROM_EMAIL
+
+    @property
     def is_draft(self) -> bool:
         return self.status == self.Status.DRAFT
 

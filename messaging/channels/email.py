@@ -50,7 +50,7 @@ def sender_of(receiver) -> tuple[str, str]:
         message = receiver.message
     except ObjectDoesNotExist:  # built without a message, or the message is gone
         return settings.DEFAULT_FROM_EMAIL, ""
-    return message.from_email or settings.DEFAULT_FROM_EMAIL, message.reply_to
+    return message.from_address, message.reply_to
 
 
 def build_email(receiver, connection=None, attachments: Sequence = ()) -> FastEmailMultiAlternatives:

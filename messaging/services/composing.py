@@ -71,7 +71,7 @@ class Sender:
 def sender_of(message: Message) -> Sender:
     chosen = message.from_email
     return Sender(
-        from_email=chosen or settings.DEFAULT_FROM_EMAIL,
+        from_email=message.from_address,
         reply_to=message.reply_to,
         is_default=not chosen,
         is_allowed=not chosen or chosen in conf.allowed_senders(),
@@ -80,7 +80,7 @@ def sender_of(message: Message) -> Sender:
 
 def sender_details(message: Message) -> dict:
     """From and Reply-To as the audit trail records them."""
-    return {"from": message.from_email or settings.DEFAULT_FROM_EMAIL, "reply_to": message.reply_to}
+    return {"from": message.from_address, "reply_to": message.reply_to}
 
 
 class DraftChanged(ValueError):
