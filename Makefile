@@ -32,10 +32,13 @@ lint: venv
 test: lint
 	$(BIN)/python -m pytest
 
-# The same suite against PostgreSQL and Redis (started, or installed, on loopback if needed).
+# The same suite against PostgreSQL and Redis (started, or installed, on loopback if needed),
+# less the browser tests: they test pages, which `make test` already drives, and would double
+# CI's time on a 2-core machine. PYTEST_ARGS="" runs them here too.
+PYTEST_ARGS ?= -m "not browser"
 test-services: venv
 	bash scripts/services.sh
-	DATABASE_URL=$(SERVICES_DATABASE_URL) REDIS_URL=$(SERVICES_REDIS_URL) $(BIN)/python -m pytest
+	DATABASE_URL=$(SERVICES_DATABASE_URL) REDIS_URL=$(SERVICES_REDIS_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Sending benchmark: ours vs django-post_office vs the ceilings, on an instant and a 100 ms sink
 # (QUICK=1 stops at 10,000; SAVE=1 also writes docs/benchmarks/<date>-<database>.json;
