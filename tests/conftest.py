@@ -44,6 +44,14 @@ def make_user(db):
     return make
 
 
+@pytest.fixture
+def staff_client(client, staff):
+    """The test client signed in as the module's own `staff` fixture (modules define who staff
+    is and what they may do; some override this fixture whole)."""
+    client.force_login(staff)
+    return client
+
+
 @pytest.fixture(autouse=True)
 def empty_rate_limits():
     """Each test starts with no send counted against the sending limits. On the database they

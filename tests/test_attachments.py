@@ -65,12 +65,6 @@ def staff(make_user):
 
 
 @pytest.fixture
-def staff_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def draft(staff) -> Message:
     return composing.save_draft(Message(composed_content=CONTENT), staff)
 

@@ -45,12 +45,6 @@ def staff(make_user):
 
 
 @pytest.fixture
-def staff_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def consumer(db):
     heartbeats.beat("host-a:1", Heartbeat.Kind.CONSUMER, pid=1)
     return Heartbeat.objects.get(name="host-a:1")

@@ -26,12 +26,6 @@ def staff(make_user):
     return user
 
 
-@pytest.fixture
-def staff_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
 def search(client, q: str) -> str:
     response = client.get(reverse("messaging:recipient_search"), {"q": q}, **HTMX)
     assert response.status_code == 200

@@ -47,12 +47,6 @@ def staff(make_user):
 
 
 @pytest.fixture
-def staff_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def students(make_user):
     return [make_user(language="en", email=f"student{i}@uni.example") for i in range(3)]
 

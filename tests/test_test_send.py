@@ -35,12 +35,6 @@ def staff(make_user):
 
 
 @pytest.fixture
-def staff_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def draft(staff, make_user):
     message = Message(
         context_type=Message.ContextType.OTHER,

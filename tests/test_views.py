@@ -25,12 +25,6 @@ def staff(make_user):
 
 
 @pytest.fixture
-def staff_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def recipients(make_user):
     en = make_user(language="en")
     nb = make_user(language="nb")
