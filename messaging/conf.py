@@ -86,6 +86,16 @@ DEFAULTS = {
     "MESSAGING_ATTACHMENT_SCANNER": None,
     # Test sends a staff member may make per hour (to any address); 0: test sends off, None: no limit.
     "MESSAGING_TEST_SENDS_PER_HOUR": 20,
+    # Digests go out at this local time ("HH:MM", in each user's time zone, else TIME_ZONE);
+    # weekly ones on this weekday (0 Monday ... 6 Sunday). The task that sends them runs every
+    # DIGEST_POLL_MINUTES (whole minutes, 1-59).
+    "MESSAGING_DIGEST_TIME": "07:00",
+    "MESSAGING_DIGEST_WEEKDAY": 0,
+    "MESSAGING_DIGEST_POLL_MINUTES": 5,
+    # A digest item longer than this (plain-text characters) is shortened, with a link to read it all.
+    "MESSAGING_DIGEST_ITEM_MAX_CHARS": 1500,
+    # How long the preference and unsubscribe links in emails work, in days.
+    "MESSAGING_PREFERENCE_LINK_MAX_AGE_DAYS": 90,
 }
 
 
@@ -213,3 +223,25 @@ def attachment_scanner() -> str | None:
 
 def test_sends_per_hour() -> int:
     return get("MESSAGING_TEST_SENDS_PER_HOUR")
+
+
+def digest_time() -> tuple[int, int]:
+    """(hour, minute) of MESSAGING_DIGEST_TIME (checked at start-up: messaging.checks)."""
+    hour, minute = get("MESSAGING_DIGEST_TIME").split(":")
+    return int(hour), int(minute)
+
+
+def digest_weekday() -> int:
+    return get("MESSAGING_DIGEST_WEEKDAY")
+
+
+def digest_poll_minutes() -> int:
+    return get("MESSAGING_DIGEST_POLL_MINUTES")
+
+
+def digest_item_max_chars() -> int:
+    return get("MESSAGING_DIGEST_ITEM_MAX_CHARS")
+
+
+def preference_link_max_age_days() -> int:
+    return get("MESSAGING_PREFERENCE_LINK_MAX_AGE_DAYS")

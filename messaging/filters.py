@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 from django.utils.translation import gettext_lazy as _
 
+from messaging import context_types
 from messaging.models import Message, MessageReceiver, MessageTemplate, Suppression
 
 User = get_user_model()
@@ -66,7 +67,7 @@ class MessageFilter(BootstrapFilterSet):
         widget=forms.TextInput(attrs={"placeholder": _("Subject or content"), "type": "search"}),
     )
     status = django_filters.ChoiceFilter(label=_("Status"), choices=MESSAGE_STATUS_CHOICES)
-    context_type = django_filters.ChoiceFilter(label=_("Context type"), choices=Message.ContextType.choices)
+    context_type = django_filters.ChoiceFilter(label=_("Context type"), choices=context_types.choices)
     created_by = django_filters.ModelChoiceFilter(label=_("Author"), queryset=_authors)
     created_after = django_filters.DateFilter(
         label=_("Created from"), field_name="created_datetime", lookup_expr="date__gte", widget=DateInput
@@ -141,7 +142,7 @@ class PersonReceiverFilter(BootstrapFilterSet):
     context_type = django_filters.ChoiceFilter(
         label=_("Context type"),
         field_name="message__context_type",
-        choices=Message.ContextType.choices,
+        choices=context_types.choices,
         empty_label=_("Any"),
     )
     status = django_filters.ChoiceFilter(
@@ -158,7 +159,7 @@ class TemplateFilter(BootstrapFilterSet):
 
     q = search_filter(_("Name"), "name", _("Part of a name"))
     context_type = django_filters.ChoiceFilter(
-        label=_("Context type"), choices=Message.ContextType.choices, empty_label=_("Any")
+        label=_("Context type"), choices=context_types.choices, empty_label=_("Any")
     )
 
     class Meta:

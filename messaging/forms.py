@@ -16,7 +16,7 @@ from django.core.validators import EmailValidator
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from messaging import conf, recipients, rendering
+from messaging import conf, context_types, recipients, rendering
 from messaging.models import Message, MessageAttachment, MessageTemplate
 from messaging.services import attachments as message_attachments
 from messaging.services import composing, message_templates
@@ -116,7 +116,7 @@ class BodyField(forms.CharField):
 class ComposedContentForm(forms.Form):
     """A context type and a subject and body per language: what a draft and a template share."""
 
-    context_type = forms.ChoiceField(label=_("Context type"), choices=Message.ContextType.choices)
+    context_type = forms.ChoiceField(label=_("Context type"), choices=context_types.composable_choices)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -418,7 +418,7 @@ def validate_template_name(value: str) -> None:
 
 
 def _name_taken_error(context_type: str) -> str:
-    label = Message.ContextType(context_type).label
+    label = context_types.get(context_type).label
     return _("A “%(context_type)s” template with this name already exists; choose another name.") % {
         "context_type": label
     }

@@ -20,6 +20,23 @@ from django.utils.translation import gettext_lazy as _
 from messaging import channels
 
 
+class DeliveryMode(models.TextChoices):
+    """How a user gets the messages of one context type (messaging.services.preferences)."""
+
+    IMMEDIATELY = "immediately", _("Immediately")
+    DAILY = "daily", _("Daily digest")
+    WEEKLY = "weekly", _("Weekly digest")
+    OFF = "off", _("Off")
+
+
+def context_type_choices() -> list[tuple[str, str]]:
+    # The registry (built-in types and those a project registers); imported here, not at the
+    # top, because it reads these models.
+    from messaging import context_types
+
+    return context_types.choices()
+
+
 class MessageQuerySet(models.QuerySet):
     def filter_message_with_no_message_receivers(self) -> MessageQuerySet:
         return self.filter(~models.Exists(MessageReceiver.objects.filter(message=models.OuterRef("pk"))))
@@ -70,6 +87,8 @@ class Message(models.Model):
         FEEDBACK_UPDATED = "feedback_updated", _("Feedback updated")
         # Sent by the engine to a message's sender (messaging.services.reporting).
         SENDING_REPORT = "sending_report", _("Sending report")
+        # Sent by the engine: a user's held messages in one email (messaging.services.digests).
+        DIGEST = "digest", _("Digest")
 
     # The status groups every rule uses; messaging.services.transitions moves between them.
     IN_PROGRESS = (Status.QUEUED, Status.PREPARING, Status.SENDING, Status.BLOCKED, Status.PAUSED)
@@ -108,10 +127,13 @@ class Message(models.Model):
     context_type = models.CharField(
         _("context type"),
         max_length=30,
-        choices=ContextType,
+        choices=context_type_choices,
         default=ContextType.OTHER,
         db_index=True,
     )
+    # "Important": delivered immediately to everyone, whatever their preferences (needs the
+    # ignore_preferences permission; audited).
+    ignore_preferences = models.BooleanField(_("important: ignore preferences"), default=False)
     message_type = models.JSONField(_("message type"), default=list, blank=True)
     # Staff-composed content: {language: {"subject": str, "body": str}}; empty for messages
     # created by other apps, whose content comes from a template.
@@ -133,6 +155,7 @@ class Message(models.Model):
             ("compose_message", _("Can compose and edit draft messages")),
             ("send_message", _("Can send messages")),
             ("resend_message", _("Can resend failed receivers")),
+            ("ignore_preferences", _("Can send messages that ignore recipients' preferences")),
         ]
 
     def __str__(self) -> str:
@@ -332,6 +355,10 @@ class MessageReceiver(models.Model):
         SENT = "sent", _("Sent")
         # Never handed to the server: its message was cancelled or expired (cancel_reason).
         CANCELLED = "cancelled", _("Cancelled")
+        # Final, never sent: the user turned this context type off (not a failure).
+        SKIPPED = "skipped", _("Skipped by preference")
+        # Waits for the user's digest (due at next_attempt_datetime); sent with it (digest).
+        HELD = "held", _("Held for digest")
 
     class CancelReason(models.TextChoices):
         CANCELLED = "cancelled", _("Cancelled by staff")
@@ -352,7 +379,7 @@ class MessageReceiver(models.Model):
 
     RESENDABLE = (Status.FAILED, Status.ERROR)
     # `failed` is not final: the sweeper retries it unless the failure was permanent.
-    FINAL = (Status.SENT, Status.ERROR, Status.CANCELLED)
+    FINAL = (Status.SENT, Status.ERROR, Status.CANCELLED, Status.SKIPPED)
     # A sent email that did not reach its recipient after all: staff may resend it (to an
     # address that is not suppressed).
     UNDELIVERED = (Outcome.SOFT_BOUNCE, Outcome.HARD_BOUNCE, Outcome.COMPLAINED, Outcome.REJECTED)
@@ -386,7 +413,8 @@ class MessageReceiver(models.Model):
     sending_failed_count = models.PositiveIntegerField(_("failed attempts"), default=0)
     sending_success_count = models.PositiveIntegerField(_("successful attempts"), default=0)
     # Delivery bookkeeping: a worker owns a receiver while its lease runs; a failed receiver
-    # is retried automatically after next_attempt_datetime unless the failure was permanent.
+    # is retried automatically after next_attempt_datetime unless the failure was permanent;
+    # a held receiver goes into its user's digest once next_attempt_datetime has come.
     lease_expires_datetime = models.DateTimeField(null=True, blank=True, editable=False)
     claimed_by = models.CharField(max_length=64, blank=True, editable=False)
     next_attempt_datetime = models.DateTimeField(null=True, blank=True, editable=False)
@@ -400,6 +428,15 @@ class MessageReceiver(models.Model):
     outcome_datetime = models.DateTimeField(_("outcome reported"), null=True, blank=True)
     outcome_detail = models.CharField(_("outcome detail"), max_length=255, blank=True)
     provider_message_id = models.CharField(_("provider's message id"), max_length=255, blank=True)
+    # A held receiver: the digest email (a receiver of a digest message) it went out in.
+    digest = models.ForeignKey(
+        "self",
+        verbose_name=_("sent in digest"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="digested",
+    )
 
     objects = MessageReceiverQuerySet.as_manager()
 
@@ -466,6 +503,8 @@ class MessagingProfile(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messaging_profile"
     )
     languagecode = models.CharField(_("language"), max_length=10, blank=True)
+    # An IANA zone ("Europe/Oslo"); blank: settings.TIME_ZONE. Digests go out at local time.
+    time_zone = models.CharField(_("time zone"), max_length=64, blank=True)
 
     class Meta:
         verbose_name = _("messaging profile")
@@ -490,6 +529,54 @@ class UserEmail(models.Model):
 
     def __str__(self) -> str:
         return self.email
+
+
+class ContextTypeSetting(models.Model):
+    """Staff's setting for one context type, over what the code registered
+    (messaging.context_types): its label, default delivery mode and whether it is enforced."""
+
+    context_type = models.CharField(
+        _("context type"), max_length=30, unique=True, choices=context_type_choices
+    )
+    label = models.CharField(
+        _("label"), max_length=100, blank=True, help_text=_("Blank: the built-in label.")
+    )
+    default_mode = models.CharField(_("default delivery"), max_length=20, choices=DeliveryMode)
+    enforced = models.BooleanField(
+        _("enforced"),
+        default=False,
+        help_text=_("Always delivered immediately: recipients cannot turn it off or delay it."),
+    )
+
+    class Meta:
+        verbose_name = _("context type setting")
+        verbose_name_plural = _("context type settings")
+        ordering = ["context_type"]
+
+    def __str__(self) -> str:
+        return self.label or self.get_context_type_display()
+
+
+class NotificationPreference(models.Model):
+    """How one user wants the messages of one context type (absent: the type's default)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preferences"
+    )
+    context_type = models.CharField(_("context type"), max_length=30, choices=context_type_choices)
+    mode = models.CharField(_("delivery"), max_length=20, choices=DeliveryMode)
+    updated_datetime = models.DateTimeField(_("changed"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("notification preference")
+        verbose_name_plural = _("notification preferences")
+        ordering = ["user_id", "context_type"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "context_type"], name="notification_preference_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.context_type}: {self.mode}"
 
 
 class AuditEvent(models.Model):
@@ -517,6 +604,8 @@ class AuditEvent(models.Model):
         EXPIRED = "expired", _("Expired")
         SENDER_NOTIFIED = "sender_notified", _("Sender notified")
         SUPPRESSION_LIFTED = "suppression_lifted", _("Suppression lifted")
+        MARKED_IMPORTANT = "important", _("Marked important (ignores preferences)")
+        UNMARKED_IMPORTANT = "not_important", _("No longer marked important")
 
     message = models.ForeignKey(
         Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
@@ -708,7 +797,7 @@ class MessageTemplate(models.Model):
 
     name = models.CharField(_("name"), max_length=200)
     context_type = models.CharField(
-        _("context type"), max_length=30, choices=Message.ContextType, default=Message.ContextType.OTHER
+        _("context type"), max_length=30, choices=context_type_choices, default=Message.ContextType.OTHER
     )
     # Same shape as Message.composed_content: {language: {"subject": str, "body": str}}.
     composed_content = models.JSONField(_("content"), default=dict, blank=True)

@@ -139,6 +139,8 @@ class TestPrepareAndSend:
         message = send(draft_for([make_user(), make_user(email="no@x.org")]))
         assert message.status_data["summary"]["receiver_counts"] == {
             "cancelled": 0,
+            "skipped": 0,
+            "held": 0,
             "not_sent": 0,
             "error": 0,
             "failed": 1,

@@ -1,19 +1,31 @@
-"""Preparing receivers: one per distinct user and message type, rendered in the user's language."""
+"""Preparing receivers: one per distinct user and message type, rendered in the user's language,
+and delivered as the user's preference for the message's context type says: now, held for a
+digest, or skipped (messaging.services.preferences)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 
 from django.db import transaction
+from django.utils import timezone
 
-from messaging.models import Message, MessageReceiver
+from messaging.models import DeliveryMode, Message, MessageReceiver
 from messaging.recipients import iter_users_in_batches, notification_address, preferred_language
 from messaging.rendering import ContentRenderer
+from messaging.services import digests, preferences, transitions
 
 BATCH_SIZE = 500
 
 
-def build_receiver(renderer: ContentRenderer, user, message: Message, message_type: str):
+def build_receiver(
+    renderer: ContentRenderer,
+    user,
+    message: Message,
+    message_type: str,
+    mode: str = DeliveryMode.IMMEDIATELY,
+    now: datetime | None = None,
+):
     language = preferred_language(user)
     content = renderer.render(user, language)
     receiver = MessageReceiver(
@@ -25,7 +37,10 @@ def build_receiver(renderer: ContentRenderer, user, message: Message, message_ty
         subject=content.subject,
         message_content_html=content.html,
         message_content_plain=content.plain,
+        status=transitions.initial_status(mode),
     )
+    if receiver.status == MessageReceiver.Status.HELD:
+        receiver.next_attempt_datetime = digests.due_at(mode, digests.user_zone(user), now or timezone.now())
     # Foreign keys come from loaded objects; validating them would cost a query per receiver.
     receiver.full_clean(exclude=["message", "user"], validate_unique=False, validate_constraints=False)
     return receiver
@@ -50,10 +65,14 @@ def iter_receiver_batches(
     renderer = ContentRenderer(subject_generator, template_name, template_context)
     user_ids = distinct_user_ids(message)
     found: set[int] = set()
+    now = timezone.now()
     for users in iter_users_in_batches(user_ids, BATCH_SIZE):
         found.update(u.pk for u in users)
+        modes = preferences.modes_for(
+            [u.pk for u in users], message.context_type, ignore_preferences=message.ignore_preferences
+        )
         yield [
-            build_receiver(renderer, user, message, message_type)
+            build_receiver(renderer, user, message, message_type, modes[user.pk], now)
             for user in users
             for message_type in message.message_type
         ]

@@ -14,8 +14,9 @@ Message:
     scheduled ─queue_scheduled→ queued            (its time came; prepared now)
     preparing ─finish_preparing→ scheduled ─start_scheduled_delivery→ sending   (API send_at)
     sending|blocked ─pause→ paused ─resume→ sending
-    scheduled|queued|sending|blocked|paused ─cancel→ cancelled    (receivers not yet handed over:
-    scheduled|queued|sending|blocked|paused|error ─expire→ expired  cancelled, with the reason)
+    scheduled|queued|sending|blocked|paused ─cancel→ cancelled    (receivers not yet handed over,
+    scheduled|queued|sending|blocked|paused|error ─expire→ expired  or held and not yet in a
+                                                                    digest: cancelled, with the reason)
     queued ─unqueue→ draft                      (the task queue could not take it)
     draft|queued ─start_preparing→ preparing    (prepare_and_send from code: draft)
     preparing ─requeue_preparation→ queued      (its worker died; staff-composed: sent again)
@@ -27,13 +28,18 @@ Message:
 Every message transition sends `messaging.signals.message_status_changed` after it happened.
 
 Receiver (status not_sent → sent | failed | error | cancelled; ownership via claimed_by + lease):
+    (new) ─initial_status→ not_sent, or skipped (final: the user turned the type off), or held
+    held ─attach_to_digest→ held in a digest (digest = that digest's receiver, not yet sent)
+    held in a digest ─settle_digests→ sent once the digest was sent (back to waiting, if the
+                                      digest was cancelled)
+    held ─expire_held→ cancelled (expired) when its message's expiry passed first
     not_sent ─claim_batch→ owned by a worker until its lease runs out (renew_leases extends it)
     owned ─record_result→ sent | failed | error  (released)
     owned ─record_uncertain→ not_sent, flagged delivery_uncertain (released)
     owned ─release→ not_sent (unowned)
     failed|error|sent but undelivered ─reset_for_resend→ not_sent (delivery outcome cleared)
     any ─record_outcome→ delivery outcome from feedback (the newest event wins; a complaint stays)
-    not_sent|failed awaiting retry ─cancel/expire→ cancelled  (a claimed one keeps its owner, whose
+    not_sent|failed awaiting retry|held ─cancel/expire→ cancelled  (a claimed one keeps its owner, whose
                                                    result, if it was in flight, overwrites this)
 """
 
@@ -46,12 +52,12 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, OuterRef, Q
 from django.utils import timezone
 
 from messaging import conf
 from messaging.channels import DeliveryResult
-from messaging.models import Message, MessageReceiver
+from messaging.models import DeliveryMode, Message, MessageReceiver
 from messaging.services.status import (
     cancelled_counts,
     error_entry,
@@ -393,6 +399,7 @@ def cancel(message_id: int, reason: str = MessageReceiver.CancelReason.CANCELLED
         undelivered = MessageReceiver.objects.filter(message_id=message_id).filter(
             Q(status=ReceiverStatus.NOT_SENT)
             | Q(status=ReceiverStatus.FAILED, permanent_failure=False, next_attempt_datetime__isnull=False)
+            | Q(status=ReceiverStatus.HELD, digest__isnull=True)
         )
         workers = (
             undelivered.leased(now).exclude(claimed_by="").order_by().values("claimed_by").distinct().count()
@@ -675,6 +682,68 @@ def reset_for_resend(receivers) -> int:
             outcome_datetime=timezone.now(),
         )
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Receivers: preferences and digests
+
+
+def initial_status(mode: str) -> str:
+    """The status a new receiver starts in for its user's delivery mode."""
+    if mode == DeliveryMode.OFF:
+        return ReceiverStatus.SKIPPED
+    if mode in (DeliveryMode.DAILY, DeliveryMode.WEEKLY):
+        return ReceiverStatus.HELD
+    return ReceiverStatus.NOT_SENT
+
+
+def attach_to_digest(held_ids: Iterable[int], digest_receiver_id: int) -> int:
+    """Held receivers not yet in a digest → in this one; the count says how many were still free
+    (the caller holds them locked, so all of them)."""
+    return MessageReceiver.objects.filter(
+        pk__in=list(held_ids), status=ReceiverStatus.HELD, digest__isnull=True
+    ).update(digest_id=digest_receiver_id)
+
+
+def settle_digests() -> set[int]:
+    """Held receivers whose digest was sent → sent (at the digest's time); those whose digest was
+    cancelled wait for the next one. Returns the ids of the messages whose counts changed, rolled
+    up."""
+    held = MessageReceiver.objects.filter(status=ReceiverStatus.HELD, digest__isnull=False)
+    with transaction.atomic():
+        sent = held.filter(digest__status=ReceiverStatus.SENT)
+        message_ids = set(sent.values_list("message_id", flat=True).distinct())
+        sent.update(
+            status=ReceiverStatus.SENT,
+            sent_datetime=MessageReceiver.objects.filter(pk=OuterRef("digest_id")).values("sent_datetime")[
+                :1
+            ],
+            sending_success_count=F("sending_success_count") + 1,
+            next_attempt_datetime=None,
+        )
+        held.filter(digest__status=ReceiverStatus.CANCELLED).update(digest=None)
+    for message_id in message_ids:
+        roll_up(message_id)
+    return message_ids
+
+
+def expire_held(now: datetime | None = None) -> set[int]:
+    """Held receivers not yet in a digest whose message's expiry passed → cancelled (expired):
+    nothing is delivered after a message's expiry, in a digest neither."""
+    now = now or timezone.now()
+    expired = MessageReceiver.objects.filter(
+        status=ReceiverStatus.HELD, digest__isnull=True, message__expires_at__lte=now
+    )
+    with transaction.atomic():
+        message_ids = set(expired.values_list("message_id", flat=True).distinct())
+        MessageReceiver.objects.filter(pk__in=expired.values("pk")).update(
+            status=ReceiverStatus.CANCELLED,
+            cancel_reason=MessageReceiver.CancelReason.EXPIRED,
+            next_attempt_datetime=None,
+        )
+    for message_id in message_ids:
+        roll_up(message_id)
+    return message_ids
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 from django import template
 
-from messaging.context_types import EXPLANATIONS
+from messaging import context_types
 
 register = template.Library()
 
@@ -8,4 +8,4 @@ register = template.Library()
 @register.simple_tag
 def context_type_explanations() -> list[tuple[str, str]]:
     """(context type, its one-line explanation) for every context type."""
-    return [(str(value), text) for value, text in EXPLANATIONS.items()]
+    return [(str(value), text) for value, text in context_types.explanations().items()]
