@@ -162,3 +162,36 @@ def _one_address(sender) -> bool:
     except ValidationError:
         return False
     return True
+
+
+@checks.register()
+def digest_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Digest times that cannot be scheduled refuse to start, naming the setting."""
+    problems = []
+    try:
+        hour, minute = conf.digest_time()
+        valid_time = 0 <= hour <= 23 and 0 <= minute <= 59
+    except (AttributeError, ValueError):
+        valid_time = False
+    if not valid_time:
+        problems.append(
+            checks.Error(
+                f"MESSAGING_DIGEST_TIME must be a local time as HH:MM (is {conf.get('MESSAGING_DIGEST_TIME')!r}).",
+                id="messaging.E008",
+            )
+        )
+    if conf.digest_weekday() not in range(7):
+        problems.append(
+            checks.Error(
+                f"MESSAGING_DIGEST_WEEKDAY must be 0 (Monday) to 6 (Sunday) (is {conf.digest_weekday()!r}).",
+                id="messaging.E008",
+            )
+        )
+    if not 1 <= conf.digest_poll_minutes() <= 59:
+        problems.append(
+            checks.Error(
+                f"MESSAGING_DIGEST_POLL_MINUTES must be between 1 and 59 (is {conf.digest_poll_minutes()}).",
+                id="messaging.E008",
+            )
+        )
+    return problems

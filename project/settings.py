@@ -229,6 +229,10 @@ for _name in (
     "MESSAGING_ATTACHMENT_MAX_BYTES",
     "MESSAGING_ATTACHMENTS_MAX_TOTAL_BYTES",
     "MESSAGING_ATTACHMENTS_MAX_COUNT",
+    "MESSAGING_DIGEST_WEEKDAY",
+    "MESSAGING_DIGEST_POLL_MINUTES",
+    "MESSAGING_DIGEST_ITEM_MAX_CHARS",
+    "MESSAGING_PREFERENCE_LINK_MAX_AGE_DAYS",
 ):
     if os.environ.get(_name):
         globals()[_name] = int(os.environ[_name])
@@ -240,6 +244,7 @@ for _name in (
     "MESSAGING_BOUNCE_ADDRESS",
     "MESSAGING_BOUNCE_MAILBOX",
     "MESSAGING_ATTACHMENT_SCANNER",
+    "MESSAGING_DIGEST_TIME",
 ):
     if os.environ.get(_name):
         globals()[_name] = os.environ[_name]

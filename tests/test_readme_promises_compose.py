@@ -21,8 +21,7 @@ from django.urls import reverse
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from messaging import conf, selectors
-from messaging.context_types import EXPLANATIONS
+from messaging import conf, context_types, selectors
 from messaging.models import Message, MessageTemplate
 from messaging.services import attachments, composing, message_templates
 from tests.conftest import ROOT, grant
@@ -315,7 +314,7 @@ def test_template_pages_explain_the_context_type_like_drafts_do(staff_client):
     )
     edit = staff_client.get(reverse("messaging:template_edit", args=[template.pk])).content.decode()
     assert shown_explanations(edit) == [Message.ContextType.DEADLINE_MOVED]
-    assert str(EXPLANATIONS[Message.ContextType.DEADLINE_MOVED]) in edit
+    assert str(context_types.explanations()[Message.ContextType.DEADLINE_MOVED]) in edit
 
 
 @pytest.mark.django_db
