@@ -11,7 +11,14 @@ from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 
-from messaging.models import Message, MessageReceiver, MessagingProfile, UserEmail
+from messaging.models import (
+    DeliveryMode,
+    Message,
+    MessageReceiver,
+    MessagingProfile,
+    NotificationPreference,
+    UserEmail,
+)
 from messaging.recipients import notification_address
 from messaging.services import composing
 
@@ -33,6 +40,9 @@ def snapshot() -> dict:
         "emails": sorted(UserEmail.objects.values_list("user__username", "email", "is_primary")),
         "groups": sorted(Group.objects.values_list("name", "user__username")),
         "messages": sorted(Message.objects.values_list("id", "status", "metadata")),
+        "preferences": sorted(
+            NotificationPreference.objects.values_list("user__username", "context_type", "mode")
+        ),
     }
 
 
@@ -83,6 +93,21 @@ def test_rerun_restores_changed_demo_users(demo):
     assert after["users"] == before["users"]
     assert after["profiles"] == before["profiles"]
     assert [e[1:] for e in after["emails"]] == [e[1:] for e in before["emails"]]
+
+
+def test_some_students_chose_digests_or_turned_a_type_off(demo):
+    chosen = set(NotificationPreference.objects.values_list("context_type", "mode"))
+    assert chosen == {
+        (Message.ContextType.FEEDBACK, DeliveryMode.DAILY),
+        (Message.ContextType.COMMENT, DeliveryMode.WEEKLY),
+        (Message.ContextType.OTHER, DeliveryMode.OFF),
+    }
+    assert NotificationPreference.objects.filter(user__is_staff=True).count() == 0
+    NotificationPreference.objects.filter(mode=DeliveryMode.OFF).update(mode=DeliveryMode.WEEKLY)
+    before = NotificationPreference.objects.count()
+    run_demo()
+    assert NotificationPreference.objects.count() == before
+    assert NotificationPreference.objects.filter(mode=DeliveryMode.OFF).count() > 0
 
 
 def test_languages_are_mixed(demo):
@@ -217,15 +242,18 @@ def test_the_welcome_draft_can_be_sent(demo, django_capture_on_commit_callbacks,
     receivers = MessageReceiver.objects.filter(message=message)
     assert receivers.count() == count > 100
     assert set(receivers.values_list("language", flat=True)) == {"en", "nb"}
-    # Users with no address fail clearly; the locmem backend accepts every other address.
-    failed = receivers.exclude(status=MessageReceiver.Status.SENT)
+    # Users with no address fail clearly; the locmem backend accepts every other address; the
+    # students who turned "other" off are skipped, not failed.
+    skipped = receivers.filter(status=MessageReceiver.Status.SKIPPED)
+    failed = receivers.exclude(status__in=[MessageReceiver.Status.SENT, MessageReceiver.Status.SKIPPED])
     assert set(failed.values_list("send_to", flat=True)) == {""}
     assert failed.count() >= 2
+    assert skipped.count() >= 2
     assert message.status == Message.Status.ERROR
     # ... and the staff member who sent it is told (one report, in their language).
     report = Message.objects.get(context_type=Message.ContextType.SENDING_REPORT)
     assert report.metadata == {"report_for": message.pk, "event": "finished_with_failures"}
-    assert len(mailoutbox) == count - failed.count() + 1
+    assert len(mailoutbox) == count - failed.count() - skipped.count() + 1
     nb = receivers.filter(language="nb", status=MessageReceiver.Status.SENT).first()
     assert nb.subject == "Velkommen til INF1000"
     assert f"Hei {nb.user.first_name}" in nb.message_content_plain

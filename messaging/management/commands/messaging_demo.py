@@ -24,7 +24,14 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from messaging.models import Message, MessageTemplate, MessagingProfile, UserEmail
+from messaging.models import (
+    DeliveryMode,
+    Message,
+    MessageTemplate,
+    MessagingProfile,
+    NotificationPreference,
+    UserEmail,
+)
 from messaging.services import composing, message_templates
 
 SEED = 1000
@@ -194,6 +201,12 @@ NORMAL, NO_ADDRESS, SEVERAL, TEMPFAIL, BOUNCE = "normal", "none", "several", "te
 LATER_BOUNCE = "later_bounce"
 SPECIAL_ADDRESSES = {NO_ADDRESS: 4, SEVERAL: 6, TEMPFAIL: 3, BOUNCE: 3, LATER_BOUNCE: 2}
 EXAMINERS = 8
+# {context type: (mode, share of students who chose it)}
+DEMO_PREFERENCES = {
+    Message.ContextType.FEEDBACK: (DeliveryMode.DAILY, 0.15),
+    Message.ContextType.COMMENT: (DeliveryMode.WEEKLY, 0.1),
+    Message.ContextType.OTHER: (DeliveryMode.OFF, 0.08),
+}
 
 SAMPLES = {
     "inf1000-welcome": {
@@ -278,6 +291,7 @@ class UserSpec:
     language: str
     kind: str = NORMAL
     groups: set[str] = field(default_factory=set)
+    preferences: dict[str, str] = field(default_factory=dict)  # {context type: delivery mode}
 
     @property
     def email(self) -> str:
@@ -377,6 +391,14 @@ def plan_users(count: int) -> list[UserSpec]:
         for spec in chosen[:how_many]:
             spec.kind = kind
         chosen = chosen[how_many:]
+
+    # Some students chose digests or turned a type off, so the compose summary and the status
+    # page show what preferences do (a generator of its own: the users above stay the same).
+    preference_rng = random.Random(SEED + 1)
+    for spec in specs[EXAMINERS:]:
+        for context_type, (mode, share) in DEMO_PREFERENCES.items():
+            if preference_rng.random() < share:
+                spec.preferences[context_type] = mode
     return specs
 
 
@@ -471,6 +493,7 @@ class Command(BaseCommand):
         self.users_by_username = users
         self.sync_profiles(specs, users)
         self.sync_addresses(specs, users)
+        self.sync_preferences(specs, users)
         return len(to_create), len(to_update)
 
     def sync_profiles(self, specs, users) -> None:
@@ -486,6 +509,25 @@ class Command(BaseCommand):
                 changed.append(profile)
         MessagingProfile.objects.bulk_create(new)
         MessagingProfile.objects.bulk_update(changed, ["languagecode"])
+
+    def sync_preferences(self, specs, users) -> None:
+        wanted = {
+            (users[spec.username].pk, context_type): mode
+            for spec in specs
+            for context_type, mode in spec.preferences.items()
+        }
+        rows = NotificationPreference.objects.filter(user__in=[users[spec.username].pk for spec in specs])
+        current = {
+            (user_id, type_): (pk, mode)
+            for pk, user_id, type_, mode in rows.values_list("pk", "user_id", "context_type", "mode")
+        }
+        stale = {key: pk for key, (pk, mode) in current.items() if wanted.get(key) != mode}
+        NotificationPreference.objects.filter(pk__in=stale.values()).delete()
+        NotificationPreference.objects.bulk_create(
+            NotificationPreference(user_id=user_id, context_type=context_type, mode=mode)
+            for (user_id, context_type), mode in wanted.items()
+            if (user_id, context_type) not in current or (user_id, context_type) in stale
+        )
 
     def sync_addresses(self, specs, users) -> None:
         current: dict[int, dict[str, UserEmail]] = {}
