@@ -1,5 +1,6 @@
 """huey tasks: thin shells that load by id and call a service. No decisions here."""
 
+from django.utils import timezone
 from huey import crontab
 from huey.contrib.djhuey import db_periodic_task, db_task
 
@@ -9,6 +10,7 @@ from messaging.services import (
     bounces,
     composing,
     delivery,
+    digests,
     maintenance,
     reporting,
     resending,
@@ -65,6 +67,11 @@ def report_to_sender(message_id: int, event: str) -> None:
 @db_periodic_task(crontab(minute=f"*/{conf.sweep_minutes()}"))
 def sweep() -> None:
     maintenance.sweep()
+
+
+@db_periodic_task(crontab(minute=f"*/{conf.digest_poll_minutes()}"))
+def send_digests() -> None:
+    digests.send_due(timezone.now())
 
 
 @db_periodic_task(crontab(minute=f"*/{conf.bounce_poll_minutes()}"))

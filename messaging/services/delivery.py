@@ -72,11 +72,19 @@ class DeliveryRun:
     published: float = field(default_factory=time.monotonic)
     attempts: int = 0  # results counted by the failure watch, for LaneRamp
     lane_cap: int = 1_000_000  # lanes with a higher index stop after their current claim
+    digest: bool = False  # a digest's held receivers are settled when its run ends
 
     @classmethod
     def start(cls, message_id: int) -> DeliveryRun:
-        expires_at = Message.objects.filter(pk=message_id).values_list("expires_at", flat=True).first()
-        return cls(message_id, expires_at, FailureWatch.from_settings())
+        expires_at, context_type = Message.objects.filter(pk=message_id).values_list(
+            "expires_at", "context_type"
+        ).first() or (None, "")
+        return cls(
+            message_id,
+            expires_at,
+            FailureWatch.from_settings(),
+            digest=context_type == Message.ContextType.DIGEST,
+        )
 
     def expired(self) -> bool:
         return self.expires_at is not None and timezone.now() >= self.expires_at
@@ -128,6 +136,8 @@ def deliver_message(message_id: int, *, wait_for_others: bool = False) -> bool:
         return False
     transitions.roll_up(message_id, delivered_unblocked=True)
     schedule_retries(message_id)
+    if run.digest:
+        transitions.settle_digests()
     return True
 
 

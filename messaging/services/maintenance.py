@@ -31,6 +31,10 @@ def sweep() -> None:
 
     for message_id in Message.objects.past_expiry().values_list("pk", flat=True):
         controlling.expire(message_id)
+    # Held receivers of a message that expired after it was sent, and those whose digest went
+    # out (or was cancelled) since: the digest task does the same, the sweeper in case it is late.
+    transitions.expire_held()
+    transitions.settle_digests()
     for message in Message.objects.due_to_start():
         sending.start_scheduled(message)
     resending.retry_due_receivers()

@@ -30,8 +30,8 @@ Every message transition sends `messaging.signals.message_status_changed` after 
 Receiver (status not_sent → sent | failed | error | cancelled; ownership via claimed_by + lease):
     (new) ─initial_status→ not_sent, or skipped (final: the user turned the type off), or held
     held ─attach_to_digest→ held in a digest (digest = that digest's receiver, not yet sent)
-    held in a digest ─settle_digests→ sent once the digest was sent (back to waiting, if the
-                                      digest was cancelled)
+    held in a digest ─settle_digests→ sent once the digest was sent; error if it failed for good;
+                                      back to waiting if it was cancelled
     held ─expire_held→ cancelled (expired) when its message's expiry passed first
     not_sent ─claim_batch→ owned by a worker until its lease runs out (renew_leases extends it)
     owned ─record_result→ sent | failed | error  (released)
@@ -706,19 +706,30 @@ def attach_to_digest(held_ids: Iterable[int], digest_receiver_id: int) -> int:
 
 
 def settle_digests() -> set[int]:
-    """Held receivers whose digest was sent → sent (at the digest's time); those whose digest was
-    cancelled wait for the next one. Returns the ids of the messages whose counts changed, rolled
-    up."""
+    """Held receivers whose digest was sent → sent (at the digest's time); whose digest failed
+    for good (error, or a permanent failure such as no address) → error with its reason, so
+    the status page shows them undelivered and staff can resend them one by one; whose digest
+    was cancelled → waiting for the next one. Returns the ids of the messages whose counts
+    changed, rolled up."""
     held = MessageReceiver.objects.filter(status=ReceiverStatus.HELD, digest__isnull=False)
+    digest = MessageReceiver.objects.filter(pk=OuterRef("digest_id"))
+    sent = held.filter(digest__status=ReceiverStatus.SENT)
+    failed = held.filter(
+        Q(digest__status=ReceiverStatus.ERROR)
+        | Q(digest__status=ReceiverStatus.FAILED, digest__permanent_failure=True)
+    )
     with transaction.atomic():
-        sent = held.filter(digest__status=ReceiverStatus.SENT)
-        message_ids = set(sent.values_list("message_id", flat=True).distinct())
+        message_ids = {*sent.values_list("message_id", flat=True), *failed.values_list("message_id", flat=True)}
         sent.update(
             status=ReceiverStatus.SENT,
-            sent_datetime=MessageReceiver.objects.filter(pk=OuterRef("digest_id")).values("sent_datetime")[
-                :1
-            ],
+            sent_datetime=digest.values("sent_datetime")[:1],
             sending_success_count=F("sending_success_count") + 1,
+            next_attempt_datetime=None,
+        )
+        failed.update(
+            status=ReceiverStatus.ERROR,
+            last_error=digest.values("last_error")[:1],
+            permanent_failure=digest.values("permanent_failure")[:1],
             next_attempt_datetime=None,
         )
         held.filter(digest__status=ReceiverStatus.CANCELLED).update(digest=None)
