@@ -302,7 +302,7 @@ def shown_explanations(html: str) -> list[str]:
 def test_template_pages_explain_the_context_type_like_drafts_do(staff_client):
     create = staff_client.get(reverse("messaging:template_create")).content.decode()
     assert "data-context-type-select" in create  # compose.js shows the chosen one's
-    for value in Message.ContextType.values:
+    for value in context_types.explanations():
         assert f'data-context-type-help="{value}"' in create
     template = message_templates.save_template(
         MessageTemplate(

@@ -108,7 +108,11 @@ class TestDeleteOldReceivers:
             for field in model._meta.concrete_fields
             if field.is_relation and field.related_model is MessageReceiver
         ]
-        assert sorted(pointing_here, key=str) == [(AuditEvent, "receiver"), (DeliveryEvent, "receiver")]
+        assert sorted(pointing_here, key=str) == [
+            (AuditEvent, "receiver"),
+            (DeliveryEvent, "receiver"),
+            (MessageReceiver, "digest"),
+        ]
 
     def test_queries_per_batch_do_not_grow_with_receivers(self, make_user):
         user = make_user()
@@ -125,9 +129,10 @@ class TestDeleteOldReceivers:
 
         one, many = queries_to_delete(1), queries_to_delete(1500)
         assert one == many
-        # savepoint, select ids, unlink audit events and suppressions, delete delivery events and
-        # receivers, release; then one query for the messages that keep receivers (none here)
-        assert many <= 8
+        # savepoint, select ids, unlink audit events, digest items and suppressions, delete
+        # delivery events and receivers, release; then one query for the messages that keep
+        # receivers (none here)
+        assert many <= 9
 
     def test_queries_grow_with_batches_only(self, make_user):
         user = make_user()
@@ -138,7 +143,7 @@ class TestDeleteOldReceivers:
         )
         with CaptureQueriesContext(connection) as queries:
             assert retention.delete_old_receivers(DAYS, batch_size=10) == 25
-        assert len(queries) <= 3 * 7 + 1
+        assert len(queries) <= 3 * 8 + 1
 
 
 class TestDeleteMessagesWithoutReceivers:

@@ -11,11 +11,12 @@ What stays:
       or blocked, however old;
     - drafts and messages in progress, with or without receivers;
     - the audit trail: events keep their message's number and subject when the message goes
-      (AuditEvent.message and .receiver are SET_NULL).
+      (AuditEvent.message and .receiver are SET_NULL); an item sent in a digest that is deleted
+      loses only its link to it (MessageReceiver.digest is SET_NULL).
 
 Memory stays flat however many rows go: each batch is a list of at most `batch_size` ids,
 selected by keyset (id > last id, ordered by id), and deleted in its own transaction with a
-fixed number of queries (select ids, unlink audit events, DELETE ... WHERE id IN ids); no
+fixed number of queries (select ids, unlink audit events and digest items, DELETE ... WHERE id IN ids); no
 receiver row is ever loaded. Nothing here writes a status (messaging.services.transitions owns
 those): rows are only deleted, and each batch re-checks the conditions under a row lock
 (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the IMMEDIATE transaction's write lock), so a
@@ -95,6 +96,8 @@ def delete_old_receivers(days: int, batch_size: int = RECEIVER_BATCH_SIZE) -> in
             # receivers' delivery events (CASCADE; a suppression keeps its address and reason),
             # without loading the receivers.
             AuditEvent.objects.using(using).filter(receiver_id__in=ids).update(receiver=None)
+            # Items sent in a digest that goes now keep their status, not the link to it.
+            MessageReceiver.objects.using(using).filter(digest_id__in=ids).update(digest=None)
             events = DeliveryEvent.objects.using(using).filter(receiver_id__in=ids)
             Suppression.objects.using(using).filter(event__in=events).update(event=None)
             events._raw_delete(using)
