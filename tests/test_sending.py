@@ -178,7 +178,10 @@ class TestPrepareAndSend:
 class TestSend:
     @pytest.fixture
     def receiver(self, make_user):
-        message = Message.objects.create(status=Message.Status.SENDING)
+        # An enforced type: its email is exactly the receiver's content (no preference footer).
+        message = Message.objects.create(
+            status=Message.Status.SENDING, context_type=Message.ContextType.DEADLINE_MOVED
+        )
         return MessageReceiver.objects.create(
             message=message,
             user=make_user(),

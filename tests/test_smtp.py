@@ -53,6 +53,8 @@ def test_accepted_and_refused_addresses(make_user, smtp_mailer):
     assert message.status == Message.Status.ERROR
     assert message.status_data["summary"]["receiver_counts"] == {
         "cancelled": 0,
+        "skipped": 0,
+        "held": 0,
         "not_sent": 0,
         "error": 0,
         "failed": 2,

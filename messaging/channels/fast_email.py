@@ -86,6 +86,35 @@ def _unstructured(name: str, value: str, linesep: str) -> str:
     return Header(value, "utf-8", header_name=name, maxlinelen=78).encode(linesep=linesep)
 
 
+class OneLineHeader(str):
+    """A header value written whole on its own line, never folded or RFC 2047-encoded: a
+    List-Unsubscribe URL (RFC 2369, RFC 8058) is one long token that the stdlib would otherwise
+    turn into encoded words, which mail programs do not read as a URL. Both builders keep it
+    (the policy writes a header object that has a name through its fold()); a value that is not
+    ASCII or too long for a line (RFC 5322: 998 characters) folds as usual."""
+
+    def __new__(cls, name: str, value: str):
+        header = super().__new__(cls, value)
+        header.name = name
+        return header
+
+    def __getnewargs__(self):  # copy and pickle (the locmem backend deep-copies each email)
+        return self.name, str(self)
+
+    @property
+    def fits(self) -> bool:
+        return self.isascii() and len(self.name) + 2 + len(self) <= MAX_LINE
+
+    def fold(self, *, policy) -> str:
+        _check_value(self.name, self)
+        if not self.fits:
+            return policy.header_factory(self.name, str(self)).fold(policy=policy)
+        return f"{self.name}: {self}{policy.linesep}"
+
+
+MAX_LINE = 998
+
+
 def _address(value: str) -> str:
     """One address header element, with non-ASCII display names encoded and IDNA domains."""
     if value.isascii():
@@ -296,6 +325,11 @@ class FastEmailMultiAlternatives(EmailMultiAlternatives):
                 continue
             if header in ADDRESS_HEADERS:
                 headers.append((name, _address_list(name, (value,), linesep)))
+            elif isinstance(value, OneLineHeader):
+                _check_value(name, value)
+                if not value.fits or value.name.lower() != header:
+                    raise _Fallback
+                headers.append((name, value))
             elif header in {"message-id", "date", "in-reply-to", "references"}:
                 _check_value(name, value)
                 if not value.isascii():
