@@ -7,28 +7,33 @@ call `messaging.services.resending` like every other caller does.
 from __future__ import annotations
 
 import json
+import zoneinfo
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from messaging import channels
+from messaging import channels, context_types
 from messaging.forms import MessageTemplateAdminForm
 from messaging.models import (
     AuditEvent,
+    ContextTypeSetting,
     DeliveryEvent,
     Message,
     MessageAttachment,
     MessageReceiver,
     MessageTemplate,
     MessagingProfile,
+    NotificationPreference,
     Suppression,
     UnmatchedBounce,
     UserEmail,
@@ -216,6 +221,7 @@ class MessageAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMixin, adm
                     "expires_at",
                     "status_page",
                     "context_type",
+                    "ignore_preferences",
                     "message_type",
                     "created_by",
                     "created_datetime",
@@ -460,12 +466,95 @@ class MessageReceiverAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMi
         self.message_user(request, text, messages.SUCCESS if queued else messages.WARNING)
 
 
+def validate_time_zone(value: str) -> None:
+    if value and value not in zoneinfo.available_timezones():
+        raise forms.ValidationError(
+            _("“%(zone)s” is not a time zone name; use one such as Europe/Oslo or America/New_York."),
+            code="unknown_time_zone",
+            params={"zone": value},
+        )
+
+
+class MessagingProfileAdminForm(forms.ModelForm):
+    class Meta:
+        model = MessagingProfile
+        fields = ["time_zone"]
+        help_texts = {
+            "time_zone": _(
+                "An IANA time zone name, such as Europe/Oslo; digests go out at the digest time in this "
+                "zone. Blank: the site's time zone."
+            )
+        }
+
+    def clean_time_zone(self) -> str:
+        value = self.cleaned_data["time_zone"].strip()
+        validate_time_zone(value)
+        return value
+
+
 @admin.register(MessagingProfile)
-class MessagingProfileAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "user", "languagecode"]
+class MessagingProfileAdmin(admin.ModelAdmin):
+    """The language comes from the user system and stays read-only; the time zone of digests is
+    the messaging app's own and may be set here."""
+
+    form = MessagingProfileAdminForm
+    list_display = ["id", "user", "languagecode", "time_zone"]
     list_filter = [ProfileLanguageListFilter]
     search_fields = ["user__username", "user__email", "user__first_name", "user__last_name"]
     list_select_related = ["user"]
+    fields = ["user", "languagecode", "time_zone"]
+    readonly_fields = ["user", "languagecode"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ContextTypeSettingForm(forms.ModelForm):
+    """The choices are read when the form is made, so types a project registers are offered.
+    Engine-made types (the digest) are left out: a digest held for a digest would never go out."""
+
+    class Meta:
+        model = ContextTypeSetting
+        fields = ["context_type", "label", "default_mode", "enforced"]
+        help_texts = {
+            "context_type": _(
+                "A row here overrides the default the code gives this type: its label, how recipients "
+                "who chose nothing get it, and whether it is enforced."
+            ),
+            "default_mode": _("How recipients who have not chosen get messages of this type."),
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        composable = {config.key for config in context_types.composable()}
+        self.fields["context_type"].choices = [
+            (key, label) for key, label in context_types.choices() if key in composable
+        ]
+
+
+@admin.register(ContextTypeSetting)
+class ContextTypeSettingAdmin(admin.ModelAdmin):
+    form = ContextTypeSettingForm
+    list_display = ["context_type", "label", "default_mode", "enforced"]
+    list_filter = ["default_mode", "enforced"]
+    search_fields = ["context_type", "label"]
+
+
+@admin.register(NotificationPreference)
+class NotificationPreferenceAdmin(admin.ModelAdmin):
+    list_display = ["user", "context_type", "mode", "updated_datetime"]
+    list_filter = ["context_type", "mode", ("updated_datetime", admin.DateFieldListFilter)]
+    search_fields = ["user__username", "user__email", "user__first_name", "user__last_name"]
+    list_select_related = ["user"]
+    raw_id_fields = ["user"]
+    readonly_fields = ["updated_datetime"]
+
+    def save_model(self, request, obj: NotificationPreference, form, change: bool) -> None:
+        obj.updated_datetime = timezone.now()
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(UserEmail)

@@ -176,7 +176,8 @@ def digest_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     if not valid_time:
         problems.append(
             checks.Error(
-                f"MESSAGING_DIGEST_TIME must be a local time as HH:MM (is {conf.get('MESSAGING_DIGEST_TIME')!r}).",
+                "MESSAGING_DIGEST_TIME must be a local time as HH:MM "
+                f"(is {conf.get('MESSAGING_DIGEST_TIME')!r}).",
                 id="messaging.E008",
             )
         )

@@ -133,13 +133,7 @@ register(
     ContextType.FEEDBACK_UPDATED.label,
     explanation=_("Feedback or a grade that was already published has changed."),
 )
-register(
-    ContextType.SENDING_REPORT,
-    ContextType.SENDING_REPORT.label,
-    explanation=_(
-        "Sent by the system to the sender of a message whose sending had failures; not for staff messages."
-    ),
-    enforced=True,
-)
-# A digest is never held for a digest: enforced, and only the engine makes one.
+# Made by the engine only, so neither offered to staff on compose nor listed on recipients'
+# preference pages. A digest is never held for a digest.
+register(ContextType.SENDING_REPORT, ContextType.SENDING_REPORT.label, enforced=True, composable=False)
 register(ContextType.DIGEST, ContextType.DIGEST.label, enforced=True, composable=False)

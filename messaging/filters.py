@@ -43,6 +43,8 @@ RECEIVER_STATUS_CHOICES = [
     (MessageReceiver.Status.FAILED, _("Failed, retrying or permanent")),
     (MessageReceiver.Status.ERROR, _("Failed, retries used up")),
     (MessageReceiver.Status.CANCELLED, _("Cancelled or expired")),
+    (MessageReceiver.Status.HELD, _("Held for digest")),
+    (MessageReceiver.Status.SKIPPED, _("Skipped by preference")),
 ]
 PERMANENT, TEMPORARY = "permanent", "temporary"
 FAILURE_CHOICES = [(TEMPORARY, _("Temporary: may succeed")), (PERMANENT, _("Permanent: fails again"))]

@@ -233,6 +233,17 @@ class MessageForm(ComposedContentForm):
             "invalid_choice": _("“%(value)s” is not one of the allowed senders; choose one from the list.")
         },
     )
+    # Only for staff with the ignore_preferences permission: for anyone else the field is left
+    # out, so a posted value is ignored and the draft keeps what it had.
+    ignore_preferences = forms.BooleanField(
+        label=_("Important: deliver to everyone immediately, ignoring their preferences"),
+        required=False,
+        help_text=_(
+            "Only for what every recipient must see now (an exam moved, a system outage): recipients "
+            "who turned this type off or get it in a digest get it immediately too. Recorded in the "
+            "audit trail."
+        ),
+    )
     REPLY_TO_NONE, REPLY_TO_ME, REPLY_TO_KEPT = "none", "me", "kept"
     reply_to = forms.ChoiceField(
         label=_("Reply-To"),
@@ -250,6 +261,12 @@ class MessageForm(ComposedContentForm):
         super().__init__(data, *args, **kwargs)
         self.fields["from_email"].choices = self._sender_choices()
         self.fields["reply_to"].choices = self._reply_to_choices()
+        if not composing.may_mark_important(actor):
+            del self.fields["ignore_preferences"]
+
+    @property
+    def can_mark_important(self) -> bool:
+        return "ignore_preferences" in self.fields
 
     @classmethod
     def initial_for(cls, message: Message, actor_address: str = "") -> dict:
@@ -265,6 +282,7 @@ class MessageForm(ComposedContentForm):
             "groups": composing.chosen_group_ids(message),
             "from_email": message.from_email or settings.DEFAULT_FROM_EMAIL,
             "reply_to": reply_to,
+            "ignore_preferences": message.ignore_preferences,
         }
 
     @property
@@ -329,6 +347,8 @@ class MessageForm(ComposedContentForm):
         message.composed_content = self.composed_content()
         message.from_email = self.cleaned_data["from_email"]
         message.reply_to = self.cleaned_data["reply_to"]
+        if self.can_mark_important:
+            message.ignore_preferences = self.cleaned_data["ignore_preferences"]
         return composing.save_draft(message, actor)
 
 

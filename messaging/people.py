@@ -7,7 +7,7 @@ search can use it too (it then keeps only active users; here former students are
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
@@ -17,6 +17,7 @@ from django.shortcuts import get_object_or_404
 from messaging import recipients
 from messaging.filters import PersonReceiverFilter
 from messaging.models import MessageReceiver, UserEmail
+from messaging.services import preferences
 
 User = get_user_model()
 
@@ -134,15 +135,21 @@ class Person:
     user: object
     address: str
     language: str
+    # How they get each context type: [(ContextTypeConfig, mode)], enforced ones always immediate.
+    preferences: list = field(default_factory=list)
+    time_zone: str = ""  # their digests' zone ("" : the site's)
 
 
 def get_person(pk: int) -> Person:
     user = get_object_or_404(_with_recipient_data(User.objects.all()), pk=pk)
     language = recipients.preferred_language(user)
+    profile = getattr(user, "messaging_profile", None)
     return Person(
         user=user,
         address=recipients.notification_address(user),
         language=language,
+        preferences=preferences.choices_of(user),
+        time_zone=profile.time_zone if profile else "",
     )
 
 

@@ -14,10 +14,10 @@ from django.db.models.functions import TruncWeek
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from messaging import people, recipients
+from messaging import context_types, people, recipients
 from messaging.filters import MessageFilter, ReceiverFilter
-from messaging.models import Message, MessageReceiver, UserEmail, is_suppressed
-from messaging.services import composing, suppressions
+from messaging.models import DeliveryMode, Message, MessageReceiver, UserEmail, is_suppressed
+from messaging.services import composing, preferences, suppressions
 
 User = get_user_model()
 
@@ -218,6 +218,12 @@ def groups_by_ids(ids) -> list:
 @dataclass
 class RecipientSummary:
     total: int = 0
+    # How the recipients get a message of the chosen context type (messaging.services.preferences):
+    # {mode: count}, empty when no context type was given.
+    modes: dict[str, int] = field(default_factory=dict)
+    # Everyone gets it immediately whatever they chose: the type is enforced, or it is important.
+    enforced: bool = False
+    important: bool = False
     per_language: dict[str, int] = field(default_factory=dict)
     without_address: list = field(default_factory=list)
     without_address_count: int = 0
@@ -231,6 +237,18 @@ class RecipientSummary:
         return [(code, names.get(code, code), n) for code, n in self.per_language.items() if n]
 
     @property
+    def immediately(self) -> int:
+        return self.modes.get(DeliveryMode.IMMEDIATELY, 0)
+
+    @property
+    def in_digest(self) -> int:
+        return self.modes.get(DeliveryMode.DAILY, 0) + self.modes.get(DeliveryMode.WEEKLY, 0)
+
+    @property
+    def turned_off(self) -> int:
+        return self.modes.get(DeliveryMode.OFF, 0)
+
+    @property
     def more_without_address(self) -> int:
         return self.without_address_count - len(self.without_address)
 
@@ -239,11 +257,19 @@ class RecipientSummary:
         return self.suppressed_count - len(self.suppressed)
 
 
-def recipient_summary(user_ids, group_ids) -> RecipientSummary:
+def recipient_summary(
+    user_ids, group_ids, context_type: str = "", ignore_preferences: bool = False
+) -> RecipientSummary:
+    """Who the chosen users and groups reach, per language, without an address or suppressed;
+    with a context type also how they get it (immediately, in a digest, not at all)."""
     resolved = recipients.resolve_user_ids(user_ids, group_ids)
     summary = RecipientSummary(
         total=len(resolved), per_language={code: 0 for code in recipients.supported_languages()}
     )
+    if context_type:
+        summary.enforced = context_types.get(context_type).enforced
+        summary.important = ignore_preferences
+        summary.modes = preferences.mode_counts(resolved, context_type, ignore_preferences=ignore_preferences)
     for batch in recipients.iter_users_in_batches(resolved, 500):
         addresses = {user.pk: recipients.notification_address(user) for user in batch}
         suppressed = suppressions.suppressions_for(addresses.values())
@@ -263,7 +289,12 @@ def recipient_summary(user_ids, group_ids) -> RecipientSummary:
 
 
 def message_recipient_summary(message: Message) -> RecipientSummary:
-    return recipient_summary(composing.chosen_user_ids(message), composing.chosen_group_ids(message))
+    return recipient_summary(
+        composing.chosen_user_ids(message),
+        composing.chosen_group_ids(message),
+        message.context_type,
+        message.ignore_preferences,
+    )
 
 
 # Preview -------------------------------------------------------------------------------------------
@@ -349,8 +380,19 @@ class Progress:
         return round(100 * self.counts.get(MessageReceiver.Status.SENT, 0) / self.total) if self.total else 0
 
     @property
+    def by_preference(self) -> int:
+        """Receivers the recipients' preferences settled: skipped, or held for their digest."""
+        Status = MessageReceiver.Status
+        return self.counts.get(Status.SKIPPED, 0) + self.counts.get(Status.HELD, 0)
+
+    @property
+    def by_preference_percent(self) -> int:
+        return min(round(100 * self.by_preference / self.total), self.percent) if self.total else 0
+
+    @property
     def failed_percent(self) -> int:
-        return self.percent - self.sent_percent
+        # Skipped and held receivers are done but not failed: they get their own (grey) part.
+        return max(self.percent - self.sent_percent - self.by_preference_percent, 0)
 
     @property
     def time_left(self) -> tuple[int, int] | None:
@@ -366,10 +408,14 @@ def sending_progress(message: Message, counts: dict[str, int], now: datetime | N
     percent = round(100 * done / total) if total else (100 if message.status == Message.Status.SENT else 0)
     rate, seconds_left = None, None
     started = _parse_datetime(message.status_data.get("sending_started"))
-    if started and done:
+    # Skipped and held receivers are settled while preparing, not sent: they would inflate the rate.
+    attempted = (
+        done - counts.get(MessageReceiver.Status.SKIPPED, 0) - counts.get(MessageReceiver.Status.HELD, 0)
+    )
+    if started and attempted:
         elapsed = max(((now or timezone.now()) - started).total_seconds(), 1.0)
-        per_second = done / elapsed
-        rate = round(per_second * 60, 1) if sent or done else None
+        per_second = attempted / elapsed
+        rate = round(per_second * 60, 1) if sent or attempted else None
         if not_sent and per_second > 0 and message.status == Message.Status.SENDING:
             seconds_left = round(not_sent / per_second)
     return Progress(
@@ -449,6 +495,24 @@ def retry_pending(message: Message) -> bool:
 def delivery_events(receiver: MessageReceiver) -> QuerySet:
     """The receiver's timeline of reports from the provider or mail servers, oldest first."""
     return receiver.delivery_events.defer("payload")
+
+
+DIGEST_ITEMS_LISTED = 50
+
+
+def digest_items(receiver: MessageReceiver, limit: int = DIGEST_ITEMS_LISTED) -> list[MessageReceiver]:
+    """The held receivers a digest email carried (or carries, while it is being sent), oldest
+    first: what a digest's receiver page lists."""
+    return list(
+        receiver.digested.select_related("message")
+        .defer("message_content_html", "message_content_plain", "message__virtual_message_receivers")
+        .order_by("id")[:limit]
+    )
+
+
+def sent_in_digests(message: Message) -> int:
+    """How many of the message's receivers went (or are going) out in their user's digest."""
+    return MessageReceiver.objects.filter(message=message, digest__isnull=False).count()
 
 
 def blocked_state(message: Message) -> dict | None:

@@ -74,6 +74,12 @@ def _message_label(status: str, total: int, not_delivered: int) -> Label:
 # Receiver -------------------------------------------------------------------------------------------
 
 RETRYING = Label("retrying", _("Failed, retrying"), "temporary")
+# Preferences: a skipped receiver is final and no failure (the user turned the type off); a held
+# one waits for the user's digest, then goes out in it.
+SKIPPED = Label("skipped", _("Skipped by preference"), "neutral")
+HELD = Label("held", _("Held for digest"), "waiting")
+IN_DIGEST = Label("in_digest", _("In a digest being sent"), "progress")
+SENT_IN_DIGEST = Label("sent_in_digest", _("Sent in a digest"), "ok")
 RETRIES_USED_UP = Label("retries_used_up", _("Failed, retries used up"), "temporary")
 FAILED_PERMANENTLY = Label("failed_permanently", _("Failed permanently"), "permanent")
 
@@ -86,8 +92,13 @@ def receiver_label(receiver: MessageReceiver) -> Label:
 
 def _receiver_label(receiver: MessageReceiver) -> Label:
     status = receiver.status
+    # getattr: messaging/exports.py labels light tuples of a few receiver columns, without it.
     if status == ReceiverStatus.SENT:
-        return Label("sent", _("Sent"), "ok")
+        return SENT_IN_DIGEST if getattr(receiver, "digest_id", None) else Label("sent", _("Sent"), "ok")
+    if status == ReceiverStatus.SKIPPED:
+        return SKIPPED
+    if status == ReceiverStatus.HELD:
+        return IN_DIGEST if getattr(receiver, "digest_id", None) else HELD
     if status == ReceiverStatus.NOT_SENT:
         if receiver.sending_failed_count:
             return Label("retry_queued", _("Queued for another try"), "progress")

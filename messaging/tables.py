@@ -168,6 +168,15 @@ class ReceiverTable(tables.Table):
                 _("next try at {time}"), time=when(record.next_attempt_datetime, "TIME_FORMAT")
             )
             return format_html('{} <span class="small text-body-secondary">{}</span>', badge, note)
+        if (
+            record.next_attempt_datetime
+            and record.status == MessageReceiver.Status.HELD
+            and not record.digest_id
+        ):
+            note = format_html(_("digest due {time}"), time=when(record.next_attempt_datetime))
+            return format_html(
+                '{} <span class="small text-body-secondary" data-testid="digest-due">{}</span>', badge, note
+            )
         return badge
 
     def render_language(self, value: str) -> str:

@@ -27,7 +27,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
 
-from messaging import conf, rendering, selectors, status_labels
+from messaging import conf, context_types, rendering, selectors, status_labels
 from messaging.forms import AttachmentsForm, MessageForm, RecipientSelectionForm, SendForm, TestSendForm
 from messaging.models import Message, MessageReceiver
 from messaging.services import attachments as message_attachments
@@ -115,16 +115,28 @@ def _compose_context(
         {"users": form["users"].value() or [], "groups": form["groups"].value() or []}
     )
     user_ids, group_ids = selection.ids("users"), selection.ids("groups")
+    important = (
+        bool(form["ignore_preferences"].value())
+        if form.can_mark_important
+        else bool(message and message.ignore_preferences)
+    )
     return {
         "form": form,
         "message": message,
         "attachments_form": attachments_form or AttachmentsForm(message=message),
         "chosen_users": selectors.users_by_ids(user_ids),
         "chosen_groups": selectors.groups_by_ids(group_ids),
-        "summary": selectors.recipient_summary(user_ids, group_ids),
+        "summary": selectors.recipient_summary(
+            user_ids, group_ids, _summary_context_type(form["context_type"].value()), important
+        ),
         "placeholders": [(name, label) for name, (label, _fill) in rendering.PLACEHOLDERS.items()],
         "default_language": settings.LANGUAGE_CODE,
     }
+
+
+def _summary_context_type(value) -> str:
+    """A composable context type, else "" (the summary then leaves delivery modes out)."""
+    return value if value in {key for key, _label in context_types.composable_choices()} else ""
 
 
 def _compose(request: HttpRequest, message: Message | None) -> HttpResponse:
@@ -211,6 +223,10 @@ def _status_context(request: HttpRequest, message: Message) -> dict:
             else 0
         ),
         "audit_events": selectors.audit_trail(message),
+        # Counted only when nothing polls the page (held receivers do not keep it polling).
+        "sent_in_digests": (
+            0 if in_progress or retrying or message.ignore_preferences else selectors.sent_in_digests(message)
+        ),
         "filter": receivers,
         "filtered_total": selectors.filtered_receiver_total(receivers),
         "table": table,
@@ -229,6 +245,15 @@ def _render_status(request: HttpRequest, message: Message) -> HttpResponse:
 
 
 # Messages -----------------------------------------------------------------------------------------
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """Where "/" and signing in lead: staff to the messages, everyone else to their own email
+    settings (the only page here that is theirs)."""
+    if request.user.is_authenticated and not request.user.is_staff:
+        return redirect("preferences:manage")
+    return redirect("messaging:message_list")
 
 
 @staff_permission_required(VIEW)
@@ -303,7 +328,13 @@ def group_members(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def recipient_summary(request: HttpRequest) -> HttpResponse:
     selection = RecipientSelectionForm(request.GET)
-    summary = selectors.recipient_summary(selection.ids("users"), selection.ids("groups"))
+    summary = selectors.recipient_summary(
+        selection.ids("users"),
+        selection.ids("groups"),
+        _summary_context_type(request.GET.get("context_type")),
+        # Only what the summary says: whether a draft is important is decided on save.
+        ignore_preferences=request.GET.get("ignore_preferences") in ("on", "true", "1"),
+    )
     return _render(request, "messaging/compose.html#recipient_summary", {"summary": summary})
 
 
@@ -530,6 +561,11 @@ def receiver_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "resend_refusal": resending.resend_refusal(receiver) if can_resend else "",
         "events": selectors.delivery_events(receiver),
         "suppression": suppressions.suppression_of(receiver.send_to),
+        "digest_items": (
+            selectors.digest_items(receiver)
+            if receiver.message.context_type == Message.ContextType.DIGEST
+            else []
+        ),
     }
     return _render(request, "messaging/receiver_detail.html", context)
 

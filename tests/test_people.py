@@ -335,8 +335,9 @@ class TestPersonDetailView:
         for n in range(30):
             msg = message(context_type=Message.ContextType.FEEDBACK, subject=f"S{n}")
             receiver(msg, kari, message_content_html="<p>BIG</p>" * 100, message_content_plain="BIG" * 100)
-        # session, user, permissions, the person, their addresses, the count, the page
-        with django_assert_max_num_queries(8) as captured:
+        # session, user, permissions, the person, their addresses, their preferences and the
+        # staff's context type settings, the count, the page
+        with django_assert_max_num_queries(10) as captured:
             response = staff_client.get(person_url(kari), {"context_type": "feedback"})
         assert len(rows(response.content.decode())) == 25
         receiver_table = connection.ops.quote_name(MessageReceiver._meta.db_table)

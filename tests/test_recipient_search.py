@@ -10,8 +10,7 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 from django.urls import reverse
 
-from messaging import selectors
-from messaging import context_types
+from messaging import context_types, selectors
 from messaging.models import Message
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -294,7 +293,8 @@ def test_group_members_need_the_compose_permission(client, make_user):
 
 def test_every_context_type_has_a_one_line_explanation():
     explanations = context_types.explanations()
-    assert set(explanations) == set(Message.ContextType) - {Message.ContextType.DIGEST}
+    engine_made = {Message.ContextType.DIGEST, Message.ContextType.SENDING_REPORT}
+    assert set(explanations) == set(Message.ContextType) - engine_made
     assert all(str(text).strip() and "\n" not in str(text) for text in explanations.values())
 
 

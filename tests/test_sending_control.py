@@ -401,7 +401,15 @@ class TestPauseResumeCancel:
         # The third was already handed over when the pause came; nothing after it.
         assert len(scripted_channel.attempted) == 3
         counts = message.status_data["summary"]["receiver_counts"]
-        assert counts == {"sent": 3, "not_sent": 5, "failed": 0, "error": 0, "cancelled": 0, "skipped": 0, "held": 0}
+        assert counts == {
+            "sent": 3,
+            "not_sent": 5,
+            "failed": 0,
+            "error": 0,
+            "cancelled": 0,
+            "skipped": 0,
+            "held": 0,
+        }
         assert message.status == Status.PAUSED
         assert not message.receivers.exclude(claimed_by="").exists()  # the rest of the claim was released
 

@@ -94,7 +94,25 @@ EDITABLE_FIELDS = [
     "virtual_message_receivers",
     "from_email",
     "reply_to",
+    "ignore_preferences",
 ]
+
+IGNORE_PREFERENCES = "messaging.ignore_preferences"
+
+
+class ImportantNotAllowed(PermissionError):
+    """Someone without the ignore_preferences permission tried to mark a draft important (or
+    to take the mark away); nothing was saved."""
+
+
+def may_mark_important(actor) -> bool:
+    return actor is not None and actor.has_perm(IGNORE_PREFERENCES)
+
+
+def _importance_action(was: bool, now: bool) -> str | None:
+    if was == now:
+        return None
+    return AuditEvent.Action.MARKED_IMPORTANT if now else AuditEvent.Action.UNMARKED_IMPORTANT
 
 
 def save_draft(message: Message, actor=None) -> Message:
@@ -107,6 +125,15 @@ def save_draft(message: Message, actor=None) -> Message:
         message.created_by = actor
     message.full_clean()
     with transaction.atomic():
+        was_important = (
+            False
+            if creating
+            else Message.objects.filter(pk=message.pk).values_list("ignore_preferences", flat=True).first()
+        )
+        importance = _importance_action(bool(was_important), message.ignore_preferences)
+        # Code (actor None) may send important messages; a person needs the permission.
+        if importance and actor is not None and not may_mark_important(actor):
+            raise ImportantNotAllowed(f"{actor} may not change whether message #{message.pk} is important.")
         if creating:
             message.save()
         elif (
@@ -116,6 +143,8 @@ def save_draft(message: Message, actor=None) -> Message:
         ):
             raise DraftChanged(f"Message #{message.pk} is no longer a draft; the edit was not saved.")
         record(message, AuditEvent.Action.CREATED if creating else AuditEvent.Action.EDITED, actor)
+        if importance:
+            record(message, importance, actor)
     return message
 
 
@@ -126,7 +155,11 @@ def delete_draft(message: Message) -> bool:
 
 
 def duplicate(message: Message, actor=None) -> Message:
+    """A new draft with the message's content, recipients and sender. It stays important only
+    when the one who copies may mark messages important (else it follows preferences)."""
+    important = message.ignore_preferences and (actor is None or may_mark_important(actor))
     copy = Message(
+        ignore_preferences=important,
         created_by=actor,
         context_type=message.context_type,
         message_type=list(message.message_type),
@@ -142,6 +175,8 @@ def duplicate(message: Message, actor=None) -> Message:
         copy.save()
         attachments.copy_all(message, copy)
         record(copy, AuditEvent.Action.DUPLICATED, actor, source=message.pk)
+        if important:
+            record(copy, AuditEvent.Action.MARKED_IMPORTANT, actor, source=message.pk)
     return copy
 
 

@@ -719,7 +719,10 @@ def settle_digests() -> set[int]:
         | Q(digest__status=ReceiverStatus.FAILED, digest__permanent_failure=True)
     )
     with transaction.atomic():
-        message_ids = {*sent.values_list("message_id", flat=True), *failed.values_list("message_id", flat=True)}
+        message_ids = {
+            *sent.values_list("message_id", flat=True),
+            *failed.values_list("message_id", flat=True),
+        }
         sent.update(
             status=ReceiverStatus.SENT,
             sent_datetime=digest.values("sent_datetime")[:1],

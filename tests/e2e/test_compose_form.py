@@ -310,13 +310,23 @@ def test_the_context_type_is_explained_and_the_explanation_follows_the_choice(
     select = page.locator("#id_context_type")
     help_text = page.get_by_test_id("context-type-help")
     expect(select).to_have_attribute("aria-describedby", "context-type-help")
-    expect(help_text).to_have_text(str(context_types.explanations()[Message.ContextType.OTHER]), use_inner_text=True)
-    expect(select).to_have_accessible_description(str(context_types.explanations()[Message.ContextType.OTHER]))
+    expect(help_text).to_have_text(
+        str(context_types.explanations()[Message.ContextType.OTHER]), use_inner_text=True
+    )
+    expect(select).to_have_accessible_description(
+        str(context_types.explanations()[Message.ContextType.OTHER])
+    )
     select.select_option(Message.ContextType.DEADLINE_MOVED)
-    expect(help_text).to_have_text(str(context_types.explanations()[Message.ContextType.DEADLINE_MOVED]), use_inner_text=True)
-    expect(select).to_have_accessible_description(str(context_types.explanations()[Message.ContextType.DEADLINE_MOVED]))
+    expect(help_text).to_have_text(
+        str(context_types.explanations()[Message.ContextType.DEADLINE_MOVED]), use_inner_text=True
+    )
+    expect(select).to_have_accessible_description(
+        str(context_types.explanations()[Message.ContextType.DEADLINE_MOVED])
+    )
     select.select_option(Message.ContextType.FEEDBACK)
-    expect(help_text).to_have_text(str(context_types.explanations()[Message.ContextType.FEEDBACK]), use_inner_text=True)
+    expect(help_text).to_have_text(
+        str(context_types.explanations()[Message.ContextType.FEEDBACK]), use_inner_text=True
+    )
     clean(e2e_problems)
 
 
