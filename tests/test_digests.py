@@ -406,6 +406,9 @@ def test_digest_in_each_users_language_over_smtp(digest_user, smtp_mailer, run_d
         assert f"Language: {language}." in html  # the item, as it was rendered for this user
         assert label in text and label in html
     assert "Comment" not in received[nb.email].get_body(("plain",)).get_content()
+    assert received[en.email]["Subject"] == "Your daily digest: 1 message"
+    assert received[nb.email]["Subject"] == "Ditt daglige sammendrag: 1 melding"
+    assert "Endre varslingsinnstillingene dine" in received[nb.email].get_body(("plain",)).get_content()
 
     message.refresh_from_db()
     for held in message.receivers.all():
