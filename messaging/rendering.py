@@ -19,6 +19,17 @@ TRAILING_SPACES_RE = re.compile(r"[ \t]+\n")
 BLANK_LINES_RE = re.compile(r"\n{3,}")
 
 
+_BODY = re.compile(r"<body[^>]*>(.*)</body\s*>", re.IGNORECASE | re.DOTALL)
+
+
+def body_of(content_html: str) -> str:
+    """The inside of a stored HTML document's <body> (composed messages are whole documents, and
+    a page or a digest that shows one cannot nest it), else the HTML as it is. Stored HTML was
+    sanitised when it was stored."""
+    match = _BODY.search(content_html)
+    return (match[1] if match else content_html).strip()
+
+
 def html_to_text(content: str) -> str:
     converter = html2text.HTML2Text()
     converter.body_width = 0  # no hard wrapping of paragraphs

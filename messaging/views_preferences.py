@@ -8,8 +8,6 @@ only that user's settings, whoever opens them.
 
 from __future__ import annotations
 
-import re
-
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -22,14 +20,13 @@ from django.utils.translation import gettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
-from messaging import context_types, links, recipients
+from messaging import context_types, links, recipients, rendering
 from messaging.channels.email import ONE_CLICK
 from messaging.forms_preferences import PreferencesForm
 from messaging.models import MessageReceiver
 from messaging.services import preferences
 
 User = get_user_model()
-_BODY = re.compile(r"<body[^>]*>(.*)</body\s*>", re.IGNORECASE | re.DOTALL)
 ONE_CLICK_FIELD, ONE_CLICK_VALUE = ONE_CLICK.split("=", 1)
 
 
@@ -85,7 +82,7 @@ def read(request: HttpRequest, token: str) -> HttpResponse:
         receiver = _readable_receiver(links.read_receiver_id(token))
     except links.LinkInvalid as exc:
         return _bad_link(request, exc)
-    context = {"receiver": receiver, "content": _body_of(receiver.message_content_html)}
+    context = {"receiver": receiver, "content": rendering.body_of(receiver.message_content_html)}
     return _render(
         request, "messaging/preferences/read.html", context, recipients.resolve_language(receiver.language)
     )
@@ -134,12 +131,6 @@ def _readable_receiver(receiver_id: int) -> MessageReceiver:
     if receiver is None:
         raise links.LinkInvalid("No such receiver.")
     return receiver
-
-
-def _body_of(html: str) -> str:
-    """The inside of the stored document's <body> (the page has its own)."""
-    match = _BODY.search(html)
-    return match[1] if match else html
 
 
 def _bad_link(request: HttpRequest, exc: links.LinkInvalid) -> HttpResponse:

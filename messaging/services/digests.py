@@ -27,7 +27,7 @@ from django.utils.translation import ngettext
 
 from messaging import conf, context_types, links, recipients
 from messaging.models import DeliveryMode, Message, MessageReceiver
-from messaging.rendering import validate_subject
+from messaging.rendering import body_of, validate_subject
 from messaging.services import delivery, preferences, sending, transitions
 
 # Users per digest message: each one is made in one transaction, which holds SQLite's write lock
@@ -35,7 +35,6 @@ from messaging.services import delivery, preferences, sending, transitions
 USERS_PER_DIGEST_MESSAGE = 500
 HTML_TEMPLATE = "messaging/email/digest.html"
 TEXT_TEMPLATE = "messaging/email/digest.txt"
-BODY_RE = re.compile(r"<body[^>]*>(.*)</body>", re.IGNORECASE | re.DOTALL)
 LAST_SPACE_RE = re.compile(r"\s\S*\Z")
 
 
@@ -229,13 +228,6 @@ def subject_for(period: str, count: int) -> str:
     else:
         text = ngettext("Your digest: %(count)d message", "Your digest: %(count)d messages", count)
     return text % {"count": count}
-
-
-def body_of(content_html: str) -> str:
-    """The inside of a stored HTML document's body (composed messages are whole documents, and a
-    digest cannot nest one), else the stored HTML as it is. It was sanitised when stored."""
-    match = BODY_RE.search(content_html)
-    return (match[1] if match else content_html).strip()
 
 
 def shorten(text: str, limit: int) -> tuple[str, bool]:

@@ -274,6 +274,11 @@ def print_headline(figures: dict, results: dict) -> None:
         f"Email build per two-part message: Django {build['django_ms']:.3f} ms, "
         f"fast_email {build['fast_ms']:.3f} ms; html2text {build['html2text_ms']:.3f} ms"
     )
+    if "build_email_notice_ms" in build:  # results saved before the preference notice lack it
+        print(
+            f"The channel's build_email: enforced type {build['build_email_ms']:.3f} ms, optional type "
+            f"(List-Unsubscribe + footer) {build['build_email_notice_ms']:.3f} ms"
+        )
     m = results["machine"]
     print(
         f"{m['nproc']} CPUs ({m['cpu_model']}); 1-min load average before {m['load_1min_before']:.2f}, "
