@@ -44,14 +44,14 @@ def lease_covers_a_send(app_configs=None, **kwargs) -> list[checks.CheckMessage]
                     id="messaging.E001",
                 )
             )
-    if not 1 <= conf.sweep_minutes() <= 59:
-        problems.append(
-            checks.Error(
-                f"MESSAGING_SWEEP_MINUTES must be between 1 and 59 (is {conf.sweep_minutes()}).",
-                id="messaging.E002",
-            )
-        )
-    return problems
+    return problems + _every_few_minutes("MESSAGING_SWEEP_MINUTES", conf.sweep_minutes(), "messaging.E002")
+
+
+def _every_few_minutes(name: str, minutes, check_id: str) -> list[checks.CheckMessage]:
+    """A periodic task's interval: huey's crontab takes whole minutes of an hour (*/N)."""
+    if isinstance(minutes, int) and 1 <= minutes <= 59:
+        return []
+    return [checks.Error(f"{name} must be between 1 and 59 (is {minutes!r}).", id=check_id)]
 
 
 @checks.register()
@@ -188,11 +188,6 @@ def digest_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
                 id="messaging.E008",
             )
         )
-    if not 1 <= conf.digest_poll_minutes() <= 59:
-        problems.append(
-            checks.Error(
-                f"MESSAGING_DIGEST_POLL_MINUTES must be between 1 and 59 (is {conf.digest_poll_minutes()}).",
-                id="messaging.E008",
-            )
-        )
-    return problems
+    return problems + _every_few_minutes(
+        "MESSAGING_DIGEST_POLL_MINUTES", conf.digest_poll_minutes(), "messaging.E008"
+    )

@@ -211,6 +211,13 @@ def test_system_check_refuses_a_lease_shorter_than_two_sends(settings):
     assert lease_covers_a_send() == []
 
 
+@pytest.mark.parametrize("minutes", [0, 60, "5"])
+def test_system_check_refuses_a_sweep_interval_crontab_cannot_take(settings, minutes):
+    settings.MESSAGING_SWEEP_MINUTES = minutes
+    (problem,) = lease_covers_a_send()
+    assert problem.id == "messaging.E002" and "MESSAGING_SWEEP_MINUTES" in problem.msg
+
+
 # --- Preparation: liveness by fact -----------------------------------------------------------
 
 
