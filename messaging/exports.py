@@ -46,6 +46,7 @@ FIELDS = (
     "outcome_detail",
     "cancel_reason",
     "permanent_failure",
+    "digest_id",
 )
 
 
@@ -56,6 +57,7 @@ class _Receiver(NamedTuple):
     sending_failed_count: int
     cancel_reason: str
     permanent_failure: bool
+    digest_id: int | None  # "Sent in a digest" / "In a digest being sent"
 
 
 def header() -> list[str]:
@@ -106,8 +108,9 @@ def _rows(queryset: QuerySet, titles: list[str], outcomes: dict, language: str |
         outcome_detail,
         cancel_reason,
         permanent,
+        digest_id,
     ) in rows:
-        key = _Receiver(status, min(failed, 1), cancel_reason, permanent)
+        key = _Receiver(status, min(failed, 1), cancel_reason, permanent, digest_id and 1)
         if key not in labels:
             with translation.override(language):
                 labels[key] = str(status_labels.receiver_label(key).text)

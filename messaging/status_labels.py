@@ -92,13 +92,12 @@ def receiver_label(receiver: MessageReceiver) -> Label:
 
 def _receiver_label(receiver: MessageReceiver) -> Label:
     status = receiver.status
-    # getattr: messaging/exports.py labels light tuples of a few receiver columns, without it.
     if status == ReceiverStatus.SENT:
-        return SENT_IN_DIGEST if getattr(receiver, "digest_id", None) else Label("sent", _("Sent"), "ok")
+        return SENT_IN_DIGEST if receiver.digest_id else Label("sent", _("Sent"), "ok")
     if status == ReceiverStatus.SKIPPED:
         return SKIPPED
     if status == ReceiverStatus.HELD:
-        return IN_DIGEST if getattr(receiver, "digest_id", None) else HELD
+        return IN_DIGEST if receiver.digest_id else HELD
     if status == ReceiverStatus.NOT_SENT:
         if receiver.sending_failed_count:
             return Label("retry_queued", _("Queued for another try"), "progress")

@@ -184,6 +184,23 @@ class TestExport:
         for receiver in MessageReceiver.objects.filter(message=message):
             assert by_id[receiver.pk][6] == status_labels.receiver_label(receiver).text, receiver.status
 
+    def test_preference_states_read_as_on_the_status_page(self, staff_client, make_user):
+        message = sent_message(context_type=Message.ContextType.FEEDBACK)
+        digest = receiver(sent_message(context_type=Message.ContextType.DIGEST), make_user(), status="sent")
+        R = MessageReceiver.Status
+        rows = {
+            "skipped": receiver(message, make_user(), status=R.SKIPPED),
+            "held": receiver(message, make_user(), status=R.HELD),
+            "in_digest": receiver(message, make_user(), status=R.SENT, digest=digest),
+        }
+        _response, table = download(staff_client, export_url(message))
+        by_id = {int(row[0]): row for row in table[1:]}
+        assert [by_id[rows[key].pk][5:7] for key in rows] == [
+            ["skipped", "Skipped by preference"],
+            ["held", "Held for digest"],
+            ["sent", "Sent in a digest"],
+        ]
+
     def test_non_ascii_names_and_addresses(self, staff_client, small):
         message, rows = small
         _response, table = download(staff_client, export_url(message))
