@@ -460,6 +460,8 @@ class MessageReceiver(models.Model):
                 name="receiver_provider_message_id",
                 condition=~Q(provider_message_id=""),
             ),
+            # "N sent in digests" on the status page: a message without any reads no row.
+            models.Index(fields=["message"], name="receiver_digested", condition=Q(digest__isnull=False)),
         ]
 
     def __str__(self) -> str:
