@@ -7,6 +7,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
     dependencies = [
@@ -15,300 +16,119 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name="Message",
+            name='Message',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "created_datetime",
-                    models.DateTimeField(
-                        db_index=True, default=django.utils.timezone.now, verbose_name="created"
-                    ),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("draft", "Draft"),
-                            ("preparing", "Preparing"),
-                            ("sending", "Sending"),
-                            ("error", "Error"),
-                            ("sent", "Sent"),
-                        ],
-                        db_index=True,
-                        default="draft",
-                        max_length=30,
-                        verbose_name="status",
-                    ),
-                ),
-                ("status_data", models.JSONField(blank=True, default=dict, verbose_name="status data")),
-                ("metadata", models.JSONField(blank=True, default=dict, verbose_name="metadata")),
-                (
-                    "virtual_message_receivers",
-                    models.JSONField(blank=True, default=dict, verbose_name="virtual message receivers"),
-                ),
-                (
-                    "context_type",
-                    models.CharField(
-                        choices=[
-                            ("other", "Other"),
-                            ("comment", "Comment"),
-                            ("deadline_moved", "Deadline moved"),
-                            ("feedback", "Feedback"),
-                            ("feedback_updated", "Feedback updated"),
-                        ],
-                        db_index=True,
-                        default="other",
-                        max_length=30,
-                        verbose_name="context type",
-                    ),
-                ),
-                ("message_type", models.JSONField(blank=True, default=list, verbose_name="message type")),
-                ("composed_content", models.JSONField(blank=True, default=dict, verbose_name="content")),
-                (
-                    "created_by",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                        verbose_name="created by",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('created_datetime', models.DateTimeField(db_index=True, default=django.utils.timezone.now, verbose_name='created')),
+                ('status', models.CharField(choices=[('draft', 'Draft'), ('preparing', 'Preparing'), ('sending', 'Sending'), ('error', 'Error'), ('sent', 'Sent')], db_index=True, default='draft', max_length=30, verbose_name='status')),
+                ('status_data', models.JSONField(blank=True, default=dict, verbose_name='status data')),
+                ('metadata', models.JSONField(blank=True, default=dict, verbose_name='metadata')),
+                ('virtual_message_receivers', models.JSONField(blank=True, default=dict, verbose_name='virtual message receivers')),
+                ('context_type', models.CharField(choices=[('other', 'Other'), ('comment', 'Comment'), ('deadline_moved', 'Deadline moved'), ('feedback', 'Feedback'), ('feedback_updated', 'Feedback updated')], db_index=True, default='other', max_length=30, verbose_name='context type')),
+                ('message_type', models.JSONField(blank=True, default=list, verbose_name='message type')),
+                ('composed_content', models.JSONField(blank=True, default=dict, verbose_name='content')),
+                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='created by')),
             ],
             options={
-                "verbose_name": "message",
-                "verbose_name_plural": "messages",
-                "ordering": ["-created_datetime", "-id"],
-                "permissions": [
-                    ("compose_message", "Can compose and edit draft messages"),
-                    ("send_message", "Can send messages"),
-                    ("resend_message", "Can resend failed receivers"),
-                ],
+                'verbose_name': 'message',
+                'verbose_name_plural': 'messages',
+                'ordering': ['-created_datetime', '-id'],
+                'permissions': [('compose_message', 'Can compose and edit draft messages'), ('send_message', 'Can send messages'), ('resend_message', 'Can resend failed receivers')],
             },
         ),
         migrations.CreateModel(
-            name="MessageReceiver",
+            name='MessageReceiver',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "created_datetime",
-                    models.DateTimeField(
-                        db_index=True, default=django.utils.timezone.now, verbose_name="created"
-                    ),
-                ),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("not_sent", "Not sent"),
-                            ("error", "Error"),
-                            ("failed", "Failed"),
-                            ("sent", "Sent"),
-                        ],
-                        default="not_sent",
-                        max_length=10,
-                        verbose_name="status",
-                    ),
-                ),
-                ("status_data", models.JSONField(blank=True, default=dict, verbose_name="status data")),
-                ("metadata", models.JSONField(blank=True, default=dict, verbose_name="metadata")),
-                ("subject", models.CharField(blank=True, max_length=255, verbose_name="subject")),
-                ("message_content_plain", models.TextField(blank=True, verbose_name="plain text content")),
-                ("message_content_html", models.TextField(blank=True, verbose_name="HTML content")),
-                (
-                    "message_type",
-                    models.CharField(default="email", max_length=30, verbose_name="message type"),
-                ),
-                ("send_to", models.CharField(blank=True, max_length=255, verbose_name="send to")),
-                ("language", models.CharField(blank=True, max_length=10, verbose_name="language")),
-                ("sent_datetime", models.DateTimeField(blank=True, null=True, verbose_name="sent")),
-                (
-                    "sending_failed_count",
-                    models.PositiveIntegerField(default=0, verbose_name="failed attempts"),
-                ),
-                (
-                    "sending_success_count",
-                    models.PositiveIntegerField(default=0, verbose_name="successful attempts"),
-                ),
-                ("lease_expires_datetime", models.DateTimeField(blank=True, editable=False, null=True)),
-                ("claimed_by", models.CharField(blank=True, editable=False, max_length=64)),
-                ("next_attempt_datetime", models.DateTimeField(blank=True, editable=False, null=True)),
-                ("permanent_failure", models.BooleanField(default=False, verbose_name="permanent failure")),
-                ("last_error", models.CharField(blank=True, max_length=255, verbose_name="last error")),
-                (
-                    "message",
-                    models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="receivers",
-                        to="messaging.message",
-                        verbose_name="message",
-                    ),
-                ),
-                (
-                    "user",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                        verbose_name="user",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('created_datetime', models.DateTimeField(db_index=True, default=django.utils.timezone.now, verbose_name='created')),
+                ('status', models.CharField(choices=[('not_sent', 'Not sent'), ('error', 'Error'), ('failed', 'Failed'), ('sent', 'Sent')], default='not_sent', max_length=10, verbose_name='status')),
+                ('status_data', models.JSONField(blank=True, default=dict, verbose_name='status data')),
+                ('metadata', models.JSONField(blank=True, default=dict, verbose_name='metadata')),
+                ('subject', models.CharField(blank=True, max_length=255, verbose_name='subject')),
+                ('message_content_plain', models.TextField(blank=True, verbose_name='plain text content')),
+                ('message_content_html', models.TextField(blank=True, verbose_name='HTML content')),
+                ('message_type', models.CharField(default='email', max_length=30, verbose_name='message type')),
+                ('send_to', models.CharField(blank=True, max_length=255, verbose_name='send to')),
+                ('language', models.CharField(blank=True, max_length=10, verbose_name='language')),
+                ('sent_datetime', models.DateTimeField(blank=True, null=True, verbose_name='sent')),
+                ('sending_failed_count', models.PositiveIntegerField(default=0, verbose_name='failed attempts')),
+                ('sending_success_count', models.PositiveIntegerField(default=0, verbose_name='successful attempts')),
+                ('lease_expires_datetime', models.DateTimeField(blank=True, editable=False, null=True)),
+                ('claimed_by', models.CharField(blank=True, editable=False, max_length=64)),
+                ('next_attempt_datetime', models.DateTimeField(blank=True, editable=False, null=True)),
+                ('permanent_failure', models.BooleanField(default=False, verbose_name='permanent failure')),
+                ('last_error', models.CharField(blank=True, max_length=255, verbose_name='last error')),
+                ('message', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='receivers', to='messaging.message', verbose_name='message')),
+                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='user')),
             ],
             options={
-                "verbose_name": "message receiver",
-                "verbose_name_plural": "message receivers",
-                "ordering": ["id"],
+                'verbose_name': 'message receiver',
+                'verbose_name_plural': 'message receivers',
+                'ordering': ['id'],
             },
         ),
         migrations.CreateModel(
-            name="AuditEvent",
+            name='AuditEvent',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "action",
-                    models.CharField(
-                        choices=[
-                            ("created", "Created"),
-                            ("edited", "Edited"),
-                            ("duplicated", "Duplicated"),
-                            ("sent", "Sent"),
-                            ("test_sent", "Test sent"),
-                            ("resent", "Resent"),
-                            ("resent_all", "Resent all failed"),
-                        ],
-                        max_length=20,
-                        verbose_name="action",
-                    ),
-                ),
-                (
-                    "created_datetime",
-                    models.DateTimeField(default=django.utils.timezone.now, verbose_name="when"),
-                ),
-                ("details", models.JSONField(blank=True, default=dict)),
-                (
-                    "actor",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "message",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="audit_events",
-                        to="messaging.message",
-                    ),
-                ),
-                (
-                    "receiver",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to="messaging.messagereceiver",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('action', models.CharField(choices=[('created', 'Created'), ('edited', 'Edited'), ('duplicated', 'Duplicated'), ('sent', 'Sent'), ('test_sent', 'Test sent'), ('resent', 'Resent'), ('resent_all', 'Resent all failed')], max_length=20, verbose_name='action')),
+                ('created_datetime', models.DateTimeField(default=django.utils.timezone.now, verbose_name='when')),
+                ('details', models.JSONField(blank=True, default=dict)),
+                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='audit_events', to='messaging.message')),
+                ('receiver', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='messaging.messagereceiver')),
             ],
             options={
-                "verbose_name": "audit event",
-                "verbose_name_plural": "audit events",
-                "ordering": ["-created_datetime", "-id"],
+                'verbose_name': 'audit event',
+                'verbose_name_plural': 'audit events',
+                'ordering': ['-created_datetime', '-id'],
             },
         ),
         migrations.CreateModel(
-            name="MessagingProfile",
+            name='MessagingProfile',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("languagecode", models.CharField(blank=True, max_length=10, verbose_name="language")),
-                (
-                    "user",
-                    models.OneToOneField(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="messaging_profile",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('languagecode', models.CharField(blank=True, max_length=10, verbose_name='language')),
+                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='messaging_profile', to=settings.AUTH_USER_MODEL)),
             ],
             options={
-                "verbose_name": "messaging profile",
-                "verbose_name_plural": "messaging profiles",
+                'verbose_name': 'messaging profile',
+                'verbose_name_plural': 'messaging profiles',
             },
         ),
         migrations.CreateModel(
-            name="UserEmail",
+            name='UserEmail',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("email", models.EmailField(max_length=255, verbose_name="email")),
-                (
-                    "use_for_notifications",
-                    models.BooleanField(default=True, verbose_name="use for notifications"),
-                ),
-                ("is_primary", models.BooleanField(default=False, verbose_name="primary")),
-                (
-                    "user",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="messaging_emails",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('email', models.EmailField(max_length=255, verbose_name='email')),
+                ('use_for_notifications', models.BooleanField(default=True, verbose_name='use for notifications')),
+                ('is_primary', models.BooleanField(default=False, verbose_name='primary')),
+                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messaging_emails', to=settings.AUTH_USER_MODEL)),
             ],
             options={
-                "verbose_name": "user email",
-                "verbose_name_plural": "user emails",
-                "ordering": ["id"],
+                'verbose_name': 'user email',
+                'verbose_name_plural': 'user emails',
+                'ordering': ['id'],
             },
         ),
         migrations.AddIndex(
-            model_name="messagereceiver",
-            index=models.Index(fields=["message", "id"], name="receiver_message_page"),
+            model_name='messagereceiver',
+            index=models.Index(fields=['message', 'id'], name='receiver_message_page'),
         ),
         migrations.AddIndex(
-            model_name="messagereceiver",
-            index=models.Index(fields=["message", "status", "id"], name="receiver_message_status"),
+            model_name='messagereceiver',
+            index=models.Index(fields=['message', 'status', 'id'], name='receiver_message_status'),
         ),
         migrations.AddIndex(
-            model_name="messagereceiver",
-            index=models.Index(fields=["status", "next_attempt_datetime"], name="receiver_retry_due"),
+            model_name='messagereceiver',
+            index=models.Index(fields=['status', 'next_attempt_datetime'], name='receiver_retry_due'),
         ),
         migrations.AddIndex(
-            model_name="messagereceiver",
-            index=models.Index(fields=["message", "status", "last_error"], name="receiver_failure_reason"),
+            model_name='messagereceiver',
+            index=models.Index(fields=['message', 'status', 'last_error'], name='receiver_failure_reason'),
         ),
         migrations.AddIndex(
-            model_name="messagereceiver",
-            index=models.Index(fields=["message", "language", "id"], name="receiver_message_language"),
+            model_name='messagereceiver',
+            index=models.Index(fields=['message', 'language', 'id'], name='receiver_message_language'),
         ),
     ]

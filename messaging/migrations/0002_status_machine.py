@@ -13,68 +13,36 @@ def copy_message_numbers(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("messaging", "0001_initial"),
+        ('messaging', '0001_initial'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="auditevent",
-            name="message_number",
-            field=models.PositiveBigIntegerField(db_index=True, default=0, verbose_name="message number"),
+            model_name='auditevent',
+            name='message_number',
+            field=models.PositiveBigIntegerField(db_index=True, default=0, verbose_name='message number'),
         ),
         migrations.AddField(
-            model_name="auditevent",
-            name="message_subject",
-            field=models.CharField(blank=True, max_length=255, verbose_name="message subject"),
+            model_name='auditevent',
+            name='message_subject',
+            field=models.CharField(blank=True, max_length=255, verbose_name='message subject'),
         ),
         migrations.AlterField(
-            model_name="auditevent",
-            name="action",
-            field=models.CharField(
-                choices=[
-                    ("created", "Created"),
-                    ("edited", "Edited"),
-                    ("duplicated", "Duplicated"),
-                    ("sent", "Sent"),
-                    ("test_sent", "Test sent"),
-                    ("resent", "Resent"),
-                    ("resent_all", "Resent all failed"),
-                    ("deleted", "Deleted by retention"),
-                ],
-                max_length=20,
-                verbose_name="action",
-            ),
+            model_name='auditevent',
+            name='action',
+            field=models.CharField(choices=[('created', 'Created'), ('edited', 'Edited'), ('duplicated', 'Duplicated'), ('sent', 'Sent'), ('test_sent', 'Test sent'), ('resent', 'Resent'), ('resent_all', 'Resent all failed'), ('deleted', 'Deleted by retention')], max_length=20, verbose_name='action'),
         ),
         migrations.AlterField(
-            model_name="auditevent",
-            name="message",
-            field=models.ForeignKey(
-                blank=True,
-                null=True,
-                on_delete=django.db.models.deletion.SET_NULL,
-                related_name="audit_events",
-                to="messaging.message",
-            ),
+            model_name='auditevent',
+            name='message',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit_events', to='messaging.message'),
         ),
         migrations.AlterField(
-            model_name="message",
-            name="status",
-            field=models.CharField(
-                choices=[
-                    ("draft", "Draft"),
-                    ("queued", "Queued"),
-                    ("preparing", "Preparing"),
-                    ("sending", "Sending"),
-                    ("blocked", "Delivery blocked"),
-                    ("error", "Error"),
-                    ("sent", "Sent"),
-                ],
-                db_index=True,
-                default="draft",
-                max_length=30,
-                verbose_name="status",
-            ),
+            model_name='message',
+            name='status',
+            field=models.CharField(choices=[('draft', 'Draft'), ('queued', 'Queued'), ('preparing', 'Preparing'), ('sending', 'Sending'), ('blocked', 'Delivery blocked'), ('error', 'Error'), ('sent', 'Sent')], db_index=True, default='draft', max_length=30, verbose_name='status'),
         ),
         migrations.RunPython(copy_message_numbers, migrations.RunPython.noop),
     ]

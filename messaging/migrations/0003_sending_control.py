@@ -6,156 +6,66 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("messaging", "0002_status_machine"),
+        ('messaging', '0002_status_machine'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="Heartbeat",
+            name='Heartbeat',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("name", models.CharField(max_length=128, unique=True, verbose_name="name")),
-                (
-                    "kind",
-                    models.CharField(
-                        choices=[("consumer", "Consumer"), ("sweeper", "Sweeper")],
-                        max_length=20,
-                        verbose_name="kind",
-                    ),
-                ),
-                (
-                    "started_datetime",
-                    models.DateTimeField(default=django.utils.timezone.now, verbose_name="started"),
-                ),
-                (
-                    "seen_datetime",
-                    models.DateTimeField(
-                        db_index=True, default=django.utils.timezone.now, verbose_name="last seen"
-                    ),
-                ),
-                ("details", models.JSONField(blank=True, default=dict)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=128, unique=True, verbose_name='name')),
+                ('kind', models.CharField(choices=[('consumer', 'Consumer'), ('sweeper', 'Sweeper')], max_length=20, verbose_name='kind')),
+                ('started_datetime', models.DateTimeField(default=django.utils.timezone.now, verbose_name='started')),
+                ('seen_datetime', models.DateTimeField(db_index=True, default=django.utils.timezone.now, verbose_name='last seen')),
+                ('details', models.JSONField(blank=True, default=dict)),
             ],
             options={
-                "verbose_name": "heartbeat",
-                "verbose_name_plural": "heartbeats",
-                "ordering": ["kind", "name"],
+                'verbose_name': 'heartbeat',
+                'verbose_name_plural': 'heartbeats',
+                'ordering': ['kind', 'name'],
             },
         ),
         migrations.AddField(
-            model_name="message",
-            name="expires_at",
-            field=models.DateTimeField(
-                blank=True, db_index=True, null=True, verbose_name="do not deliver after"
-            ),
+            model_name='message',
+            name='expires_at',
+            field=models.DateTimeField(blank=True, db_index=True, null=True, verbose_name='do not deliver after'),
         ),
         migrations.AddField(
-            model_name="message",
-            name="send_at",
-            field=models.DateTimeField(blank=True, db_index=True, null=True, verbose_name="send at"),
+            model_name='message',
+            name='send_at',
+            field=models.DateTimeField(blank=True, db_index=True, null=True, verbose_name='send at'),
         ),
         migrations.AddField(
-            model_name="messagereceiver",
-            name="cancel_reason",
-            field=models.CharField(
-                blank=True,
-                choices=[("cancelled", "Cancelled by staff"), ("expired", "Expired")],
-                max_length=20,
-                verbose_name="cancelled because",
-            ),
+            model_name='messagereceiver',
+            name='cancel_reason',
+            field=models.CharField(blank=True, choices=[('cancelled', 'Cancelled by staff'), ('expired', 'Expired')], max_length=20, verbose_name='cancelled because'),
         ),
         migrations.AlterField(
-            model_name="auditevent",
-            name="action",
-            field=models.CharField(
-                choices=[
-                    ("created", "Created"),
-                    ("edited", "Edited"),
-                    ("duplicated", "Duplicated"),
-                    ("sent", "Sent"),
-                    ("test_sent", "Test sent"),
-                    ("resent", "Resent"),
-                    ("resent_all", "Resent all failed"),
-                    ("deleted", "Deleted by retention"),
-                    ("scheduled", "Scheduled"),
-                    ("unscheduled", "Taken back to draft"),
-                    ("started", "Started (scheduled time reached)"),
-                    ("paused", "Paused"),
-                    ("auto_paused", "Paused automatically"),
-                    ("resumed", "Resumed"),
-                    ("cancelled", "Cancelled"),
-                    ("expired", "Expired"),
-                    ("sender_notified", "Sender notified"),
-                ],
-                max_length=20,
-                verbose_name="action",
-            ),
+            model_name='auditevent',
+            name='action',
+            field=models.CharField(choices=[('created', 'Created'), ('edited', 'Edited'), ('duplicated', 'Duplicated'), ('sent', 'Sent'), ('test_sent', 'Test sent'), ('resent', 'Resent'), ('resent_all', 'Resent all failed'), ('deleted', 'Deleted by retention'), ('scheduled', 'Scheduled'), ('unscheduled', 'Taken back to draft'), ('started', 'Started (scheduled time reached)'), ('paused', 'Paused'), ('auto_paused', 'Paused automatically'), ('resumed', 'Resumed'), ('cancelled', 'Cancelled'), ('expired', 'Expired'), ('sender_notified', 'Sender notified')], max_length=20, verbose_name='action'),
         ),
         migrations.AlterField(
-            model_name="message",
-            name="context_type",
-            field=models.CharField(
-                choices=[
-                    ("other", "Other"),
-                    ("comment", "Comment"),
-                    ("deadline_moved", "Deadline moved"),
-                    ("feedback", "Feedback"),
-                    ("feedback_updated", "Feedback updated"),
-                    ("sending_report", "Sending report"),
-                ],
-                db_index=True,
-                default="other",
-                max_length=30,
-                verbose_name="context type",
-            ),
+            model_name='message',
+            name='context_type',
+            field=models.CharField(choices=[('other', 'Other'), ('comment', 'Comment'), ('deadline_moved', 'Deadline moved'), ('feedback', 'Feedback'), ('feedback_updated', 'Feedback updated'), ('sending_report', 'Sending report')], db_index=True, default='other', max_length=30, verbose_name='context type'),
         ),
         migrations.AlterField(
-            model_name="message",
-            name="status",
-            field=models.CharField(
-                choices=[
-                    ("draft", "Draft"),
-                    ("scheduled", "Scheduled"),
-                    ("queued", "Queued"),
-                    ("preparing", "Preparing"),
-                    ("sending", "Sending"),
-                    ("blocked", "Delivery blocked"),
-                    ("paused", "Paused"),
-                    ("error", "Error"),
-                    ("sent", "Sent"),
-                    ("cancelled", "Cancelled"),
-                    ("expired", "Expired"),
-                ],
-                db_index=True,
-                default="draft",
-                max_length=30,
-                verbose_name="status",
-            ),
+            model_name='message',
+            name='status',
+            field=models.CharField(choices=[('draft', 'Draft'), ('scheduled', 'Scheduled'), ('queued', 'Queued'), ('preparing', 'Preparing'), ('sending', 'Sending'), ('blocked', 'Delivery blocked'), ('paused', 'Paused'), ('error', 'Error'), ('sent', 'Sent'), ('cancelled', 'Cancelled'), ('expired', 'Expired')], db_index=True, default='draft', max_length=30, verbose_name='status'),
         ),
         migrations.AlterField(
-            model_name="messagereceiver",
-            name="status",
-            field=models.CharField(
-                choices=[
-                    ("not_sent", "Not sent"),
-                    ("error", "Error"),
-                    ("failed", "Failed"),
-                    ("sent", "Sent"),
-                    ("cancelled", "Cancelled"),
-                ],
-                default="not_sent",
-                max_length=10,
-                verbose_name="status",
-            ),
+            model_name='messagereceiver',
+            name='status',
+            field=models.CharField(choices=[('not_sent', 'Not sent'), ('error', 'Error'), ('failed', 'Failed'), ('sent', 'Sent'), ('cancelled', 'Cancelled')], default='not_sent', max_length=10, verbose_name='status'),
         ),
         migrations.AddIndex(
-            model_name="messagereceiver",
-            index=models.Index(fields=["sent_datetime"], name="receiver_sent_datetime"),
+            model_name='messagereceiver',
+            index=models.Index(fields=['sent_datetime'], name='receiver_sent_datetime'),
         ),
     ]

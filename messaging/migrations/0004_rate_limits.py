@@ -4,30 +4,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("messaging", "0003_sending_control"),
+        ('messaging', '0003_sending_control'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="RateLimitSlot",
+            name='RateLimitSlot',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("key", models.CharField(max_length=300)),
-                ("token", models.CharField(max_length=32)),
-                ("frees_at", models.FloatField()),
-                ("in_flight", models.BooleanField(default=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('key', models.CharField(max_length=300)),
+                ('token', models.CharField(max_length=32)),
+                ('frees_at', models.FloatField()),
+                ('in_flight', models.BooleanField(default=True)),
             ],
             options={
-                "indexes": [
-                    models.Index(fields=["key", "frees_at"], name="messaging_r_key_62bf0c_idx"),
-                    models.Index(fields=["token"], name="messaging_r_token_53f976_idx"),
-                ],
+                'indexes': [models.Index(fields=['key', 'frees_at'], name='messaging_r_key_62bf0c_idx'), models.Index(fields=['token'], name='messaging_r_token_53f976_idx')],
             },
         ),
     ]

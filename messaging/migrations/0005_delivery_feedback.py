@@ -7,225 +7,115 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("messaging", "0004_rate_limits"),
+        ('messaging', '0004_rate_limits'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="DeliveryEvent",
+            name='DeliveryEvent',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("provider", models.CharField(max_length=50, verbose_name="reported by")),
-                ("event_id", models.CharField(max_length=255, verbose_name="event id")),
-                (
-                    "event_type",
-                    models.CharField(
-                        choices=[
-                            ("queued", "Queued by the provider"),
-                            ("sent", "Sent by the provider"),
-                            ("rejected", "Rejected by the provider"),
-                            ("failed", "Provider could not send it"),
-                            ("bounced", "Bounced"),
-                            ("deferred", "Deferred"),
-                            ("delivered", "Delivered"),
-                            ("autoresponded", "Automatic reply"),
-                            ("opened", "Opened"),
-                            ("clicked", "Clicked"),
-                            ("complained", "Marked as spam"),
-                            ("unsubscribed", "Unsubscribed"),
-                        ],
-                        max_length=20,
-                        verbose_name="event",
-                    ),
-                ),
-                ("reject_reason", models.CharField(blank=True, max_length=20, verbose_name="reason")),
-                ("description", models.TextField(blank=True, verbose_name="description")),
-                ("mta_response", models.TextField(blank=True, verbose_name="mail server's reply")),
-                ("recipient", models.CharField(blank=True, max_length=255, verbose_name="recipient")),
-                ("occurred_datetime", models.DateTimeField(verbose_name="when")),
-                (
-                    "received_datetime",
-                    models.DateTimeField(default=django.utils.timezone.now, verbose_name="received"),
-                ),
-                ("payload", models.JSONField(blank=True, default=dict, verbose_name="as received")),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('provider', models.CharField(max_length=50, verbose_name='reported by')),
+                ('event_id', models.CharField(max_length=255, verbose_name='event id')),
+                ('event_type', models.CharField(choices=[('queued', 'Queued by the provider'), ('sent', 'Sent by the provider'), ('rejected', 'Rejected by the provider'), ('failed', 'Provider could not send it'), ('bounced', 'Bounced'), ('deferred', 'Deferred'), ('delivered', 'Delivered'), ('autoresponded', 'Automatic reply'), ('opened', 'Opened'), ('clicked', 'Clicked'), ('complained', 'Marked as spam'), ('unsubscribed', 'Unsubscribed')], max_length=20, verbose_name='event')),
+                ('reject_reason', models.CharField(blank=True, max_length=20, verbose_name='reason')),
+                ('description', models.TextField(blank=True, verbose_name='description')),
+                ('mta_response', models.TextField(blank=True, verbose_name="mail server's reply")),
+                ('recipient', models.CharField(blank=True, max_length=255, verbose_name='recipient')),
+                ('occurred_datetime', models.DateTimeField(verbose_name='when')),
+                ('received_datetime', models.DateTimeField(default=django.utils.timezone.now, verbose_name='received')),
+                ('payload', models.JSONField(blank=True, default=dict, verbose_name='as received')),
             ],
             options={
-                "verbose_name": "delivery event",
-                "verbose_name_plural": "delivery events",
-                "ordering": ["occurred_datetime", "id"],
+                'verbose_name': 'delivery event',
+                'verbose_name_plural': 'delivery events',
+                'ordering': ['occurred_datetime', 'id'],
             },
         ),
         migrations.CreateModel(
-            name="Suppression",
+            name='Suppression',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("address", models.CharField(max_length=255, unique=True, verbose_name="address")),
-                (
-                    "reason",
-                    models.CharField(
-                        choices=[
-                            ("hard_bounce", "bounced"),
-                            ("complaint", "marked as spam"),
-                            ("rejected", "rejected by the provider"),
-                        ],
-                        max_length=20,
-                        verbose_name="reason",
-                    ),
-                ),
-                ("detail", models.CharField(blank=True, max_length=255, verbose_name="detail")),
-                (
-                    "created_datetime",
-                    models.DateTimeField(default=django.utils.timezone.now, verbose_name="since"),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('address', models.CharField(max_length=255, unique=True, verbose_name='address')),
+                ('reason', models.CharField(choices=[('hard_bounce', 'bounced'), ('complaint', 'marked as spam'), ('rejected', 'rejected by the provider')], max_length=20, verbose_name='reason')),
+                ('detail', models.CharField(blank=True, max_length=255, verbose_name='detail')),
+                ('created_datetime', models.DateTimeField(default=django.utils.timezone.now, verbose_name='since')),
             ],
             options={
-                "verbose_name": "suppressed address",
-                "verbose_name_plural": "suppressed addresses",
-                "ordering": ["-created_datetime", "-id"],
-                "permissions": [("lift_suppression", "Can lift suppressions")],
+                'verbose_name': 'suppressed address',
+                'verbose_name_plural': 'suppressed addresses',
+                'ordering': ['-created_datetime', '-id'],
+                'permissions': [('lift_suppression', 'Can lift suppressions')],
             },
         ),
         migrations.CreateModel(
-            name="UnmatchedBounce",
+            name='UnmatchedBounce',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "received_datetime",
-                    models.DateTimeField(
-                        db_index=True, default=django.utils.timezone.now, verbose_name="received"
-                    ),
-                ),
-                ("sender", models.CharField(blank=True, max_length=255, verbose_name="from")),
-                ("subject", models.CharField(blank=True, max_length=255, verbose_name="subject")),
-                ("reason", models.CharField(max_length=255, verbose_name="why it was not recorded")),
-                ("raw", models.BinaryField(verbose_name="message")),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('received_datetime', models.DateTimeField(db_index=True, default=django.utils.timezone.now, verbose_name='received')),
+                ('sender', models.CharField(blank=True, max_length=255, verbose_name='from')),
+                ('subject', models.CharField(blank=True, max_length=255, verbose_name='subject')),
+                ('reason', models.CharField(max_length=255, verbose_name='why it was not recorded')),
+                ('raw', models.BinaryField(verbose_name='message')),
             ],
             options={
-                "verbose_name": "unmatched bounce",
-                "verbose_name_plural": "unmatched bounces",
-                "ordering": ["-received_datetime", "-id"],
+                'verbose_name': 'unmatched bounce',
+                'verbose_name_plural': 'unmatched bounces',
+                'ordering': ['-received_datetime', '-id'],
             },
         ),
         migrations.AddField(
-            model_name="messagereceiver",
-            name="delivery_outcome",
-            field=models.CharField(
-                blank=True,
-                choices=[
-                    ("delivered", "Delivered"),
-                    ("deferred", "Deferred"),
-                    ("soft_bounce", "Bounced (temporary)"),
-                    ("hard_bounce", "Bounced"),
-                    ("complained", "Marked as spam"),
-                    ("rejected", "Rejected by the provider"),
-                    ("suppressed", "Suppressed"),
-                ],
-                max_length=20,
-                verbose_name="delivery outcome",
-            ),
+            model_name='messagereceiver',
+            name='delivery_outcome',
+            field=models.CharField(blank=True, choices=[('delivered', 'Delivered'), ('deferred', 'Deferred'), ('soft_bounce', 'Bounced (temporary)'), ('hard_bounce', 'Bounced'), ('complained', 'Marked as spam'), ('rejected', 'Rejected by the provider'), ('suppressed', 'Suppressed')], max_length=20, verbose_name='delivery outcome'),
         ),
         migrations.AddField(
-            model_name="messagereceiver",
-            name="outcome_datetime",
-            field=models.DateTimeField(blank=True, null=True, verbose_name="outcome reported"),
+            model_name='messagereceiver',
+            name='outcome_datetime',
+            field=models.DateTimeField(blank=True, null=True, verbose_name='outcome reported'),
         ),
         migrations.AddField(
-            model_name="messagereceiver",
-            name="outcome_detail",
-            field=models.CharField(blank=True, max_length=255, verbose_name="outcome detail"),
+            model_name='messagereceiver',
+            name='outcome_detail',
+            field=models.CharField(blank=True, max_length=255, verbose_name='outcome detail'),
         ),
         migrations.AddField(
-            model_name="messagereceiver",
-            name="provider_message_id",
+            model_name='messagereceiver',
+            name='provider_message_id',
             field=models.CharField(blank=True, max_length=255, verbose_name="provider's message id"),
         ),
         migrations.AlterField(
-            model_name="auditevent",
-            name="action",
-            field=models.CharField(
-                choices=[
-                    ("created", "Created"),
-                    ("edited", "Edited"),
-                    ("duplicated", "Duplicated"),
-                    ("sent", "Sent"),
-                    ("test_sent", "Test sent"),
-                    ("resent", "Resent"),
-                    ("resent_all", "Resent all failed"),
-                    ("deleted", "Deleted by retention"),
-                    ("scheduled", "Scheduled"),
-                    ("unscheduled", "Taken back to draft"),
-                    ("started", "Started (scheduled time reached)"),
-                    ("paused", "Paused"),
-                    ("auto_paused", "Paused automatically"),
-                    ("resumed", "Resumed"),
-                    ("cancelled", "Cancelled"),
-                    ("expired", "Expired"),
-                    ("sender_notified", "Sender notified"),
-                    ("suppression_lifted", "Suppression lifted"),
-                ],
-                max_length=20,
-                verbose_name="action",
-            ),
+            model_name='auditevent',
+            name='action',
+            field=models.CharField(choices=[('created', 'Created'), ('edited', 'Edited'), ('duplicated', 'Duplicated'), ('sent', 'Sent'), ('test_sent', 'Test sent'), ('resent', 'Resent'), ('resent_all', 'Resent all failed'), ('deleted', 'Deleted by retention'), ('scheduled', 'Scheduled'), ('unscheduled', 'Taken back to draft'), ('started', 'Started (scheduled time reached)'), ('paused', 'Paused'), ('auto_paused', 'Paused automatically'), ('resumed', 'Resumed'), ('cancelled', 'Cancelled'), ('expired', 'Expired'), ('sender_notified', 'Sender notified'), ('suppression_lifted', 'Suppression lifted')], max_length=20, verbose_name='action'),
         ),
         migrations.AddIndex(
-            model_name="messagereceiver",
-            index=models.Index(
-                fields=["message", "delivery_outcome", "outcome_detail"], name="receiver_outcome"
-            ),
+            model_name='messagereceiver',
+            index=models.Index(fields=['message', 'delivery_outcome', 'outcome_detail'], name='receiver_outcome'),
         ),
         migrations.AddIndex(
-            model_name="messagereceiver",
-            index=models.Index(
-                condition=models.Q(("provider_message_id", ""), _negated=True),
-                fields=["provider_message_id"],
-                name="receiver_provider_message_id",
-            ),
+            model_name='messagereceiver',
+            index=models.Index(condition=models.Q(('provider_message_id', ''), _negated=True), fields=['provider_message_id'], name='receiver_provider_message_id'),
         ),
         migrations.AddField(
-            model_name="deliveryevent",
-            name="receiver",
-            field=models.ForeignKey(
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="delivery_events",
-                to="messaging.messagereceiver",
-                verbose_name="receiver",
-            ),
+            model_name='deliveryevent',
+            name='receiver',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='delivery_events', to='messaging.messagereceiver', verbose_name='receiver'),
         ),
         migrations.AddField(
-            model_name="suppression",
-            name="event",
-            field=models.ForeignKey(
-                blank=True,
-                null=True,
-                on_delete=django.db.models.deletion.SET_NULL,
-                related_name="+",
-                to="messaging.deliveryevent",
-                verbose_name="caused by",
-            ),
+            model_name='suppression',
+            name='event',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='messaging.deliveryevent', verbose_name='caused by'),
         ),
         migrations.AddIndex(
-            model_name="deliveryevent",
-            index=models.Index(fields=["receiver", "occurred_datetime"], name="delivery_event_timeline"),
+            model_name='deliveryevent',
+            index=models.Index(fields=['receiver', 'occurred_datetime'], name='delivery_event_timeline'),
         ),
         migrations.AddConstraint(
-            model_name="deliveryevent",
-            constraint=models.UniqueConstraint(fields=("provider", "event_id"), name="delivery_event_once"),
+            model_name='deliveryevent',
+            constraint=models.UniqueConstraint(fields=('provider', 'event_id'), name='delivery_event_once'),
         ),
     ]

@@ -8,116 +8,57 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("messaging", "0005_delivery_feedback"),
+        ('messaging', '0005_delivery_feedback'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="message",
-            name="from_email",
-            field=models.CharField(blank=True, max_length=255, verbose_name="from"),
+            model_name='message',
+            name='from_email',
+            field=models.CharField(blank=True, max_length=255, verbose_name='from'),
         ),
         migrations.AddField(
-            model_name="message",
-            name="reply_to",
-            field=models.CharField(blank=True, max_length=255, verbose_name="reply to"),
+            model_name='message',
+            name='reply_to',
+            field=models.CharField(blank=True, max_length=255, verbose_name='reply to'),
         ),
         migrations.CreateModel(
-            name="MessageAttachment",
+            name='MessageAttachment',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "file",
-                    models.FileField(
-                        max_length=255, upload_to=messaging.models.attachment_upload_to, verbose_name="file"
-                    ),
-                ),
-                ("filename", models.CharField(max_length=255, verbose_name="file name")),
-                ("content_type", models.CharField(max_length=100, verbose_name="type")),
-                ("size", models.PositiveBigIntegerField(verbose_name="size")),
-                ("sha256", models.CharField(editable=False, max_length=64)),
-                (
-                    "created_datetime",
-                    models.DateTimeField(default=django.utils.timezone.now, verbose_name="added"),
-                ),
-                (
-                    "message",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="attachments",
-                        to="messaging.message",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('file', models.FileField(max_length=255, upload_to=messaging.models.attachment_upload_to, verbose_name='file')),
+                ('filename', models.CharField(max_length=255, verbose_name='file name')),
+                ('content_type', models.CharField(max_length=100, verbose_name='type')),
+                ('size', models.PositiveBigIntegerField(verbose_name='size')),
+                ('sha256', models.CharField(editable=False, max_length=64)),
+                ('created_datetime', models.DateTimeField(default=django.utils.timezone.now, verbose_name='added')),
+                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attachments', to='messaging.message')),
             ],
             options={
-                "verbose_name": "attachment",
-                "verbose_name_plural": "attachments",
-                "ordering": ["id"],
+                'verbose_name': 'attachment',
+                'verbose_name_plural': 'attachments',
+                'ordering': ['id'],
             },
         ),
         migrations.CreateModel(
-            name="MessageTemplate",
+            name='MessageTemplate',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("name", models.CharField(max_length=200, verbose_name="name")),
-                (
-                    "context_type",
-                    models.CharField(
-                        choices=[
-                            ("other", "Other"),
-                            ("comment", "Comment"),
-                            ("deadline_moved", "Deadline moved"),
-                            ("feedback", "Feedback"),
-                            ("feedback_updated", "Feedback updated"),
-                            ("sending_report", "Sending report"),
-                        ],
-                        default="other",
-                        max_length=30,
-                        verbose_name="context type",
-                    ),
-                ),
-                ("composed_content", models.JSONField(blank=True, default=dict, verbose_name="content")),
-                (
-                    "created_datetime",
-                    models.DateTimeField(default=django.utils.timezone.now, verbose_name="created"),
-                ),
-                (
-                    "updated_datetime",
-                    models.DateTimeField(default=django.utils.timezone.now, verbose_name="updated"),
-                ),
-                (
-                    "created_by",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                        verbose_name="created by",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=200, verbose_name='name')),
+                ('context_type', models.CharField(choices=[('other', 'Other'), ('comment', 'Comment'), ('deadline_moved', 'Deadline moved'), ('feedback', 'Feedback'), ('feedback_updated', 'Feedback updated'), ('sending_report', 'Sending report')], default='other', max_length=30, verbose_name='context type')),
+                ('composed_content', models.JSONField(blank=True, default=dict, verbose_name='content')),
+                ('created_datetime', models.DateTimeField(default=django.utils.timezone.now, verbose_name='created')),
+                ('updated_datetime', models.DateTimeField(default=django.utils.timezone.now, verbose_name='updated')),
+                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='created by')),
             ],
             options={
-                "verbose_name": "message template",
-                "verbose_name_plural": "message templates",
-                "ordering": ["context_type", "name", "id"],
-                "constraints": [
-                    models.UniqueConstraint(
-                        fields=("context_type", "name"), name="messaging_template_unique_name"
-                    )
-                ],
+                'verbose_name': 'message template',
+                'verbose_name_plural': 'message templates',
+                'ordering': ['context_type', 'name', 'id'],
+                'constraints': [models.UniqueConstraint(fields=('context_type', 'name'), name='messaging_template_unique_name')],
             },
         ),
     ]
