@@ -85,12 +85,12 @@ def set_mode(user, context_type: str, mode: str) -> bool:
 def turn_off(user, types: Iterable[str]) -> list[str]:
     """One-click unsubscribe: every given type that may be turned off is off for the user
     (idempotent: again changes nothing). Returns the types that changed; enforced or unknown
-    ones are left as they are."""
+    ones are left as they are (set_mode refuses them)."""
     changed = []
     for context_type in dict.fromkeys(types):
-        config = context_types.get(context_type)
-        if not context_types.is_registered(context_type) or config.enforced:
+        try:
+            if set_mode(user, context_type, DeliveryMode.OFF):
+                changed.append(context_type)
+        except PreferenceRefused:
             continue
-        if set_mode(user, context_type, DeliveryMode.OFF):
-            changed.append(context_type)
     return changed
