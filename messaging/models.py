@@ -507,6 +507,9 @@ class MessagingProfile(models.Model):
     languagecode = models.CharField(_("language"), max_length=10, blank=True)
     # An IANA zone ("Europe/Oslo"); blank: settings.TIME_ZONE. Digests go out at local time.
     time_zone = models.CharField(_("time zone"), max_length=64, blank=True)
+    # Every signed link made for this user up to this moment (preferences, unsubscribe, read)
+    # stops working: staff revoke them when a link leaked (messaging/links.py).
+    links_revoked_at = models.DateTimeField(_("email links revoked"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("messaging profile")
@@ -608,6 +611,9 @@ class AuditEvent(models.Model):
         SUPPRESSION_LIFTED = "suppression_lifted", _("Suppression lifted")
         MARKED_IMPORTANT = "important", _("Marked important (ignores preferences)")
         UNMARKED_IMPORTANT = "not_important", _("No longer marked important")
+        LINKS_REVOKED = "links_revoked", _("Email links revoked")
+        SIGN_IN_FAILED = "sign_in_failed", _("Sign-in failed")
+        LOCKED_OUT = "locked_out", _("Locked out after failed sign-ins")
 
     message = models.ForeignKey(
         Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_events"
@@ -776,18 +782,21 @@ class Suppression(models.Model):
 
 
 class UnmatchedBounce(models.Model):
-    """A message from the bounce mailbox that could not be read as a bounce report, or names no
-    receiver of ours: kept for staff to look at, never dropped."""
+    """A report that changed nothing, kept for staff to look at, never dropped: a message from
+    the bounce mailbox that could not be read as a bounce report or names no receiver of ours,
+    or a provider's event about an address that is not the receiver's."""
 
     received_datetime = models.DateTimeField(_("received"), default=timezone.now, db_index=True)
+    # Empty: the bounce mailbox; else the provider whose webhook posted it (raw is its JSON).
+    provider = models.CharField(_("provider"), max_length=50, blank=True)
     sender = models.CharField(_("from"), max_length=255, blank=True)
     subject = models.CharField(_("subject"), max_length=255, blank=True)
     reason = models.CharField(_("why it was not recorded"), max_length=255)
     raw = models.BinaryField(_("message"))
 
     class Meta:
-        verbose_name = _("unmatched bounce")
-        verbose_name_plural = _("unmatched bounces")
+        verbose_name = _("unmatched report")
+        verbose_name_plural = _("unmatched reports")
         ordering = ["-received_datetime", "-id"]
 
     def __str__(self) -> str:
