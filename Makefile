@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 SERVICES_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/messaging
 SERVICES_REDIS_URL ?= redis://127.0.0.1:6379/15
+# Local runs only: without SECRET_KEY, project.settings makes a random key once and keeps it in
+# var/secret-key (readable only by you); any other start without SECRET_KEY is refused.
+DEV := DJANGO_DEVELOPMENT=1
 
 .PHONY: venv run test test-services lint bench migrate messages
 
@@ -17,12 +20,12 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 migrate: venv
-	$(BIN)/python manage.py migrate --noinput
+	$(DEV) $(BIN)/python manage.py migrate --noinput
 
 # Web server, one huey consumer and the mail sink, with demo data; Ctrl-C stops all three.
 run: migrate
-	$(BIN)/python manage.py messaging_demo
-	$(BIN)/python scripts/run.py
+	$(DEV) $(BIN)/python manage.py messaging_demo
+	$(DEV) $(BIN)/python scripts/run.py
 
 lint: venv
 	$(BIN)/ruff check .
@@ -48,5 +51,5 @@ bench: venv
 
 # Update locale/nb/LC_MESSAGES/django.po from the code, then compile it (needs gettext).
 messages: venv
-	$(BIN)/python manage.py makemessages -l nb --no-obsolete --ignore=.venv --ignore=node_modules --ignore=var
-	$(BIN)/python manage.py compilemessages --ignore=.venv
+	$(DEV) $(BIN)/python manage.py makemessages -l nb --no-obsolete --ignore=.venv --ignore=node_modules --ignore=var
+	$(DEV) $(BIN)/python manage.py compilemessages --ignore=.venv

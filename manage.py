@@ -6,4 +6,9 @@ if __name__ == "__main__":
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    try:
+        execute_from_command_line(sys.argv)
+    except Exception as exc:
+        if type(exc).__name__ != "MissingSecretKey":  # project.settings refused to start
+            raise
+        sys.exit(f"Refusing to start: {exc}")

@@ -7,6 +7,7 @@ Set DATABASE_URL and REDIS_URL to run at scale (PostgreSQL + Redis-backed huey).
 import importlib.util
 import json
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -66,9 +67,42 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name}={value!r} is not a boolean (use 1/0, true/false).")
 
 
+class MissingSecretKey(ImproperlyConfigured):
+    """manage.py prints it as one line: the start is refused, nothing else went wrong."""
+
+
+def _development_secret_key(path: Path) -> str:
+    """A random key made on the first development start and kept, readable only by its owner,
+    so sessions and signed links survive a restart; never one in the repository."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        key = secrets.token_urlsafe(50)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(key)
+        return key
+
+
+def _secret_key() -> str:
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    if env_bool("DJANGO_DEVELOPMENT", False):
+        return _development_secret_key(VAR_DIR / "secret-key")
+    raise MissingSecretKey(
+        "SECRET_KEY is not set: set it to 50+ random characters "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
+        "or DJANGO_DEVELOPMENT=1 for a local key kept in var/secret-key (make run does this)."
+    )
+
+
 DEBUG = env_bool("DEBUG", False)
-# The fallback only serves local runs; production settings refuse to start without SECRET_KEY.
-SECRET_KEY = os.environ.get("SECRET_KEY", "insecure-development-key-set-SECRET_KEY-in-production")
+# Every signature (sessions, recipients' links, Message-IDs, VERP return paths) is made with
+# SECRET_KEY; the old keys in SECRET_KEY_FALLBACKS (comma-separated) still verify, so a rotation
+# keeps links and bounce addresses already sent working.
+SECRET_KEY = _secret_key()
+SECRET_KEY_FALLBACKS = [
+    key.strip() for key in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if key.strip()
+]
 ALLOWED_HOSTS = [
     h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h.strip()
 ]

@@ -1,6 +1,11 @@
 """Test settings: the same as production-shaped settings, with a separate huey queue."""
 
 import os
+import secrets
+
+# A key of this test run's own (never one in the repository); the consumers and servers the
+# tests start inherit it, so what one process signs another verifies.
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
 
 from project.settings import *  # noqa: F403
 from project.settings import HUEY, VAR_DIR
