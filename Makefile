@@ -47,7 +47,7 @@ test-services: venv
 # (QUICK=1 stops at 10,000; SAVE=1 also writes docs/benchmarks/<date>-<database>.json;
 # BENCH_ARGS passes more options, e.g. BENCH_ARGS="--profiles latency --latency-ms 50").
 bench: venv
-	$(BIN)/python tests/benchmarks/run.py $(if $(QUICK),--quick) $(if $(SAVE),--save) $(BENCH_ARGS)
+	$(DEV) $(BIN)/python tests/benchmarks/run.py $(if $(QUICK),--quick) $(if $(SAVE),--save) $(BENCH_ARGS)
 
 # Update locale/nb/LC_MESSAGES/django.po from the code, then compile it (needs gettext).
 messages: venv

@@ -34,4 +34,5 @@ class MessagingConfig(AppConfig):
             attachments.on_attachment_deleted, sender=MessageAttachment, dispatch_uid="messaging.attachments"
         )
 
+        from messaging import sign_in  # noqa: F401 (audits failed sign-ins and lockouts)
         from messaging.feedback import webhooks  # noqa: F401 (connects anymail's tracking signal)

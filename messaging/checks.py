@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from email.utils import getaddresses
 
-from django.conf import settings
 from django.core import checks, mail
 from django.core.exceptions import ValidationError
 from django.core.mail.handler import DEFAULT_MAILER_ALIAS
 from django.core.validators import validate_email
 
 from messaging import channels, conf
+from messaging.feedback import webhook_security, webhooks
 from messaging.rate_limits import WINDOWS
 
 
@@ -70,17 +70,7 @@ def sending_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
         checks.Error(f"MESSAGING_RATE_LIMITS{where}: {problem}", id="messaging.E004")
         for where, problem in _rate_limit_problems(conf.rate_limits())
     ]
-    mailer = getattr(settings, "MAILERS", {}).get(DEFAULT_MAILER_ALIAS, {})
-    if str(mailer.get("BACKEND", "")).startswith("anymail.") and not getattr(settings, "ANYMAIL", {}).get(
-        "WEBHOOK_SECRET"
-    ):
-        problems.append(
-            checks.Warning(
-                "ANYMAIL_WEBHOOK_SECRET is not set: anyone can post delivery events to the webhooks.",
-                hint="Set ANYMAIL_WEBHOOK_SECRET=user:password; the provider calls https://user:password@host/...",
-                id="messaging.W001",
-            )
-        )
+    problems += webhook_problems()
     bounce_address = conf.bounce_address()
     if bounce_address and (bounce_address.count("@") != 1 or "+" in bounce_address.partition("@")[0]):
         problems.append(
@@ -90,6 +80,48 @@ def sending_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
                 id="messaging.E006",
             )
         )
+    return problems
+
+
+def webhook_problems() -> list[checks.CheckMessage]:
+    """Delivery webhooks that would accept a post from anyone refuse to start, in every settings
+    module: they would let a script mark any student's address as bounced or complained."""
+    mounted = conf.tracking_webhooks()
+    if not mounted:
+        return []
+    problems = []
+    known = {pattern.name.removesuffix("_tracking_webhook") for pattern in webhooks.tracking_urlpatterns()}
+    if unknown := sorted(mounted - known):
+        problems.append(
+            checks.Error(
+                f"MESSAGING_TRACKING_WEBHOOKS names providers without a tracking webhook: {unknown}.",
+                hint=f"Use some of: {', '.join(sorted(known))}.",
+                id="messaging.E009",
+            )
+        )
+    if not webhook_security.webhook_secrets():
+        problems.append(
+            checks.Error(
+                f"Delivery webhooks for {', '.join(sorted(mounted))} are on, but ANYMAIL_WEBHOOK_SECRET is "
+                "not set (as user:password): anyone could post delivery events.",
+                hint="Set ANYMAIL_WEBHOOK_SECRET=user:password and give the provider "
+                "https://user:password@your.host/anymail/<esp>/tracking/ "
+                "(or turn them off: MESSAGING_TRACKING_WEBHOOKS=none).",
+                id="messaging.E009",
+            )
+        )
+    for provider in sorted(mounted & webhook_security.SIGNING_KEYS.keys()):
+        name = webhook_security.SIGNING_KEYS[provider]
+        if not webhook_security.anymail_setting(name):
+            problems.append(
+                checks.Error(
+                    f"The {provider} webhook is on, but ANYMAIL_{name} is not set: its signatures cannot "
+                    "be verified.",
+                    hint=f"Copy the webhook signing (verification) key from {provider}'s settings "
+                    f"into ANYMAIL_{name}.",
+                    id="messaging.E009",
+                )
+            )
     return problems
 
 

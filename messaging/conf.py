@@ -96,6 +96,13 @@ DEFAULTS = {
     "MESSAGING_DIGEST_ITEM_MAX_CHARS": 1500,
     # How long the preference and unsubscribe links in emails work, in days.
     "MESSAGING_PREFERENCE_LINK_MAX_AGE_DAYS": 90,
+    # The providers whose delivery webhooks (/anymail/<esp>/tracking/) exist, as anymail names
+    # them ("mailgun", "sendgrid", "amazon_ses", ...). None: the provider of an anymail mailer
+    # (EMAIL_URL=anymail:<esp>), none with SMTP; a list: exactly those ([]: none).
+    "MESSAGING_TRACKING_WEBHOOKS": None,
+    # A signed webhook whose signature is older than this (or this far in the future) is
+    # refused; providers retry with a fresh signature, and a repeat of an event changes nothing.
+    "MESSAGING_WEBHOOK_MAX_AGE_SECONDS": 3600,
 }
 
 
@@ -245,3 +252,17 @@ def digest_item_max_chars() -> int:
 
 def preference_link_max_age_days() -> int:
     return get("MESSAGING_PREFERENCE_LINK_MAX_AGE_DAYS")
+
+
+def tracking_webhooks() -> frozenset[str]:
+    configured = get("MESSAGING_TRACKING_WEBHOOKS")
+    if configured is not None:
+        return frozenset(configured)
+    backend = str(getattr(settings, "MAILERS", {}).get("default", {}).get("BACKEND", ""))
+    if backend.startswith("anymail.backends."):
+        return frozenset({backend.split(".")[2]})
+    return frozenset()
+
+
+def webhook_max_age_seconds() -> int:
+    return get("MESSAGING_WEBHOOK_MAX_AGE_SECONDS")

@@ -8,6 +8,7 @@ search can use it too (it then keeps only active users; here former students are
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
@@ -138,6 +139,7 @@ class Person:
     # How they get each context type: [(ContextTypeConfig, mode)], enforced ones always immediate.
     preferences: list = field(default_factory=list)
     time_zone: str = ""  # their digests' zone ("" : the site's)
+    links_revoked_at: datetime | None = None  # the links of emails sent before stop working
 
 
 def get_person(pk: int) -> Person:
@@ -150,6 +152,7 @@ def get_person(pk: int) -> Person:
         language=language,
         preferences=preferences.choices_of(user),
         time_zone=profile.time_zone if profile else "",
+        links_revoked_at=profile.links_revoked_at if profile else None,
     )
 
 

@@ -48,6 +48,7 @@ urlpatterns = [
     path("operations/", views_operations.operations, name="operations"),
     path("people/", views_people.person_search, name="person_search"),
     path("people/<int:pk>/", views_people.person_detail, name="person_detail"),
+    path("people/<int:pk>/revoke-links/", views_people.person_revoke_links, name="person_revoke_links"),
     path("suppressions/", views_suppressions.suppression_list, name="suppression_list"),
     path("suppressions/<int:pk>/lift/", views_suppressions.suppression_lift, name="suppression_lift"),
     path(

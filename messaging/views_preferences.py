@@ -2,8 +2,9 @@
 in or through the signed link in their emails; one-click unsubscribe (RFC 8058); reading a
 digest item in full. Each page is in the recipient's language, whatever the browser's.
 
-A signed link (messaging.links) names its user or receiver and nothing else: the pages touch
-only that user's settings, whoever opens them.
+A signed link (messaging.links) names its purpose and its user and nothing else: each page
+takes only links of its own purpose, touches only that user's settings (or shows only that
+user's receiver), whoever opens it, and refuses a link made before the user's links were revoked.
 """
 
 from __future__ import annotations
@@ -39,8 +40,7 @@ def manage(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def manage_signed(request: HttpRequest, token: str) -> HttpResponse:
     try:
-        link = links.read_preference_token(token)
-        user = _active_user(link.user_id)
+        user = _user_of(links.load_manage(token))
     except links.LinkInvalid as exc:
         return _bad_link(request, exc)
     return _manage(request, user, request.path, signed=True)
@@ -52,15 +52,17 @@ def one_click(request: HttpRequest, token: str) -> HttpResponse:
     """GET only asks (mail programs and link scanners fetch links); POST with the RFC 8058 body
     turns the link's types off, again and again with the same answer."""
     try:
-        link = links.read_preference_token(token)
-        user = _active_user(link.user_id)
+        link = links.load_one_click(token)
+        user = _user_of(link)
     except links.LinkInvalid as exc:
         return _bad_link(request, exc)
     language = recipients.preferred_language(user)
     types = [context_types.get(key) for key in link.context_types]
     context = {
         "types": [config for config in types if not config.enforced],
-        "manage_url": reverse("preferences:manage_signed", args=[token]),
+        # The sign-in page, not a signed one: an unsubscribe link (in a header that mail
+        # providers and link scanners read) must not open the whole preference page.
+        "manage_url": reverse("preferences:manage"),
         "field": ONE_CLICK_FIELD,
         "value": ONE_CLICK_VALUE,
     }
@@ -79,7 +81,8 @@ def one_click(request: HttpRequest, token: str) -> HttpResponse:
 @require_GET
 def read(request: HttpRequest, token: str) -> HttpResponse:
     try:
-        receiver = _readable_receiver(links.read_receiver_id(token))
+        link = links.load_read(token)
+        receiver = _readable_receiver(link.receiver_id, _user_of(link))
     except links.LinkInvalid as exc:
         return _bad_link(request, exc)
     context = {"receiver": receiver, "content": rendering.body_of(receiver.message_content_html)}
@@ -115,27 +118,34 @@ def _save(user, form: PreferencesForm) -> bool:
     return not form.errors
 
 
-def _active_user(user_id: int):
-    user = User.objects.filter(pk=user_id, is_active=True).select_related("messaging_profile").first()
+def _user_of(link: links.Link):
+    """The active user `link` was made for, unless their links were revoked since it was made."""
+    user = User.objects.filter(pk=link.user_id, is_active=True).select_related("messaging_profile").first()
     if user is None:
         raise links.LinkInvalid("No such active user.")
+    links.check_not_revoked(link, user)
     return user
 
 
-def _readable_receiver(receiver_id: int) -> MessageReceiver:
+def _readable_receiver(receiver_id: int, user) -> MessageReceiver:
     receiver = (
-        MessageReceiver.objects.filter(pk=receiver_id, user__is_active=True)
+        MessageReceiver.objects.filter(pk=receiver_id, user=user)
         .only("subject", "message_content_html", "message_content_plain", "language")
         .first()
     )
     if receiver is None:
-        raise links.LinkInvalid("No such receiver.")
+        raise links.LinkInvalid("No such receiver of this user.")
     return receiver
 
 
 def _bad_link(request: HttpRequest, exc: links.LinkInvalid) -> HttpResponse:
-    context = {"expired": isinstance(exc, links.LinkExpired), "manage_url": reverse("preferences:manage")}
-    language = recipients.resolve_language(translation.get_language() or settings.LANGUAGE_CODE)
+    if isinstance(exc, links.LinkRevoked):
+        reason, language = "revoked", recipients.preferred_language(exc.user)
+    else:
+        reason = "expired" if isinstance(exc, links.LinkExpired) else "invalid"
+        # Whose link it was is not known (or not to be trusted): the browser's language.
+        language = recipients.resolve_language(translation.get_language() or settings.LANGUAGE_CODE)
+    context = {"reason": reason, "manage_url": reverse("preferences:manage")}
     return _render(request, "messaging/preferences/bad_link.html", context, language, status=400)
 
 

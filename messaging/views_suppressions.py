@@ -61,8 +61,13 @@ def suppression_lift(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def unmatched_bounce_download(request: HttpRequest, pk: int) -> HttpResponse:
     bounce = get_object_or_404(UnmatchedBounce, pk=pk)
-    response = HttpResponse(bytes(bounce.raw), content_type="message/rfc822")
-    response["Content-Disposition"] = f'attachment; filename="bounce-{bounce.pk}.eml"'
+    if bounce.provider:  # a provider's event, as JSON
+        response = HttpResponse(bytes(bounce.raw), content_type="application/json")
+        response["Content-Disposition"] = f'attachment; filename="report-{bounce.pk}.json"'
+    else:
+        response = HttpResponse(bytes(bounce.raw), content_type="message/rfc822")
+        response["Content-Disposition"] = f'attachment; filename="bounce-{bounce.pk}.eml"'
+    response["X-Content-Type-Options"] = "nosniff"
     return response
 
 
@@ -70,5 +75,5 @@ def unmatched_bounce_download(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def unmatched_bounce_dismiss(request: HttpRequest, pk: int) -> HttpResponse:
     UnmatchedBounce.objects.filter(pk=pk).delete()
-    messages.success(request, _("The bounce message was dismissed."))
+    messages.success(request, _("The report was dismissed."))
     return _page(request, request.GET)

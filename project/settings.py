@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -119,6 +120,8 @@ INSTALLED_APPS = [
     "django_tables2",
     "django_filters",
     "anymail",
+    # Locks a username + address after repeated failed sign-ins (AXES_* below).
+    "axes",
     # messaging before djhuey: its run_huey (graceful SIGTERM) takes precedence.
     "messaging",
     "huey.contrib.djhuey",
@@ -128,6 +131,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "messaging.sign_in.keep_session_alive",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -135,6 +139,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as axes requires: turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -178,10 +184,44 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+
+
+def _env_count(name: str, default: int, minimum: int = 1) -> int:
+    value = os.environ.get(name, "").strip() or str(default)
+    if not value.isdigit() or int(value) < minimum:
+        raise ImproperlyConfigured(f"{name}={value!r} must be a whole number of at least {minimum}.")
+    return int(value)
+
+
+# Sign-in lockout (django-axes, messaging/sign_in.py): staff accounts can email every student, so
+# a username is locked for one address after SIGN_IN_FAILURE_LIMIT failures (a success starts the
+# count again), on /login/ and /admin/ alike, until SIGN_IN_LOCKOUT_MINUTES pass without another
+# attempt. Locking the pair, not the username alone, keeps a guesser elsewhere from locking the
+# real user out. Unlock: delete the attempt in the admin, or manage.py axes_reset_username <name>.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out sign-in before any check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = _env_count("SIGN_IN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=_env_count("SIGN_IN_LOCKOUT_MINUTES", 15))
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "messaging.sign_in.lockout_response"
+# The client's address: REMOTE_ADDR, or behind SIGN_IN_TRUSTED_PROXIES proxies of ours the
+# address the outermost one saw (messaging.sign_in.client_ip_address). Never a header alone:
+# a client can write any X-Forwarded-For and start afresh with every guess.
+AXES_CLIENT_IP_CALLABLE = "messaging.sign_in.client_ip_address"
+SIGN_IN_TRUSTED_PROXIES = _env_count("SIGN_IN_TRUSTED_PROXIES", 0, minimum=0)
+
+# A session ends SESSION_IDLE_MINUTES after its last request: each request moves the end, the
+# session row written at most once a minute (messaging.sign_in.keep_session_alive).
+SESSION_COOKIE_AGE = _env_count("SESSION_IDLE_MINUTES", 60) * 60
+SESSION_EXPIRE_AT_BROWSER_CLOSE = False
 
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", _("English")), ("nb", _("Norwegian Bokmål"))]
@@ -267,6 +307,7 @@ for _name in (
     "MESSAGING_DIGEST_POLL_MINUTES",
     "MESSAGING_DIGEST_ITEM_MAX_CHARS",
     "MESSAGING_PREFERENCE_LINK_MAX_AGE_DAYS",
+    "MESSAGING_WEBHOOK_MAX_AGE_SECONDS",
 ):
     if os.environ.get(_name):
         globals()[_name] = int(os.environ[_name])
@@ -298,6 +339,14 @@ if os.environ.get("MESSAGING_ALLOWED_SENDERS", "").strip():
         MESSAGING_ALLOWED_SENDERS = json.loads(_senders)
     else:
         MESSAGING_ALLOWED_SENDERS = [line.strip() for line in _senders.splitlines() if line.strip()]
+if os.environ.get("MESSAGING_TRACKING_WEBHOOKS", "").strip():
+    # Comma-separated anymail names ("mailgun,sendgrid"), or "none"; unset: the anymail mailer's.
+    _webhooks = os.environ["MESSAGING_TRACKING_WEBHOOKS"].strip().lower()
+    MESSAGING_TRACKING_WEBHOOKS = (
+        []
+        if _webhooks in ("none", "off")
+        else [name.strip() for name in _webhooks.split(",") if name.strip()]
+    )
 if os.environ.get("MESSAGING_RATE_LIMITS"):
     # JSON, e.g. {"default": {"per_second": 14, "per_day": 50000}}
     MESSAGING_RATE_LIMITS = json.loads(os.environ["MESSAGING_RATE_LIMITS"])

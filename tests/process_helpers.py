@@ -6,6 +6,7 @@ import collections
 
 from django.db import transaction
 
+from messaging.feedback import signatures
 from messaging.mailsink import MailSink
 from messaging.models import Message, MessageReceiver
 from messaging.services import composing
@@ -52,7 +53,7 @@ def queue_message(django_user_model, receivers: int, prefix: str) -> Message:
 
 def message_ids(message: Message) -> dict[str, MessageReceiver]:
     return {
-        f"<receiver-{r.pk}.message-{message.pk}@messaging.local>": r
+        signatures.message_id(r.pk, message.pk, "messaging.local"): r
         for r in MessageReceiver.objects.filter(message=message)
     }
 

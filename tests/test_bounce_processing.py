@@ -1,5 +1,6 @@
-"""Bounce messages from our own relay: read from a real Maildir/mbox, matched to receivers by the
-VERP return path or the quoted Message-ID, recorded and suppressed; the rest kept for staff."""
+"""Bounce messages from our own relay: read from a real Maildir/mbox, matched to receivers only by
+what we signed (the VERP return path, else the signed Message-ID they quote), recorded and
+suppressed for the receiver's own address only; the rest, forged reports included, kept for staff."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from messaging import tasks
 from messaging.channels.email import message_id_for
 from messaging.feedback import return_path
 from messaging.models import DeliveryEvent, Message, MessageReceiver, Suppression, UnmatchedBounce
-from messaging.services import bounces
+from messaging.services import bounces, feedback
 from tests.engine_helpers import SEND_ARGS, LanguageSubject
 
 pytestmark = pytest.mark.django_db
@@ -24,6 +25,16 @@ SAMPLES = Path(__file__).parent / "bounces"
 Outcome = MessageReceiver.Outcome
 SAMPLE_VERP = re.compile(rb"bounces\+r\d+-[0-9a-f]+@bounces\.example\.edu")
 SAMPLE_MESSAGE_ID = re.compile(rb"<receiver-\d+\.message-\d+@messaging\.local>")
+# The address each sample reports on; bounce_for makes it the receiver's (or another) address.
+SAMPLE_RECIPIENT = {
+    "postfix_user_unknown.eml": "ola@example.org",
+    "exchange_ndr.eml": "jonas@example.com",
+    "gmail_bounce.eml": "nils@example.com",
+    "exim_nonstandard.eml": "kari@example.org",
+    "mailbox_full_soft.eml": "siri@example.net",
+    "postfix_delayed.eml": "per@example.net",
+    "qmail_nonstandard.eml": "ana@example.net",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -39,13 +50,25 @@ def receivers(make_user, smtp_mailer):
     return list(message.receivers.order_by("pk"))
 
 
-def bounce_for(receiver, sample: str, *, verp: bool = True, message_id: bool = True) -> bytes:
-    """A sample bounce, addressed as if it came back for `receiver`."""
+def bounce_for(
+    receiver, sample: str, *, verp: bool = True, message_id: bool = True, about: str | None = None
+) -> bytes:
+    """A sample bounce, addressed as if it came back for `receiver`, reporting on its address
+    (or on `about`)."""
     raw = (SAMPLES / sample).read_bytes()
     address = return_path.envelope_sender(receiver) if verp else "bounces@bounces.example.edu"
     raw = SAMPLE_VERP.sub(address.encode(), raw)
     quoted = message_id_for(receiver) if message_id else "<somebody-else@example.net>"
-    return SAMPLE_MESSAGE_ID.sub(quoted.encode(), raw)
+    raw = SAMPLE_MESSAGE_ID.sub(quoted.encode(), raw)
+    if sample in SAMPLE_RECIPIENT:
+        reported = re.compile(re.escape(SAMPLE_RECIPIENT[sample]).encode(), re.IGNORECASE)
+        raw = reported.sub((about or receiver.send_to).encode(), raw)
+    return raw
+
+
+@pytest.fixture
+def without_verp(settings):
+    settings.MESSAGING_BOUNCE_ADDRESS = ""
 
 
 class TestProcessingOneReport:
@@ -59,18 +82,19 @@ class TestProcessingOneReport:
 
         target.refresh_from_db()
         assert target.delivery_outcome == Outcome.HARD_BOUNCE
-        assert target.outcome_detail.startswith("550 5.1.1 <ola@example.org>: Recipient address rejected")
+        assert target.outcome_detail.startswith(f"550 5.1.1 <{target.send_to}>: Recipient address rejected")
         event = DeliveryEvent.objects.get()
         assert (event.receiver, event.provider, event.event_type) == (target, "bounce mailbox", "bounced")
-        assert event.recipient == "ola@example.org"
+        assert event.recipient == target.send_to
         assert event.description == "failed 5.1.1"
         assert "Undelivered Mail Returned to Sender" in event.payload["raw"]
-        # The address we sent to is suppressed (the report names the alias it reached).
         assert list(Suppression.objects.values_list("address", "reason")) == [(target.send_to, "hard_bounce")]
         assert [r.delivery_outcome for r in receivers if r != target] == ["", ""]
 
     @pytest.mark.parametrize("sample", ["exchange_ndr.eml", "gmail_bounce.eml", "exim_nonstandard.eml"])
-    def test_bounces_from_other_servers_matched_by_the_quoted_message_id(self, receivers, sample):
+    def test_bounces_from_other_servers_matched_by_the_quoted_message_id(
+        self, receivers, without_verp, sample
+    ):
         target = receivers[2]
 
         assert bounces.process_report(bounce_for(target, sample, verp=False)) == "bounce"
@@ -113,7 +137,7 @@ class TestProcessingOneReport:
         assert bounces.process_report(forged) == "kept"
 
         kept = UnmatchedBounce.objects.get()
-        assert kept.reason == "No receiver of ours matches its return path or quoted Message-ID."
+        assert kept.reason == "It was not sent to a signed return path of ours."
         assert kept.subject == "Undelivered Mail Returned to Sender"
         assert bytes(kept.raw) == forged
         assert not DeliveryEvent.objects.exists() and not Suppression.objects.exists()
@@ -124,11 +148,71 @@ class TestProcessingOneReport:
         assert bytes(UnmatchedBounce.objects.get().raw) == raw
 
 
+class TestForgedReports:
+    """Issue 23: a bounce sent to the bounce mailbox by anyone must not suppress a student. Only
+    what we signed names a receiver, and only a report on the receiver's own address counts."""
+
+    def assert_nothing_applied(self, receivers, raw: bytes, reason: str) -> None:
+        assert bounces.process_report(raw) == "kept"
+        assert UnmatchedBounce.objects.get().reason == reason
+        assert not DeliveryEvent.objects.exists() and not Suppression.objects.exists()
+        assert {r.delivery_outcome for r in MessageReceiver.objects.all()} == {""}
+
+    def test_with_verp_a_quoted_message_id_alone_matches_nothing(self, receivers):
+        # A genuine, signed Message-ID (anyone who got the email can quote it), no return path.
+        raw = bounce_for(receivers[0], "postfix_user_unknown.eml", verp=False)
+        self.assert_nothing_applied(receivers, raw, "It was not sent to a signed return path of ours.")
+
+    def test_with_verp_a_report_on_another_address_is_kept(self, receivers):
+        raw = bounce_for(receivers[0], "postfix_user_unknown.eml", about="someone.else@example.org")
+        self.assert_nothing_applied(
+            receivers,
+            raw,
+            f"It is about someone.else@example.org, but receiver {receivers[0].pk} was sent to "
+            f"{receivers[0].send_to}.",
+        )
+
+    def forged_message_id(self, receiver, how: str) -> str:
+        ours = message_id_for(receiver)
+        signature = ours.split(".")[2].split("@")[0]
+        return {
+            "unsigned": f"<receiver-{receiver.pk}.message-{receiver.message_id}@messaging.local>",
+            "wrong token": ours.replace(signature, "0123456789abcdef"),
+            "other message number": ours.replace(
+                f"message-{receiver.message_id}.", f"message-{receiver.message_id + 1}."
+            ),
+            "other receiver": ours.replace(f"receiver-{receiver.pk}.", f"receiver-{receiver.pk + 1}."),
+            "another domain": ours.replace("@messaging.local>", "@attacker.example>"),
+        }[how]
+
+    @pytest.mark.parametrize(
+        "how", ["unsigned", "wrong token", "other message number", "other receiver", "another domain"]
+    )
+    def test_without_verp_a_message_id_we_did_not_sign_matches_nothing(self, receivers, without_verp, how):
+        target = receivers[0]
+        raw = bounce_for(target, "postfix_user_unknown.eml", verp=False, message_id=False)
+        raw = raw.replace(b"<somebody-else@example.net>", self.forged_message_id(target, how).encode())
+        self.assert_nothing_applied(receivers, raw, "It quotes no Message-ID of ours with a valid signature.")
+
+    def test_without_verp_a_signed_message_id_with_another_address_is_kept(self, receivers, without_verp):
+        target = receivers[1]
+        raw = bounce_for(target, "gmail_bounce.eml", verp=False, about=receivers[2].send_to)
+        self.assert_nothing_applied(
+            receivers,
+            raw,
+            f"It is about {receivers[2].send_to}, but receiver {target.pk} was sent to {target.send_to}.",
+        )
+
+    def test_the_genuine_report_still_counts(self, receivers, without_verp):
+        assert bounces.process_report(bounce_for(receivers[1], "gmail_bounce.eml", verp=False)) == "bounce"
+        assert Suppression.objects.get().address == receivers[1].send_to
+
+
 def test_a_huge_unreadable_message_is_kept_cut_to_a_megabyte():
     raw = b"Subject: big\n\n" + b"x" * 3_000_000
     assert bounces.process_report(raw) == "kept"
     kept = UnmatchedBounce.objects.get()
-    assert bytes(kept.raw) == raw[: bounces.UNMATCHED_KEPT]
+    assert bytes(kept.raw) == raw[: feedback.UNMATCHED_KEPT]
     assert kept.reason.endswith("Only its first 1 MB are kept.")
 
 

@@ -4,18 +4,21 @@ tests/test_webhooks.py, bounce parsing in tests/test_dsn.py)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
 from django.contrib.auth.models import Permission
-from django.core import mail
+from django.core import checks, mail
 from django.urls import reverse
 
-from messaging.channels.email import EmailChannel, build_email, receiver_id_from_message_id
+from messaging.channels.email import EmailChannel, build_email
 from messaging.checks import lease_covers_a_send, sending_settings
 from messaging.feedback import return_path
+from messaging.feedback.signatures import message_id as signed_message_id
+from messaging.feedback.signatures import receiver_id_from_message_id
 from messaging.models import AuditEvent, DeliveryEvent, Message, MessageReceiver, Suppression
 from messaging.services import feedback, resending, suppressions
 from tests.engine_helpers import SEND_ARGS, LanguageSubject
@@ -308,11 +311,40 @@ class TestReturnPaths:
         settings.MESSAGING_BOUNCE_ADDRESS = "bounces@bounces.example.edu"
         assert return_path.receiver_id_from_address(address) is None
 
-    def test_our_message_ids_name_their_receiver(self):
-        assert receiver_id_from_message_id("<receiver-12.message-3@messaging.local>") == 12
-        assert receiver_id_from_message_id(" <receiver-12.message-3@x> ") == 12
-        assert receiver_id_from_message_id("<abc@messaging.local>") is None
-        assert receiver_id_from_message_id("<receiver-99999999999999999999.message-3@x>") is None
+    def test_our_signed_message_ids_name_their_receiver(self):
+        ours = signed_message_id(12, 3, "messaging.local")
+        assert re.fullmatch(r"<receiver-12\.message-3\.[0-9a-f]{16}@messaging\.local>", ours)
+        assert receiver_id_from_message_id(ours) == 12
+        assert receiver_id_from_message_id(f" {ours} ") == 12
+
+    def test_a_message_id_we_did_not_sign_names_no_receiver(self):
+        ours = signed_message_id(12, 3, "messaging.local")
+        signature = ours.split(".")[2].split("@")[0]
+        forged = [
+            "<receiver-12.message-3@messaging.local>",  # the unsigned form a forger can write
+            ours.replace(signature, "0" * 16),  # wrong token
+            ours.replace(signature, signature[:-1]),  # cut
+            ours.replace("receiver-12.", "receiver-13."),  # another receiver
+            ours.replace("message-3.", "message-4."),  # another message number
+            ours.replace("@messaging.local", "@evil.example"),  # another domain
+            "<abc@messaging.local>",
+            "<receiver-99999999999999999999.message-3.0000000000000000@x>",
+        ]
+        assert [receiver_id_from_message_id(text) for text in forged] == [None] * len(forged)
+
+    def test_a_rotated_secret_key_keeps_message_ids_and_return_paths_valid_through_its_fallbacks(
+        self, settings
+    ):
+        settings.MESSAGING_BOUNCE_ADDRESS = "bounces@bounces.example.edu"
+        settings.SECRET_KEY = "old-key-" + "x" * 50
+        message_id = signed_message_id(12, 3, "messaging.local")
+        address = return_path.envelope_sender(MessageReceiver(pk=12))
+        settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "new-key-" + "y" * 50, ["old-key-" + "x" * 50]
+        assert receiver_id_from_message_id(message_id) == 12
+        assert return_path.receiver_id_from_address(address) == 12
+        settings.SECRET_KEY_FALLBACKS = []  # the old key retired: what it signed matches nothing
+        assert receiver_id_from_message_id(message_id) is None
+        assert return_path.receiver_id_from_address(address) is None
 
 
 # Sending through an ESP with django-anymail -----------------------------------------------------
@@ -337,9 +369,8 @@ class TestAnymailSending:
         receiver = message.receivers.get()
         (email,) = mail.outbox
         assert email.metadata == {"messaging_receiver": str(receiver.pk)}
-        assert (
-            email.extra_headers["Message-ID"]
-            == f"<receiver-{receiver.pk}.message-{message.pk}@messaging.local>"
+        assert email.extra_headers["Message-ID"] == signed_message_id(
+            receiver.pk, message.pk, "messaging.local"
         )
         assert receiver.status == MessageReceiver.Status.SENT
         assert receiver.provider_message_id == str(email.anymail_status.message_id)
@@ -392,11 +423,35 @@ class TestChecks:
         assert "api_key" in problem.msg
         assert "ANYMAIL_MAILGUN_API_KEY" in problem.hint
 
-    def test_webhooks_without_a_secret_are_warned_about(self, settings):
+    def test_webhooks_without_a_secret_or_signing_key_refuse_to_start(self, settings):
         settings.MAILERS = {"default": {"BACKEND": "anymail.backends.mailgun.EmailBackend", "OPTIONS": {}}}
         settings.ANYMAIL = {"MAILGUN_API_KEY": "k"}
-        assert [p.id for p in sending_settings()] == ["messaging.W001"]
-        settings.ANYMAIL = {"MAILGUN_API_KEY": "k", "WEBHOOK_SECRET": "a:b"}
+        problems = sending_settings()
+        assert [(p.id, p.level) for p in problems] == [("messaging.E009", checks.ERROR)] * 2
+        assert "ANYMAIL_WEBHOOK_SECRET" in problems[0].msg
+        assert "ANYMAIL_MAILGUN_WEBHOOK_SIGNING_KEY" in problems[1].msg
+        settings.ANYMAIL = {
+            "MAILGUN_API_KEY": "k",
+            "WEBHOOK_SECRET": "a:b",
+            "MAILGUN_WEBHOOK_SIGNING_KEY": "s",
+        }
+        assert sending_settings() == []
+
+    def test_webhooks_named_explicitly_need_a_secret_with_any_mailer(self, settings):
+        settings.MESSAGING_TRACKING_WEBHOOKS = ["postmark"]  # SMTP mailer: only the setting mounts it
+        settings.ANYMAIL = {}
+        assert [p.id for p in sending_settings()] == ["messaging.E009"]
+        settings.ANYMAIL = {"WEBHOOK_SECRET": "a:b"}
+        assert sending_settings() == []
+        settings.MESSAGING_TRACKING_WEBHOOKS = ["postmark", "nosuchmail"]
+        (problem,) = sending_settings()
+        assert "nosuchmail" in problem.msg
+
+    def test_no_webhooks_no_secret_needed(self, settings):
+        settings.ANYMAIL = {}
+        assert sending_settings() == []
+        settings.MAILERS = {"default": {"BACKEND": "anymail.backends.mailgun.EmailBackend", "OPTIONS": {}}}
+        settings.MESSAGING_TRACKING_WEBHOOKS = []  # sending through anymail, no webhooks wanted
         assert sending_settings() == []
 
     @pytest.mark.parametrize("address", ["bounces", "a@b@c", "bounces+x@example.edu"])

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 import pytest
 from django.db import connection
 
+from messaging.feedback import signatures
 from messaging.mailsink import MailSink
 from messaging.models import DeliveryMode, Message, MessageReceiver, NotificationPreference
 from messaging.services import digests
@@ -81,7 +82,7 @@ def test_sigkill_while_delivering_digests_loses_nothing(
         counted = deliveries(sink)
 
     receivers = {r.user_id: r for r in MessageReceiver.objects.filter(message=digest)}
-    expected = {f"<receiver-{r.pk}.message-{digest.pk}@messaging.local>": r for r in receivers.values()}
+    expected = {signatures.message_id(r.pk, digest.pk, "messaging.local"): r for r in receivers.values()}
     duplicates = {mid: n - 1 for mid, n in counted.items() if n > 1}
     with capsys.disabled():
         print(

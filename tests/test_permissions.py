@@ -46,6 +46,7 @@ PERMISSIONS = {
     "operations": (VIEW, {"GET"}),
     "person_search": (VIEW, {"GET"}),
     "person_detail": (VIEW, {"GET"}),  # its pk is a user's
+    "person_revoke_links": (SEND, {"POST"}),  # its pk is a user's
     "suppression_list": (VIEW, {"GET"}),
     "suppression_lift": (LIFT, {"POST"}),
     "unmatched_bounce_download": (VIEW, {"GET"}),

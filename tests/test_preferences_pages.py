@@ -26,9 +26,9 @@ STAFF_NAV_IDS = ("nav-messages", "nav-new-message", "nav-templates", "nav-people
 # (tests/test_permissions.py covers messaging.urls only).
 ACCESS = {
     "manage": "any signed-in user",
-    "manage_signed": "whoever holds the user's signed token",
-    "one_click": "whoever holds the user's signed token (RFC 8058, no CSRF token)",
-    "read": "whoever holds the receiver's signed token",
+    "manage_signed": "whoever holds the user's signed manage token",
+    "one_click": "whoever holds the user's signed one-click token (RFC 8058, no CSRF token)",
+    "read": "whoever holds the signed read token of the receiver's user",
     "invalid_link": "anyone: the not-valid page",
 }
 
@@ -37,8 +37,8 @@ def saved(user) -> dict[str, str]:
     return dict(NotificationPreference.objects.filter(user=user).values_list("context_type", "mode"))
 
 
-def signed_path(user, types=("feedback",)) -> str:
-    return reverse("preferences:manage_signed", args=[links.preference_token(user.pk, list(types))])
+def signed_path(user) -> str:
+    return reverse("preferences:manage_signed", args=[links.manage_token(user.pk)])
 
 
 def form_data(**modes) -> dict[str, str]:
@@ -225,8 +225,8 @@ class TestSignedLink:
         assert "This link is not valid" in content and f'href="{MANAGE}"' in content
 
     def test_cut_tampered_and_extra_segments_are_not_valid(self, client, student, make_user):
-        token = links.preference_token(student.pk, ["feedback"])
-        other = links.preference_token(make_user().pk, ["feedback"])
+        token = links.manage_token(student.pk)
+        other = links.manage_token(make_user().pk)
         forged = other.split(":")[0] + token[token.index(":") :]
         for path in (
             f"/preferences/{token[:-4]}/",
@@ -256,7 +256,8 @@ class TestSignedLink:
             assert response.status_code == 400 and "This link is not valid" in response.content.decode()
 
     def test_a_read_token_is_not_a_preference_link(self, client, student):
-        assert client.get(f"/preferences/{links.read_token(student.pk)}/").status_code == 400
+        response = client.get(f"/preferences/{links.read_token(student.pk, 1)}/")
+        assert response.status_code == 400 and "This link is not valid" in response.content.decode()
 
 
 class TestRead:
@@ -276,7 +277,7 @@ class TestRead:
         )
 
     def test_it_shows_the_receivers_subject_and_content_in_their_language(self, client, receiver):
-        response = client.get(links.read_url(receiver.pk).removeprefix(conf.site_url()))
+        response = client.get(links.read_url(receiver.user_id, receiver.pk).removeprefix(conf.site_url()))
         assert response.status_code == 200
         content = response.content.decode()
         assert '<html lang="nb">' in content
@@ -286,24 +287,26 @@ class TestRead:
 
     def test_plain_only_content_is_shown_too(self, client, receiver):
         MessageReceiver.objects.filter(pk=receiver.pk).update(message_content_html="")
-        response = client.get(reverse("preferences:read", args=[links.read_token(receiver.pk)]))
+        response = client.get(
+            reverse("preferences:read", args=[links.read_token(receiver.user_id, receiver.pk)])
+        )
         assert "<p>Bra jobbet.</p>" in response.content.decode()
 
     def test_bad_tokens_are_refused(self, client, receiver):
-        token = links.read_token(receiver.pk)
-        for bad in (token[:-2], "garbage", links.preference_token(receiver.user_id, ["feedback"])):
+        token = links.read_token(receiver.user_id, receiver.pk)
+        for bad in (token[:-2], "garbage", links.manage_token(receiver.user_id)):
             response = client.get(reverse("preferences:read", args=[bad]))
             assert response.status_code == 400 and "This link is not valid" in response.content.decode()
         with time_machine.travel(timezone.now() - timedelta(days=conf.preference_link_max_age_days() + 1)):
-            old = links.read_token(receiver.pk)
+            old = links.read_token(receiver.user_id, receiver.pk)
         response = client.get(reverse("preferences:read", args=[old]))
         assert response.status_code == 400 and "This link has expired" in response.content.decode()
 
     def test_a_deleted_receiver_is_not_valid(self, client, receiver):
-        path = reverse("preferences:read", args=[links.read_token(receiver.pk)])
+        path = reverse("preferences:read", args=[links.read_token(receiver.user_id, receiver.pk)])
         receiver.delete()
         assert client.get(path).status_code == 400
 
     def test_only_get(self, client, receiver):
-        path = reverse("preferences:read", args=[links.read_token(receiver.pk)])
+        path = reverse("preferences:read", args=[links.read_token(receiver.user_id, receiver.pk)])
         assert client.post(path).status_code == 405

@@ -30,6 +30,7 @@ SITE = "https://messaging.example.edu"
 ONE_CLICK_BODY = "List-Unsubscribe=One-Click"
 FORM = "application/x-www-form-urlencoded"
 ONE_CLICK_URL = re.compile(r"^<(https?://[^>\s]+/one-click/)>$")
+SETTINGS_URL = re.compile(rf"{re.escape(SITE)}/preferences/([^/\s\"]+)/")
 
 
 @pytest.fixture(autouse=True)
@@ -65,6 +66,11 @@ def one_click_path(message: email.message.EmailMessage) -> str:
     return urlsplit(match[1]).path
 
 
+def one_click(user, types=("feedback",)) -> str:
+    """The path of a fresh one-click link of `user`'s for `types`."""
+    return links.one_click_url(user.pk, types).removeprefix(SITE)
+
+
 def mode_of(user, context_type="feedback") -> str | None:
     return (
         NotificationPreference.objects.filter(user=user, context_type=context_type)
@@ -89,13 +95,20 @@ class TestHeaders:
         assert b"=?" not in line and line.endswith(b"/one-click/>")
 
         token = path.removeprefix("/preferences/").removesuffix("/one-click/")
-        link = links.read_preference_token(token)
+        link = links.load_one_click(token)
         assert (link.user_id, link.context_types) == (student.pk, ("feedback",))
 
         plain = received.get_body(("plain",)).get_content()
         html = received.get_body(("html",)).get_content()
-        settings_url = links.preferences_url(token)
-        assert "Change how you get these messages" in plain and settings_url in plain
+        # The footer links to the preference page with a token of its own: each does one thing.
+        settings_url = SETTINGS_URL.search(plain)[0]
+        settings_token = SETTINGS_URL.search(plain)[1]
+        assert links.load_manage(settings_token).user_id == student.pk and settings_token != token
+        with pytest.raises(links.LinkInvalid):
+            links.load_one_click(settings_token)
+        with pytest.raises(links.LinkInvalid):
+            links.load_manage(token)
+        assert "Change how you get these messages" in plain
         assert f'<a href="{settings_url}">' in html
         # What is stored is what the sender wrote: the footer is added at send time.
         receiver = message.receivers.get()
@@ -149,7 +162,7 @@ class TestHeaders:
         assert result.delivered
         (received,) = received_by(smtp_mailer, student.email)
         token = one_click_path(received).removeprefix("/preferences/").removesuffix("/one-click/")
-        assert links.read_preference_token(token).context_types == ("comment", "feedback")
+        assert links.load_one_click(token).context_types == ("comment", "feedback")
         assert "/preferences/" not in received.get_body(("plain",)).get_content()
 
     def test_a_digest_of_only_enforced_types_carries_none(self, student, smtp_mailer):
@@ -169,10 +182,18 @@ class TestHeaders:
 
 def test_the_email_channels_link_maker_makes_the_same_links():
     many = links.PreferenceLinks()
-    token = many.token(7, ("feedback", "comment"))
-    assert links.read_preference_token(token) == links.PreferenceLink(7, ("feedback", "comment"))
-    assert many.one_click_url(token) == links.one_click_url(token) == f"{SITE}/preferences/{token}/one-click/"
-    assert many.preferences_url(token) == links.preferences_url(token) == f"{SITE}/preferences/{token}/"
+    url = many.one_click_url(7, ("feedback", "comment"))
+    token = url.removeprefix(f"{SITE}/preferences/").removesuffix("/one-click/")
+    assert url == f"{SITE}/preferences/{token}/one-click/"
+    link = links.load_one_click(token)
+    assert (link.user_id, link.context_types) == (7, ("feedback", "comment"))
+    # The same payload as the one-at-a-time function's (the timestamp and signature may differ).
+    assert token.split(":")[0] == links.one_click_token(7, ("feedback", "comment")).split(":")[0]
+
+    url = many.preferences_url(7)
+    token = url.removeprefix(f"{SITE}/preferences/").removesuffix("/")
+    assert url == f"{SITE}/preferences/{token}/" and links.load_manage(token).user_id == 7
+    assert token.split(":")[0] == links.manage_token(7).split(":")[0]
 
 
 def test_the_html_footer_goes_inside_the_body():
@@ -206,24 +227,21 @@ class TestOneClick:
         assert received_by(smtp_mailer, student.email) == []
 
     def test_multipart_form_data_works_too(self, client, student):
-        token = links.preference_token(student.pk, ["feedback"])
-        response = client.post(
-            links.one_click_url(token).removeprefix(SITE), {"List-Unsubscribe": "One-Click"}
-        )
+        response = client.post(one_click(student), {"List-Unsubscribe": "One-Click"})
         assert response.status_code == 200 and mode_of(student) == DeliveryMode.OFF
 
     @pytest.mark.parametrize(
         "body", ["", "List-Unsubscribe=Yes", "unsubscribe=1", "List-Unsubscribe=one-click"], ids=repr
     )
     def test_a_post_without_the_rfc_8058_body_changes_nothing(self, client, student, body):
-        path = links.one_click_url(links.preference_token(student.pk, ["feedback"])).removeprefix(SITE)
+        path = one_click(student)
         response = client.post(path, body, content_type=FORM)
         assert response.status_code == 400
         assert ONE_CLICK_BODY in response.content.decode()
         assert mode_of(student) is None
 
     def test_a_get_only_asks(self, client, student):
-        path = links.one_click_url(links.preference_token(student.pk, ["feedback"])).removeprefix(SITE)
+        path = one_click(student)
         response = client.get(path)
         assert response.status_code == 200
         content = response.content.decode()
@@ -233,8 +251,7 @@ class TestOneClick:
         assert mode_of(student) is None
 
     def test_it_never_touches_an_enforced_type(self, client, student):
-        token = links.preference_token(student.pk, ["deadline_moved", "feedback", "no_such_type"])
-        path = links.one_click_url(token).removeprefix(SITE)
+        path = one_click(student, ["deadline_moved", "feedback", "no_such_type"])
         assert client.post(path, ONE_CLICK_BODY, content_type=FORM).status_code == 200
         assert dict(
             NotificationPreference.objects.filter(user=student).values_list("context_type", "mode")
@@ -242,8 +259,8 @@ class TestOneClick:
 
     def test_a_tampered_token_is_refused(self, client, student, make_user):
         other = make_user()
-        token = links.preference_token(student.pk, ["feedback"])
-        forged = links.preference_token(other.pk, ["feedback"]).split(":")[0] + token[token.index(":") :]
+        token = links.one_click_token(student.pk, ["feedback"])
+        forged = links.one_click_token(other.pk, ["feedback"]).split(":")[0] + token[token.index(":") :]
         for bad in (forged, token[:-3], token + "x", "garbage", token.replace(":", "")):
             response = client.post(f"/preferences/{bad}/one-click/", ONE_CLICK_BODY, content_type=FORM)
             assert response.status_code == 400, bad
@@ -252,8 +269,7 @@ class TestOneClick:
 
     def test_an_expired_token_is_refused(self, client, student):
         with time_machine.travel(timezone.now() - timedelta(days=conf.preference_link_max_age_days() + 1)):
-            token = links.preference_token(student.pk, ["feedback"])
-        path = links.one_click_url(token).removeprefix(SITE)
+            path = one_click(student)
         response = client.post(path, ONE_CLICK_BODY, content_type=FORM)
         assert response.status_code == 400
         assert "This link has expired" in response.content.decode()
@@ -261,10 +277,7 @@ class TestOneClick:
 
     def test_a_token_of_an_inactive_or_deleted_user_is_refused(self, client, make_user):
         gone, inactive = make_user(), make_user(is_active=False)
-        paths = [
-            links.one_click_url(links.preference_token(u.pk, ["feedback"])).removeprefix(SITE)
-            for u in (gone, inactive)
-        ]
+        paths = [one_click(u) for u in (gone, inactive)]
         gone.delete()
         for path in paths:
             assert client.post(path, ONE_CLICK_BODY, content_type=FORM).status_code == 400

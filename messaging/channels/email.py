@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import smtplib
 import ssl
 import traceback
@@ -23,13 +22,12 @@ from messaging import conf, context_types, links
 from messaging.channels.base import Channel, ChannelUnavailable, DeliveryResult
 from messaging.channels.fast_email import FastEmailMultiAlternatives, OneLineHeader
 from messaging.channels.mailer_pool import MailerPool, close_mailer
-from messaging.feedback import return_path
+from messaging.feedback import return_path, signatures
 from messaging.models import Message, MessageReceiver
 from messaging.services import attachments as message_attachments
 
 # anymail sends metadata with the email and providers return it in their webhooks.
 RECEIVER_METADATA_KEY = "messaging_receiver"
-_OWN_MESSAGE_ID = re.compile(r"^<receiver-(\d{1,18})\.message-\d{1,18}@[^>]+>$")
 # RFC 8058 §3.1: the one value the List-Unsubscribe-Post header (and the POST's body) may have.
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
@@ -39,13 +37,7 @@ def message_id_for(receiver) -> str:
     domain = conf.message_id_domain()
     if receiver.pk is None:  # a test send, not a stored receiver
         return make_msgid(domain=domain)
-    return f"<receiver-{receiver.pk}.message-{receiver.message_id}@{domain}>"
-
-
-def receiver_id_from_message_id(message_id: str) -> int | None:
-    """The receiver a Message-ID of ours was written for (bounces and webhooks quote it)."""
-    match = _OWN_MESSAGE_ID.match(message_id.strip())
-    return int(match[1]) if match else None
+    return signatures.message_id(receiver.pk, receiver.message_id, domain)
 
 
 def sender_of(receiver) -> tuple[str, str]:
@@ -83,7 +75,7 @@ class PreferenceNotice:
 class PreferenceNotices:
     """Each receiver's PreferenceNotice, with what it needs read once per delivery run: which
     types are enforced (one query), each message's type (loaded with its sender) and the
-    footer's words per language. Signing the link is the only work done per receiver."""
+    footer's words per language. Signing the links is the only work done per receiver."""
 
     def __init__(self):
         self._enforced: dict[str, bool] | None = None
@@ -104,15 +96,16 @@ class PreferenceNotices:
             return None
         if self._links is None:
             self._links = links.PreferenceLinks()
-        token = self._links.token(receiver.user_id, types)
+        # Two tokens, each good for its own page only: the header's unsubscribes, the footer's manages.
+        unsubscribe = self._links.one_click_url(receiver.user_id, types)
         headers = {
-            "List-Unsubscribe": OneLineHeader("List-Unsubscribe", f"<{self._links.one_click_url(token)}>"),
+            "List-Unsubscribe": OneLineHeader("List-Unsubscribe", f"<{unsubscribe}>"),
             "List-Unsubscribe-Post": ONE_CLICK,
         }
         if digest:
             return PreferenceNotice(headers)
         plain, html = self._footer(receiver.language)
-        url = self._links.preferences_url(token)
+        url = self._links.preferences_url(receiver.user_id)
         return PreferenceNotice(headers, plain.format(url=url), html.format(url=escape(url)))
 
     def _optional(self, context_type: str) -> bool:

@@ -4,16 +4,11 @@ signed, so a forged bounce cannot point at a receiver of its choosing."""
 
 from __future__ import annotations
 
-from django.utils.crypto import constant_time_compare, salted_hmac
-
 from messaging import conf
+from messaging.feedback import signatures
 
 _SALT = "messaging.feedback.return_path"
 _SIGNATURE_LENGTH = 10
-
-
-def _signature(receiver_id: int) -> str:
-    return salted_hmac(_SALT, str(receiver_id), algorithm="sha256").hexdigest()[:_SIGNATURE_LENGTH]
 
 
 def envelope_sender(receiver) -> str:
@@ -23,7 +18,7 @@ def envelope_sender(receiver) -> str:
     if not address or receiver.pk is None:
         return ""
     local, _, domain = address.rpartition("@")
-    return f"{local}+r{receiver.pk}-{_signature(receiver.pk)}@{domain}"
+    return f"{local}+r{receiver.pk}-{signatures.sign(_SALT, str(receiver.pk), _SIGNATURE_LENGTH)}@{domain}"
 
 
 def receiver_id_from_address(address: str) -> int | None:
@@ -39,4 +34,6 @@ def receiver_id_from_address(address: str) -> int | None:
     number, _, signature = local.removeprefix(prefix).partition("-")
     if not (number.isascii() and number.isdigit()) or len(number) > 18:
         return None
-    return int(number) if constant_time_compare(signature, _signature(int(number))) else None
+    if not signatures.verify(_SALT, str(int(number)), signature, _SIGNATURE_LENGTH):
+        return None
+    return int(number)

@@ -1,53 +1,86 @@
 """Providers' delivery webhooks, through django-anymail: its views check the webhook secret
 and signatures and normalise each provider's events; the `tracking` signal hands them to us.
 
+A provider's URL exists only when it is configured (conf.tracking_webhooks), and a post reaches
+anymail only once webhook_security let it through: no secret, a wrong one, a missing signing key
+or an old signature get 401 and change nothing.
+
 Each email we send carries the receiver's id in anymail's metadata, and the provider's message
-id is stored on the receiver, so an event finds its receiver by either (or by our Message-ID,
-which some providers echo)."""
+id is stored on the receiver, so an event finds its receiver by either (or by our signed
+Message-ID, which some providers echo). An event about another address than the receiver's is
+kept for staff, never applied."""
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 
+from anymail.exceptions import AnymailWebhookValidationFailure
 from anymail.signals import AnymailTrackingEvent, tracking
 from anymail.urls import urlpatterns as anymail_urlpatterns
-from django.core.exceptions import SuspiciousOperation
+from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 from django.db import DatabaseError
 from django.dispatch import receiver
-from django.http import HttpResponseBadRequest
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.urls import URLPattern
 from django.utils import timezone
 
-from messaging.channels.email import RECEIVER_METADATA_KEY, receiver_id_from_message_id
+from messaging import conf
+from messaging.channels.email import RECEIVER_METADATA_KEY
+from messaging.feedback import webhook_security
+from messaging.feedback.signatures import receiver_id_from_message_id
 from messaging.models import MessageReceiver
 from messaging.services import feedback
 
 logger = logging.getLogger(__name__)
+_SUFFIX = "_tracking_webhook"
 
 
 def tracking_urlpatterns() -> list[URLPattern]:
-    """anymail's tracking webhook URLs (not its inbound ones: we receive no mail that way),
-    each guarded so that no body makes a 500: a post anymail cannot read is answered 400."""
+    """anymail's tracking webhook URLs (not its inbound ones: we receive no mail that way), each
+    guarded: 404 unless configured, 401 unless authenticated, and no body makes a 500."""
     return [
-        URLPattern(pattern.pattern, _guarded(pattern.callback), pattern.default_args, pattern.name)
+        URLPattern(
+            pattern.pattern,
+            _guarded(pattern.callback, pattern.name.removesuffix(_SUFFIX)),
+            pattern.default_args,
+            pattern.name,
+        )
         for pattern in anymail_urlpatterns
-        if pattern.name and pattern.name.endswith("_tracking_webhook")
+        if pattern.name and pattern.name.endswith(_SUFFIX)
     ]
 
 
-def _guarded(view):
+def _guarded(view, provider: str):
     @functools.wraps(view)
     def guarded(request, *args, **kwargs):
+        if provider not in conf.tracking_webhooks():
+            raise Http404("No such webhook.")  # read per request, so a setting change needs no restart
+        refusal = webhook_security.refusal(request, provider)
+        if refusal:
+            return _unauthorized(request, refusal)
         try:
             return view(request, *args, **kwargs)
+        except AnymailWebhookValidationFailure as exc:  # anymail's own check of auth or signature
+            return _unauthorized(request, str(exc))
+        except ImproperlyConfigured as exc:  # e.g. a signing key anymail cannot use
+            logger.error("Webhook %s cannot verify posts: %s", request.path, exc)
+            return _unauthorized(request, "the webhook's key is not usable")
         except (SuspiciousOperation, DatabaseError):
-            raise  # a bad secret or signature: 400; our database down: 500, the provider retries
+            raise  # our database down: 500, and the provider retries
         except Exception as exc:  # anymail parses provider JSON with KeyError/ValueError/TypeError
             logger.warning("Malformed %s webhook post: %s: %s", request.path, type(exc).__name__, exc)
             return HttpResponseBadRequest("Malformed webhook post.")
 
     return guarded
+
+
+def _unauthorized(request, reason: str) -> HttpResponse:
+    logger.warning("Refused a post to %s: %s.", request.path, reason)
+    response = HttpResponse("Not authorised.", status=401, content_type="text/plain")
+    response["WWW-Authenticate"] = 'Basic realm="delivery webhooks"'
+    return response
 
 
 @receiver(tracking, dispatch_uid="messaging.feedback.webhooks.record_tracking_event")
@@ -60,7 +93,17 @@ def record_tracking_event(sender, event: AnymailTrackingEvent, esp_name: str, **
             "%s %s event for an unknown email (%s); ignored.", esp_name, event.event_type, event.message_id
         )
         return
-    feedback.record(_as_feedback(event, esp_name), found)
+    report = _as_feedback(event, esp_name)
+    if not feedback.is_about(report, found):
+        feedback.keep_unmatched(
+            provider=esp_name,
+            sender=report.recipient,
+            subject=report.event_type,
+            reason=feedback.not_about_reason(report, found),
+            raw=json.dumps(_payload(event.esp_event), default=str).encode(),
+        )
+        return
+    feedback.record(report, found)
 
 
 def find_receiver(event: AnymailTrackingEvent) -> MessageReceiver | None:

@@ -1,6 +1,7 @@
 """Bounce messages from our own relay: read from the bounce mailbox, matched to their receiver
-(by the VERP return path they were sent to, else by the Message-ID they quote) and recorded
-like a provider's webhook event. What cannot be read or matched is kept for staff."""
+only by what we signed (the VERP return path when MESSAGING_BOUNCE_ADDRESS is set, else the
+signed Message-ID they quote) and recorded like a provider's webhook event, for the receiver's
+own address only. What cannot be read or matched is kept for staff."""
 
 from __future__ import annotations
 
@@ -12,15 +13,14 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from messaging import conf
-from messaging.channels.email import receiver_id_from_message_id
 from messaging.feedback import dsn, mailboxes, return_path
-from messaging.models import DeliveryEvent, MessageReceiver, UnmatchedBounce
+from messaging.feedback.signatures import receiver_id_from_message_id
+from messaging.models import DeliveryEvent, MessageReceiver
 from messaging.services import feedback
 
 logger = logging.getLogger(__name__)
 
 RAW_KEPT = 64_000  # of a bounce, in its delivery event
-UNMATCHED_KEPT = 1_000_000  # of a message kept for staff (bounces quote whole attachments)
 
 
 @dataclass
@@ -73,21 +73,41 @@ def process_report(raw: bytes) -> str:
     if receiver is None:
         if report.kind == dsn.Kind.AUTO_REPLY:
             return "auto_reply"  # someone's out-of-office about mail that is not ours: nothing lost
-        return _keep(raw, report, "No receiver of ours matches its return path or quoted Message-ID.")
-    recorded = [feedback.record(item, receiver) for item in _feedback_items(report, raw)]
+        return _keep(raw, report, _no_match_reason())
+    items = _feedback_items(report, raw)
+    # An out-of-office note changes no outcome and suppresses nobody, and often comes from an
+    # address the mail was forwarded to: it needs no address of its own.
+    ours = [
+        item
+        for item in items
+        if item.event_type == DeliveryEvent.Type.AUTORESPONDED or feedback.is_about(item, receiver)
+    ]
+    others = [item for item in items if item not in ours]
+    if others:
+        _keep(raw, report, feedback.not_about_reason(others[0], receiver))
+    if not ours:
+        return "kept"
+    recorded = [feedback.record(item, receiver) for item in ours]
     return str(report.kind) if any(recorded) else "duplicate"
 
 
 def _find_receiver(report: dsn.Report) -> MessageReceiver | None:
-    receiver_id = next(
-        (rid for rid in map(return_path.receiver_id_from_address, report.addressed_to) if rid is not None),
-        None,
-    )
-    if receiver_id is None and report.original_message_id:
-        receiver_id = receiver_id_from_message_id(report.original_message_id)
+    """Only what we signed names a receiver: with VERP the return path alone (a quoted
+    Message-ID is easy to quote), else our signed Message-ID."""
+    if conf.bounce_address():
+        ids = (return_path.receiver_id_from_address(address) for address in report.addressed_to)
+        receiver_id = next((rid for rid in ids if rid is not None), None)
+    else:
+        receiver_id = receiver_id_from_message_id(report.original_message_id or "")
     if receiver_id is None:
         return None
     return MessageReceiver.objects.only("id", "send_to", "message_id").filter(pk=receiver_id).first()
+
+
+def _no_match_reason() -> str:
+    if conf.bounce_address():
+        return "It was not sent to a signed return path of ours."
+    return "It quotes no Message-ID of ours with a valid signature."
 
 
 def _feedback_items(report: dsn.Report, raw: bytes) -> list[feedback.Feedback]:
@@ -122,13 +142,11 @@ def _feedback_items(report: dsn.Report, raw: bytes) -> list[feedback.Feedback]:
 
 def _keep(raw: bytes, report: dsn.Report, reason: str) -> str:
     parsed = message_from_bytes(raw, policy=policy.compat32)
-    if len(raw) > UNMATCHED_KEPT:
-        reason = f"{reason} Only its first {UNMATCHED_KEPT // 1_000_000} MB are kept."
-    UnmatchedBounce.objects.create(
-        sender=str(parsed.get("From", "")).replace("\0", "")[:255],
-        subject=report.subject[:255],
-        reason=reason[:255],
-        raw=raw[:UNMATCHED_KEPT],
+    feedback.keep_unmatched(
+        provider="",
+        sender=str(parsed.get("From", "")),
+        subject=report.subject,
+        reason=reason,
+        raw=raw,
     )
-    logger.warning("Bounce mailbox: kept a message for staff: %s", reason)
     return "kept"

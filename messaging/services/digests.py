@@ -171,7 +171,6 @@ class DigestComposer:
         language = recipients.preferred_language(user)
         types = sorted({item.message.context_type for item in items})
         period = period_of({self.modes.get((user.pk, key), "") for key in types})
-        optional = [key for key in types if not self.configs[key].enforced]
         with translation.override(language), timezone.override(user_zone(user)):
             subject = validate_subject(subject_for(period, len(items)))
             context = {
@@ -179,7 +178,7 @@ class DigestComposer:
                 "period": period,
                 "count": len(items),
                 "items": [self.item(held) for held in items],
-                "preferences_url": links.preferences_url(links.preference_token(user.pk, optional)),
+                "preferences_url": links.preferences_url(user.pk),
             }
             html = render_to_string(HTML_TEMPLATE, context).strip()
             plain = render_to_string(TEXT_TEMPLATE, context).strip()
@@ -205,7 +204,7 @@ class DigestComposer:
             html=mark_safe("" if shortened else body_of(held.message_content_html)),
             plain=plain,
             shortened=shortened,
-            read_url=links.read_url(held.pk) if shortened else "",
+            read_url=links.read_url(held.user_id, held.pk) if shortened else "",
         )
 
 

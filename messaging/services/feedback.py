@@ -1,6 +1,9 @@
 """Delivery feedback: what providers (webhooks) and mail servers (bounce messages) report about
 an email after it was sent. Each report is stored once, sets the receiver's delivery outcome
-and, for a hard bounce or a complaint, suppresses the address."""
+and, for a hard bounce or a complaint, suppresses the address.
+
+A report applies only to the address it is about: one naming another address than the
+receiver's send_to (or none) changes nothing and is kept for staff (keep_unmatched)."""
 
 from __future__ import annotations
 
@@ -11,10 +14,11 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from email.utils import parseaddr
 
 from django.db import IntegrityError, transaction
 
-from messaging.models import DeliveryEvent, MessageReceiver, Suppression
+from messaging.models import DeliveryEvent, MessageReceiver, Suppression, UnmatchedBounce
 from messaging.services import suppressions, transitions
 
 logger = logging.getLogger(__name__)
@@ -23,6 +27,7 @@ Type = DeliveryEvent.Type
 Outcome = MessageReceiver.Outcome
 
 PAYLOAD_LIMIT = 32_000
+UNMATCHED_KEPT = 1_000_000  # of a report kept for staff (bounces quote whole attachments)
 # A reply code or enhanced status code saying the failure is temporary ("452", "4.2.2"), after
 # a diagnostic type such as "smtp;" if there is one.
 _TEMPORARY_REPLY = re.compile(r"^\s*(?:[a-z-]+;\s*)?(?:4\d\d\b|4\.\d{1,3}\.\d{1,3}\b)", re.IGNORECASE)
@@ -83,6 +88,41 @@ class Feedback:
 
     def detail(self) -> str:
         return " ".join((self.mta_response or self.description or self.reject_reason).split())
+
+
+def same_address(one: str, other: str) -> bool:
+    """Providers and mail servers echo an address in their own case, sometimes with a name."""
+    one, other = parseaddr(one or "")[1].strip().lower(), parseaddr(other or "")[1].strip().lower()
+    return bool(one) and one == other
+
+
+def is_about(feedback: Feedback, receiver: MessageReceiver) -> bool:
+    return same_address(feedback.recipient, receiver.send_to)
+
+
+def not_about_reason(feedback: Feedback, receiver: MessageReceiver) -> str:
+    if not feedback.recipient:
+        return f"It names no address; receiver {receiver.pk} was sent to {receiver.send_to}."
+    return f"It is about {feedback.recipient}, but receiver {receiver.pk} was sent to {receiver.send_to}."
+
+
+def keep_unmatched(*, provider: str, sender: str, subject: str, reason: str, raw: bytes) -> UnmatchedBounce:
+    """A report that changes nothing, kept for staff (the suppressed addresses page, the admin)."""
+    if len(raw) > UNMATCHED_KEPT:
+        reason = f"{reason} Only its first {UNMATCHED_KEPT // 1_000_000} MB are kept."
+    logger.warning("Kept a report for staff: %s", reason)
+    return UnmatchedBounce.objects.create(
+        provider=_printable(provider)[:50],
+        sender=_printable(sender)[:255],
+        subject=_printable(subject)[:255],
+        reason=_printable(reason)[:255],
+        raw=raw[:UNMATCHED_KEPT],
+    )
+
+
+def _printable(text: str) -> str:
+    """What every database stores: no NUL, no lone surrogate (a forged post may hold either)."""
+    return _storable(text).encode("utf-8", "replace").decode("utf-8")
 
 
 def record(feedback: Feedback, receiver: MessageReceiver) -> DeliveryEvent | None:

@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 
 from messaging import links
 from messaging.models import DeliveryMode, Message, MessageReceiver, NotificationPreference
-from tests.e2e.conftest import assert_accessible, deliver_in_process, make_staff
+from tests.e2e.conftest import PASSWORD, assert_accessible, deliver_in_process, make_staff
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -112,6 +112,8 @@ def test_a_recipient_turns_a_type_off_from_the_link_in_their_email(
 def test_one_click_in_the_browser_asks_first(e2e_page, e2e_problems, site, smtp_mailer, staff, make_user):
     page = e2e_page
     kari = make_user(language="nb", first_name="Kari", email="kari@uni.example")
+    kari.set_password(PASSWORD)
+    kari.save()
     send_feedback(staff, [kari])
     (received,) = received_by(smtp_mailer, kari.email)
     one_click = str(received["List-Unsubscribe"]).strip("<>")
@@ -128,7 +130,12 @@ def test_one_click_in_the_browser_asks_first(e2e_page, e2e_problems, site, smtp_
     assert_accessible(page, "the one-click confirmation")
     assert NotificationPreference.objects.get(user=kari, context_type="feedback").mode == DeliveryMode.OFF
 
+    # An unsubscribe link opens no preference page (it does one thing): signing in does.
     page.locator("#one-click-manage").click()
+    expect(page).to_have_url(re.compile(r"/login/\?next=/preferences/$"))
+    page.locator("#id_username").fill(kari.get_username())
+    page.locator("#id_password").fill(PASSWORD)
+    page.locator("#login-submit").click()
     expect(page.locator("#type-feedback input[value=off]")).to_be_checked()
     assert_no_problems(e2e_problems)
 
@@ -138,13 +145,13 @@ def test_reading_in_full_and_a_broken_link(e2e_page, e2e_problems, site, smtp_ma
     message = send_feedback(staff, [student])
     receiver = message.receivers.get()
 
-    page.goto(links.read_url(receiver.pk))
+    page.goto(links.read_url(student.pk, receiver.pk))
     expect(page.locator("#read-subject")).to_have_text("Feedback on assignment 2")
     expect(page.locator("#read-content")).to_contain_text("Hello Ada Lovelace")
     assert_no_staff_navigation(page)
     assert_accessible(page, "a digest item read in full")
 
-    page.goto(f"{site}/preferences/{links.preference_token(student.pk, ['feedback'])[:-5]}/")
+    page.goto(f"{site}/preferences/{links.manage_token(student.pk)[:-5]}/")
     expect(page.locator("#bad-link")).to_contain_text("This link is not valid")
     assert_accessible(page, "a broken link's page")
     page.locator("#bad-link-sign-in").click()
@@ -153,7 +160,7 @@ def test_reading_in_full_and_a_broken_link(e2e_page, e2e_problems, site, smtp_ma
 
 
 def test_signed_in_recipient_uses_the_same_page(e2e_page, e2e_problems, site, make_user):
-    from tests.e2e.conftest import PASSWORD, sign_in
+    from tests.e2e.conftest import sign_in
 
     page = e2e_page
     student = make_user(language="en", username="ada", first_name="Ada", last_name="Lovelace")
