@@ -22,7 +22,6 @@ from django.shortcuts import render
 
 from messaging.models import AuditEvent
 
-
 # A session's end moves with each request, but its row is written at most this often: a page
 # polling every 2 s would otherwise write the session table (SQLite's one writer) every time.
 SESSION_REFRESH_SECONDS = 60
@@ -37,9 +36,9 @@ def keep_session_alive(get_response):
     def middleware(request: HttpRequest) -> HttpResponse:
         response = get_response(request)
         session = getattr(request, "session", None)
-        if session is not None and session.session_key and not session.is_empty():
-            if time.time() - session.get(_REFRESHED, 0) >= SESSION_REFRESH_SECONDS:
-                session[_REFRESHED] = int(time.time())  # modified: SessionMiddleware saves it
+        signed_in = session is not None and session.session_key and not session.is_empty()
+        if signed_in and time.time() - session.get(_REFRESHED, 0) >= SESSION_REFRESH_SECONDS:
+            session[_REFRESHED] = int(time.time())  # modified: SessionMiddleware saves it
         return response
 
     return middleware
