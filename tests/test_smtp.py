@@ -4,6 +4,7 @@ from email.utils import parseaddr
 
 import pytest
 
+from messaging.feedback import signatures
 from messaging.mailsink import MailSink, free_port
 from messaging.models import Message, MessageReceiver
 from messaging.services import maintenance
@@ -31,7 +32,7 @@ def test_accepted_and_refused_addresses(make_user, smtp_mailer):
     assert parseaddr(email["To"])[1] == "kari@uni.example"
     assert email["Subject"] == "Exam [nb]"
     receiver = message.receivers.get(user=ok)
-    assert email["Message-ID"] == f"<receiver-{receiver.pk}.message-{message.pk}@messaging.local>"
+    assert email["Message-ID"] == signatures.message_id(receiver.pk, message.pk, "messaging.local")
     assert email.get_content_type() == "multipart/alternative"
     plain = email.get_body(("plain",)).get_content()
     html = email.get_body(("html",)).get_content()

@@ -24,6 +24,7 @@ from django.utils import timezone
 from messaging import channels
 from messaging.channels import DeliveryResult
 from messaging.checks import lease_covers_a_send
+from messaging.feedback import signatures
 from messaging.mailsink import MailSink, SinkHandler
 from messaging.models import Message, MessageReceiver
 from messaging.services import composing, delivery, maintenance, sending, transitions
@@ -426,7 +427,7 @@ def test_a_connection_lost_after_data_leaves_the_receiver_uncertain(make_user, d
     assert uncertain.sending_failed_count == 0
     # The server kept the first copy; the resend carries the same Message-ID.
     counts = message_ids(dropping_sink)
-    assert counts[f"<receiver-{uncertain.pk}.message-{message.pk}@messaging.local>"] == 2
+    assert counts[signatures.message_id(uncertain.pk, message.pk, "messaging.local")] == 2
     assert sorted(counts.values()) == [1, 1, 2]
 
 

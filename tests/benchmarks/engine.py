@@ -201,13 +201,14 @@ def delivery_check(
     arrived, counted from the start of the clock (and, given a limit, how the arrivals kept
     to it). Empties the sink for the next run."""
     from messaging import conf
+    from messaging.feedback import signatures
     from messaging.models import MessageReceiver
 
     arrivals = sink.arrivals()
     sink.clear()
     domain = conf.message_id_domain()
     expected = {
-        f"<receiver-{pk}.message-{message_id}@{domain}>"
+        signatures.message_id(pk, message_id, domain)
         for pk in MessageReceiver.objects.filter(message_id=message_id).values_list("pk", flat=True)
     }
     seen: dict[str, int] = {}
