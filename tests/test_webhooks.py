@@ -1051,6 +1051,77 @@ class TestFailClosed:
         assert Suppression.objects.count() == 1
 
 
+def ses_notification(
+    receiver, recipient="Ola@Example.org", timestamp: datetime | None = None
+) -> tuple[dict, dict]:
+    """An Amazon SES complaint as SNS posts it: (body, headers)."""
+    sns_id = uid("sns-")
+    event = {
+        "notificationType": "Complaint",
+        "complaint": {
+            "complainedRecipients": [{"emailAddress": recipient}],
+            "timestamp": "2026-03-02T10:04:00Z",
+        },
+        "mail": {
+            "messageId": uid("ses-"),
+            "destination": [recipient],
+            "headers": [{"name": "X-Metadata", "value": json.dumps(by_metadata(receiver)["metadata"])}],
+        },
+    }
+    stamp = (timestamp or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
+    body = {
+        "Type": "Notification",
+        "MessageId": sns_id,
+        "TopicArn": "arn:aws:sns:eu-west-1:111122223333:ses-events",
+        "Message": json.dumps(event),
+        "Timestamp": stamp,
+    }
+    return body, {"x-amz-sns-message-type": "Notification", "x-amz-sns-message-id": sns_id}
+
+
+class TestAmazonSes:
+    """SES signs nothing anymail verifies: the secret guards it, and SNS's Timestamp limits
+    replays of a captured post."""
+
+    URL = "/anymail/amazon_ses/tracking/"
+
+    @pytest.fixture(autouse=True)
+    def ses_webhook(self, settings):
+        settings.MESSAGING_TRACKING_WEBHOOKS = ["amazon_ses"]
+
+    def post(self, client, body, headers, **extra):
+        return client.generic(
+            "POST",
+            self.URL,
+            json.dumps(body),
+            content_type="text/plain",
+            headers=headers,
+            **{**AUTH, **extra},
+        )
+
+    def test_a_complaint_is_recorded(self, client, receiver):
+        assert self.post(client, *ses_notification(receiver)).status_code == 200
+        assert reload(receiver).delivery_outcome == Outcome.COMPLAINED
+
+    @pytest.mark.parametrize(
+        "age", [timedelta(hours=2), timedelta(hours=-1)], ids=["two-hours-old", "an-hour-ahead"]
+    )
+    def test_an_old_or_future_notification_is_refused(self, client, receiver, age):
+        body, headers = ses_notification(receiver, timestamp=datetime.now(UTC) - age)
+
+        assert self.post(client, body, headers).status_code == 401
+        assert nothing_stored()
+
+    def test_without_the_secret_it_is_refused(self, client, receiver):
+        assert self.post(client, *ses_notification(receiver), HTTP_AUTHORIZATION="").status_code == 401
+        assert nothing_stored()
+
+    def test_a_complaint_about_another_address_changes_nothing(self, client, receiver):
+        assert self.post(client, *ses_notification(receiver, recipient="x@example.org")).status_code == 200
+        assert nothing_stored()
+        assert UnmatchedBounce.objects.get().provider == "Amazon SES"
+
+
 class TestOnlyTheReceiversAddress:
     """Issue 23: an event naming a receiver (its id is sequential, easy to guess) but another
     address than the one it was sent to is kept for staff and changes nothing."""

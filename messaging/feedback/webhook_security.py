@@ -14,6 +14,7 @@ from anymail.utils import get_request_basic_auth
 from django.conf import settings
 from django.http import HttpRequest
 from django.utils.crypto import constant_time_compare
+from django.utils.dateparse import parse_datetime
 
 from messaging import conf
 
@@ -80,6 +81,16 @@ def _sendgrid_time(request: HttpRequest) -> float | None:
     return _seconds(request.headers.get("X-Twilio-Email-Event-Webhook-Timestamp"))
 
 
+def _amazon_ses_time(request: HttpRequest) -> float | None:
+    """SNS's Timestamp (anymail verifies no SNS signature, so this only limits replays of a
+    captured post; SNS gives up retrying within an hour)."""
+    try:
+        stamp = parse_datetime(str(json.loads(request.body)["Timestamp"]))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
+    return stamp.timestamp() if stamp is not None and stamp.tzinfo is not None else None
+
+
 def _seconds(value) -> float | None:
     try:
         seconds = float(str(value))
@@ -88,4 +99,4 @@ def _seconds(value) -> float | None:
     return seconds if seconds == seconds and abs(seconds) < 1e11 else None  # NaN, absurd
 
 
-_SIGNED_TIMES = {"mailgun": _mailgun_time, "sendgrid": _sendgrid_time}
+_SIGNED_TIMES = {"mailgun": _mailgun_time, "sendgrid": _sendgrid_time, "amazon_ses": _amazon_ses_time}

@@ -66,7 +66,7 @@ def _guarded(view, provider: str):
             return _unauthorized(request, str(exc))
         except ImproperlyConfigured as exc:  # e.g. a signing key anymail cannot use
             logger.error("Webhook %s cannot verify posts: %s", request.path, exc)
-            return _unauthorized(request, "the webhook's key is not usable")
+            return _unauthorized(request, "the webhook cannot check posts here")
         except (SuspiciousOperation, DatabaseError):
             raise  # our database down: 500, and the provider retries
         except Exception as exc:  # anymail parses provider JSON with KeyError/ValueError/TypeError

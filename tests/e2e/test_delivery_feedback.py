@@ -145,7 +145,7 @@ def receiver_row(page: Page, receiver: MessageReceiver):
 
 def mail_of(sink, message: Message) -> list:
     """What the sink received for the receivers of `message` (not the report to the sender)."""
-    return [m for m in sink.received if f".message-{message.pk}@" in (m.message["Message-ID"] or "")]
+    return [m for m in sink.received if f".message-{message.pk}." in (m.message["Message-ID"] or "")]
 
 
 def no_problems(problems) -> None:
