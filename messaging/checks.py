@@ -90,7 +90,7 @@ def webhook_problems() -> list[checks.CheckMessage]:
     if not mounted:
         return []
     problems = []
-    known = {pattern.name.removesuffix("_tracking_webhook") for pattern in webhooks.tracking_urlpatterns()}
+    known = webhooks.providers()
     if unknown := sorted(mounted - known):
         problems.append(
             checks.Error(

@@ -158,11 +158,11 @@ def absolute(path: str) -> str:
 
 
 def preferences_url(user_id: int) -> str:
-    return absolute(reverse("preferences:manage_signed", args=[manage_token(user_id)]))
+    return PreferenceLinks().preferences_url(user_id)
 
 
 def one_click_url(user_id: int, context_types: list[str] | tuple[str, ...]) -> str:
-    return absolute(reverse("preferences:one_click", args=[one_click_token(user_id, context_types)]))
+    return PreferenceLinks().one_click_url(user_id, context_types)
 
 
 def read_url(user_id: int, receiver_id: int) -> str:

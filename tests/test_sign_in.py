@@ -16,7 +16,9 @@ from axes.models import AccessAttempt
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
+from django.db import connection
 from django.test import RequestFactory
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -287,6 +289,23 @@ def test_an_idle_session_ends_and_each_request_extends_it(client, staff, setting
         response = client.get(page)
 
     assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+
+
+def test_the_session_row_is_written_at_most_once_a_minute(client, staff):
+    """A page polling every 2 s must not write the session table (SQLite's one writer) each time."""
+    page = reverse("messaging:message_list")
+    start = timezone.now()
+
+    def session_writes(at) -> int:
+        with time_machine.travel(at, tick=False), CaptureQueriesContext(connection) as queries:
+            assert client.get(page).status_code == 200
+        return sum("django_session" in q["sql"] and q["sql"].startswith("UPDATE") for q in queries)
+
+    with time_machine.travel(start, tick=False):
+        assert sign_in_as(client, staff.username, PASSWORD).status_code == 302
+    writes = [session_writes(start + timedelta(seconds=s)) for s in (2, 30, 58, 61, 63)]
+
+    assert writes == [0, 0, 0, 1, 0]
 
 
 def test_a_wholly_numeric_password_is_refused():

@@ -37,6 +37,15 @@ logger = logging.getLogger(__name__)
 _SUFFIX = "_tracking_webhook"
 
 
+def providers() -> set[str]:
+    """Every provider anymail has a tracking webhook for, by its anymail name ("mailgun", ...)."""
+    return {
+        pattern.name.removesuffix(_SUFFIX)
+        for pattern in anymail_urlpatterns
+        if pattern.name and pattern.name.endswith(_SUFFIX)
+    }
+
+
 def tracking_urlpatterns() -> list[URLPattern]:
     """anymail's tracking webhook URLs (not its inbound ones: we receive no mail that way), each
     guarded: 404 unless configured, 401 unless authenticated, and no body makes a 500."""
