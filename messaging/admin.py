@@ -1,7 +1,7 @@
 """The Django admin for the messaging app (SPEC §3: "every message and receiver in the admin").
 
 Content and status are read-only here: staff change state only through the actions, which
-call `messaging.services.resending` like every other caller does.
+call `messaging.engine.resending` like every other caller does.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from messaging import channels, context_types
-from messaging.forms import MessageTemplateAdminForm
+from messaging.compose import message_templates
+from messaging.compose.forms import MessageTemplateAdminForm
+from messaging.engine import channels, controlling, resending
+from messaging.feedback import suppressions
 from messaging.models import (
     AuditEvent,
     ContextTypeSetting,
@@ -38,7 +40,7 @@ from messaging.models import (
     UnmatchedBounce,
     UserEmail,
 )
-from messaging.services import controlling, message_templates, resending, suppressions
+from messaging.preferences import context_types
 
 RESENDABLE = MessageReceiver.RESENDABLE
 

@@ -8,27 +8,27 @@ class MessagingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from messaging import channels, checks  # noqa: F401 (registers the system checks)
-        from messaging.channels.email import EmailChannel
+        from messaging.engine import channels
+        from messaging.engine.channels.email import EmailChannel
 
         channels.register(EmailChannel())
 
-        from messaging.services import reporting
+        from messaging.operations import reporting
         from messaging.signals import message_status_changed
 
         message_status_changed.connect(reporting.on_status_changed, dispatch_uid="messaging.reporting")
 
         from django.db.models.signals import post_delete
 
+        from messaging.engine import recounting
         from messaging.models import MessageReceiver
-        from messaging.services import recounting
 
         post_delete.connect(
             recounting.on_receiver_deleted, sender=MessageReceiver, dispatch_uid="messaging.recounting"
         )
 
+        from messaging.compose import attachments
         from messaging.models import MessageAttachment
-        from messaging.services import attachments
 
         post_delete.connect(
             attachments.on_attachment_deleted, sender=MessageAttachment, dispatch_uid="messaging.attachments"

@@ -9,9 +9,10 @@ from django.core.exceptions import ValidationError
 from django.core.mail.handler import DEFAULT_MAILER_ALIAS
 from django.core.validators import validate_email
 
-from messaging import channels, conf
+from messaging import conf
+from messaging.engine import channels
+from messaging.engine.rate_limits import WINDOWS
 from messaging.feedback import webhook_security, webhooks
-from messaging.rate_limits import WINDOWS
 
 
 @checks.register()

@@ -17,11 +17,11 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from messaging import channels
+from messaging.engine import channels
 
 
 class DeliveryMode(models.TextChoices):
-    """How a user gets the messages of one context type (messaging.services.preferences)."""
+    """How a user gets the messages of one context type (messaging.preferences.modes)."""
 
     IMMEDIATELY = "immediately", _("Immediately")
     DAILY = "daily", _("Daily digest")
@@ -32,7 +32,7 @@ class DeliveryMode(models.TextChoices):
 def context_type_choices() -> list[tuple[str, str]]:
     # The registry (built-in types and those a project registers); imported here, not at the
     # top, because it reads these models.
-    from messaging import context_types
+    from messaging.preferences import context_types
 
     return context_types.choices()
 
@@ -85,12 +85,12 @@ class Message(models.Model):
         DEADLINE_MOVED = "deadline_moved", _("Deadline moved")
         FEEDBACK = "feedback", _("Feedback")
         FEEDBACK_UPDATED = "feedback_updated", _("Feedback updated")
-        # Sent by the engine to a message's sender (messaging.services.reporting).
+        # Sent by the engine to a message's sender (messaging.operations.reporting).
         SENDING_REPORT = "sending_report", _("Sending report")
-        # Sent by the engine: a user's held messages in one email (messaging.services.digests).
+        # Sent by the engine: a user's held messages in one email (messaging.preferences.digests).
         DIGEST = "digest", _("Digest")
 
-    # The status groups every rule uses; messaging.services.transitions moves between them.
+    # The status groups every rule uses; messaging.engine.transitions moves between them.
     IN_PROGRESS = (Status.QUEUED, Status.PREPARING, Status.SENDING, Status.BLOCKED, Status.PAUSED)
     FINISHED = (Status.SENT, Status.ERROR, Status.CANCELLED, Status.EXPIRED)
     # Statuses whose roll-up follows the receivers' counts (a status in HOLDING is kept while
@@ -248,12 +248,12 @@ class Message(models.Model):
             raise ValueError(f'virtual_message_receivers["user_ids"] holds non-integer values: {bad[:5]!r}.')
 
     def prepare_message_receivers(self, subject_generator, template_name, template_context):
-        from messaging.services import preparing
+        from messaging.engine import preparing
 
         return preparing.iter_receiver_batches(self, subject_generator, template_name, template_context)
 
     def create_message_receivers(self, **kwargs) -> int:
-        from messaging.services import preparing
+        from messaging.engine import preparing
 
         return preparing.create_message_receivers(self, **kwargs)
 
@@ -268,7 +268,7 @@ class Message(models.Model):
     ) -> None:
         """Create the receivers now and deliver them; with `send_at` in the future the message
         waits as `scheduled` until then; with `expires_at` nothing is delivered after it."""
-        from messaging.services import sending
+        from messaging.engine import sending
 
         sending.prepare_and_send(
             self, subject_generator, template_name, template_context, send_at=send_at, expires_at=expires_at
@@ -284,7 +284,7 @@ class MessageReceiverQuerySet(models.QuerySet):
     def create_receiver(
         self, user, message, message_type, subject_generator, template_name, template_context
     ) -> MessageReceiver:
-        from messaging.services import preparing
+        from messaging.engine import preparing
 
         return preparing.create_receiver(
             user, message, message_type, subject_generator, template_name, template_context
@@ -366,7 +366,7 @@ class MessageReceiver(models.Model):
 
     class Outcome(models.TextChoices):
         """What became of a sent email afterwards, as the provider or the recipient's mail
-        server reported it (messaging.services.feedback), beside the contract's status."""
+        server reported it (messaging.feedback.reports), beside the contract's status."""
 
         DELIVERED = "delivered", _("Delivered")
         DEFERRED = "deferred", _("Deferred")
@@ -468,7 +468,7 @@ class MessageReceiver(models.Model):
         return f"{self.send_to or self.user_id} ({self.get_status_display()})"
 
     def clean_message_content_fields(self) -> None:
-        from messaging.rendering import html_to_text
+        from messaging.engine.rendering import html_to_text
 
         if self.message_content_html and not self.message_content_plain:
             self.message_content_plain = html_to_text(self.message_content_html)
@@ -485,7 +485,7 @@ class MessageReceiver(models.Model):
 
     def send(self):
         """One attempt now (SPEC §2); returns the channel's DeliveryResult, or why nothing was sent."""
-        from messaging.services import delivery
+        from messaging.engine import delivery
 
         return delivery.send_one(self)
 
@@ -508,7 +508,7 @@ class MessagingProfile(models.Model):
     # An IANA zone ("Europe/Oslo"); blank: settings.TIME_ZONE. Digests go out at local time.
     time_zone = models.CharField(_("time zone"), max_length=64, blank=True)
     # Every signed link made for this user up to this moment (preferences, unsubscribe, read)
-    # stops working: staff revoke them when a link leaked (messaging/links.py).
+    # stops working: staff revoke them when a link leaked (messaging/preferences/links.py).
     links_revoked_at = models.DateTimeField(_("email links revoked"), null=True, blank=True)
 
     class Meta:
@@ -538,7 +538,7 @@ class UserEmail(models.Model):
 
 class ContextTypeSetting(models.Model):
     """Staff's setting for one context type, over what the code registered
-    (messaging.context_types): its label, default delivery mode and whether it is enforced."""
+    (messaging.preferences.context_types): its label, default delivery mode and whether it is enforced."""
 
     context_type = models.CharField(
         _("context type"), max_length=30, unique=True, choices=context_type_choices
@@ -675,7 +675,7 @@ class Heartbeat(models.Model):
 
 
 class RateLimitSlot(models.Model):
-    """One send counted against one sending limit (messaging/rate_limits.py), when the limits'
+    """One send counted against one sending limit (messaging/engine/rate_limits.py), when the limits'
     shared state is the database (no Redis). `frees_at` is a Unix time: while the send is in
     flight, its reservation time plus the longest a send may take plus the window; once its
     result came, that time plus the window."""
@@ -745,7 +745,7 @@ class DeliveryEvent(models.Model):
 
 class Suppression(models.Model):
     """An address no email is sent to: it bounced for good, or its owner marked our email as
-    spam. Sends record its receivers as permanent failures instead (messaging.services.suppressions)."""
+    spam. Sends record its receivers as permanent failures instead (messaging.feedback.suppressions)."""
 
     class Reason(models.TextChoices):
         HARD_BOUNCE = "hard_bounce", _("bounced")

@@ -2,7 +2,7 @@
 
 from django.dispatch import Signal
 
-# Sent by messaging.services.transitions after a message's status changed, inside the
+# Sent by messaging.engine.transitions after a message's status changed, inside the
 # transaction that changed it (use transaction.on_commit for side effects). Arguments:
 # message_id, old, new (statuses), status_data (after the change).
 message_status_changed = Signal()

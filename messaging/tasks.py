@@ -5,18 +5,12 @@ from huey import crontab
 from huey.contrib.djhuey import db_periodic_task, db_task
 
 from messaging import conf
+from messaging.compose import composing
+from messaging.engine import delivery, maintenance, resending, sending
+from messaging.feedback import bounces
 from messaging.models import Message
-from messaging.services import (
-    bounces,
-    composing,
-    delivery,
-    digests,
-    maintenance,
-    reporting,
-    resending,
-    retention,
-    sending,
-)
+from messaging.operations import reporting, retention
+from messaging.preferences import digests
 
 
 @db_task()

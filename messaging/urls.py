@@ -1,15 +1,13 @@
 from django.urls import path
 from django.views.i18n import set_language
 
-from messaging import (
-    views,
-    views_attachments,
-    views_exports,
-    views_operations,
-    views_people,
-    views_suppressions,
-    views_templates,
-)
+from messaging import views
+from messaging.compose.views import attachments as views_attachments
+from messaging.compose.views import templates as views_templates
+from messaging.feedback import views as views_suppressions
+from messaging.operations import views as views_operations
+from messaging.tracking.views import exports as views_exports
+from messaging.tracking.views import people as views_people
 
 app_name = "messaging"
 

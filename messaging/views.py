@@ -27,12 +27,22 @@ from django_htmx.http import HttpResponseClientRedirect
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
 
-from messaging import conf, context_types, rendering, selectors, status_labels
-from messaging.forms import AttachmentsForm, MessageForm, RecipientSelectionForm, SendForm, TestSendForm
+from messaging import conf
+from messaging.compose import attachments as message_attachments
+from messaging.compose import composing
+from messaging.compose.forms import (
+    AttachmentsForm,
+    MessageForm,
+    RecipientSelectionForm,
+    SendForm,
+    TestSendForm,
+)
+from messaging.engine import controlling, rendering, resending, status
+from messaging.feedback import suppressions
 from messaging.models import Message, MessageReceiver
-from messaging.services import attachments as message_attachments
-from messaging.services import composing, controlling, resending, status, suppressions
-from messaging.tables import MessageTable, ReceiverTable
+from messaging.preferences import context_types
+from messaging.tracking import selectors, status_labels
+from messaging.tracking.tables import MessageTable, ReceiverTable
 
 VIEW = "messaging.view_message"
 COMPOSE = "messaging.compose_message"

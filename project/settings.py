@@ -41,7 +41,7 @@ def _mailer(url: str) -> dict:
         )
     backend = email["EMAIL_BACKEND"]
     if backend == "django.core.mail.backends.smtp.EmailBackend":
-        # Django's SMTP backend without re-parsing plain addresses (messaging/channels/smtp_backend.py).
+        # Django's SMTP backend that does not re-parse plain addresses (engine/channels/smtp_backend.py).
         options = {
             "host": email["EMAIL_HOST"],
             "port": email["EMAIL_PORT"],
@@ -51,7 +51,7 @@ def _mailer(url: str) -> dict:
             "use_ssl": email["EMAIL_USE_SSL"],
             "timeout": email["EMAIL_TIMEOUT"] or 30,
         }
-        return {"BACKEND": "messaging.channels.smtp_backend.EmailBackend", "OPTIONS": options}
+        return {"BACKEND": "messaging.engine.channels.smtp_backend.EmailBackend", "OPTIONS": options}
     if backend.endswith("filebased.EmailBackend"):
         return {"BACKEND": backend, "OPTIONS": {"file_path": email["EMAIL_FILE_PATH"]}}
     return {"BACKEND": backend, "OPTIONS": {}}

@@ -2,8 +2,9 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from messaging import views, views_operations
+from messaging import views
 from messaging.feedback.webhooks import tracking_urlpatterns
+from messaging.operations import views as views_operations
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -12,9 +13,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("messages/", include("messaging.urls")),
     # Recipients' own pages (any user; signed links from their emails need no login).
-    path("preferences/", include("messaging.urls_preferences")),
+    path("preferences/", include("messaging.preferences.urls")),
     # Providers' delivery webhooks (django-anymail), e.g. /anymail/sendgrid/tracking/.
     path("anymail/", include((tracking_urlpatterns(), "anymail"))),
-    # Prometheus scrapes this (bearer token or staff login): messaging.views_operations.
+    # Prometheus scrapes this (bearer token or staff login): messaging.operations.views.
     path("metrics", views_operations.metrics, name="metrics"),
 ]

@@ -14,8 +14,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 
-from messaging.mailsink import MailSink
 from messaging.models import MessagingProfile, UserEmail
+from messaging.operations.mailsink import MailSink
 
 ROOT = Path(__file__).resolve().parent.parent
 _counter = itertools.count(1)
@@ -58,7 +58,7 @@ def empty_rate_limits():
     go with the test's data; in Redis (REDIS_URL) they would outlive the test, for up to a day."""
     url = os.environ.get("REDIS_URL")
     if url:
-        from messaging.rate_limits import RedisStore, _redis_store
+        from messaging.engine.rate_limits import RedisStore, _redis_store
 
         client = _redis_store(url).client
         for key in client.scan_iter(f"{RedisStore.prefix}*"):
@@ -69,7 +69,7 @@ def empty_rate_limits():
 @pytest.fixture
 def scripted_channel():
     """The email channel replaced by a ScriptedChannel (tests.engine_helpers) for one test."""
-    from messaging import channels
+    from messaging.engine import channels
     from tests.engine_helpers import ScriptedChannel
 
     original = channels.get_channel("email")
@@ -101,7 +101,7 @@ def smtp_mailer(settings, smtp_sink):
     """Route Django's default mailer to the in-process sink over real SMTP."""
     settings.MAILERS = {
         "default": {
-            "BACKEND": "messaging.channels.smtp_backend.EmailBackend",
+            "BACKEND": "messaging.engine.channels.smtp_backend.EmailBackend",
             "OPTIONS": {"host": smtp_sink.host, "port": smtp_sink.port, "timeout": 10},
         }
     }

@@ -1,9 +1,9 @@
 from django.utils.translation import get_language
 
-from messaging import channels
-from messaging.channels import DeliveryResult
+from messaging.engine import channels
+from messaging.engine.channels import DeliveryResult
+from messaging.engine.subject_generator import SubjectTextGenerator
 from messaging.models import Message
-from messaging.subject_generator import SubjectTextGenerator
 
 
 class LanguageSubject(SubjectTextGenerator):

@@ -6,10 +6,10 @@ import collections
 
 from django.db import transaction
 
+from messaging.compose import composing
 from messaging.feedback import signatures
-from messaging.mailsink import MailSink
 from messaging.models import Message, MessageReceiver
-from messaging.services import composing
+from messaging.operations.mailsink import MailSink
 
 # The system check (messaging.checks) needs a lease of at least 2 x (2 x mail timeout): a lease
 # of 4 s passes with a mail timeout of 1 s.

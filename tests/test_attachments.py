@@ -28,9 +28,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from messaging.channels import fast_email
+from messaging.compose import attachments, composing
+from messaging.engine.channels import fast_email
 from messaging.models import Message, MessageAttachment
-from messaging.services import attachments, composing
 from tests.conftest import grant
 
 pytestmark = pytest.mark.django_db
@@ -324,7 +324,7 @@ def test_deleting_a_draft_removes_its_files(staff_client, draft, media, django_c
 
 
 def test_a_message_deleted_by_retention_takes_its_files(draft, media, django_capture_on_commit_callbacks):
-    from messaging.services import retention
+    from messaging.operations import retention
 
     attach(draft)
     Message.objects.filter(pk=draft.pk).update(status=Message.Status.SENT)
@@ -881,7 +881,7 @@ def test_memory_of_a_big_attachment_to_many_receivers(
         host, port = sink.server_address
         settings.MAILERS = {
             "default": {
-                "BACKEND": "messaging.channels.smtp_backend.EmailBackend",
+                "BACKEND": "messaging.engine.channels.smtp_backend.EmailBackend",
                 "OPTIONS": {"host": host, "port": port, "timeout": 30},
             }
         }

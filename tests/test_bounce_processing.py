@@ -13,10 +13,10 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from messaging import tasks
-from messaging.channels.email import message_id_for
-from messaging.feedback import return_path
+from messaging.engine.channels.email import message_id_for
+from messaging.feedback import bounces, return_path
+from messaging.feedback import reports as feedback
 from messaging.models import DeliveryEvent, Message, MessageReceiver, Suppression, UnmatchedBounce
-from messaging.services import bounces, feedback
 from tests.engine_helpers import SEND_ARGS, LanguageSubject
 
 pytestmark = pytest.mark.django_db
@@ -289,12 +289,12 @@ def test_a_relay_that_bounces_after_accepting_round_trip(make_user, settings, tm
     """The development sink accepts mail for *@bounce-later.example and then writes a delivery
     report to the envelope sender into a Maildir, as a relay does: read back, the receiver is
     bounced and its address suppressed, and the next send does not reach the server."""
-    from messaging.mailsink import MailSink
+    from messaging.operations.mailsink import MailSink
 
     with MailSink(bounce_dir=tmp_path / "bounces") as sink:
         settings.MAILERS = {
             "default": {
-                "BACKEND": "messaging.channels.smtp_backend.EmailBackend",
+                "BACKEND": "messaging.engine.channels.smtp_backend.EmailBackend",
                 "OPTIONS": {"host": sink.host, "port": sink.port, "timeout": 10},
             }
         }

@@ -16,10 +16,10 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging import selectors
+from messaging.engine import delivery, status, transitions
+from messaging.engine.status import TIMELINE_POINTS, progress_timeline, thinned
 from messaging.models import Message, MessageReceiver
-from messaging.services import delivery, status, transitions
-from messaging.services.status import TIMELINE_POINTS, progress_timeline, thinned
+from messaging.tracking import selectors
 from tests.engine_helpers import SEND_ARGS, LanguageSubject
 
 RStatus = MessageReceiver.Status

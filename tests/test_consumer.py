@@ -4,8 +4,8 @@ staff-composed message end to end over real SMTP."""
 import pytest
 from django.db import transaction
 
+from messaging.compose import composing
 from messaging.models import Message, MessageReceiver
-from messaging.services import composing
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -14,13 +14,14 @@ from django.contrib.auth.models import Permission
 from django.core import checks, mail
 from django.urls import reverse
 
-from messaging.channels.email import EmailChannel, build_email
 from messaging.checks import lease_covers_a_send, sending_settings
-from messaging.feedback import return_path
+from messaging.engine import resending
+from messaging.engine.channels.email import EmailChannel, build_email
+from messaging.feedback import reports as feedback
+from messaging.feedback import return_path, suppressions
 from messaging.feedback.signatures import message_id as signed_message_id
 from messaging.feedback.signatures import receiver_id_from_message_id
 from messaging.models import AuditEvent, DeliveryEvent, Message, MessageReceiver, Suppression
-from messaging.services import feedback, resending, suppressions
 from tests.engine_helpers import SEND_ARGS, LanguageSubject
 
 pytestmark = pytest.mark.django_db
@@ -400,7 +401,7 @@ class TestAnymailSending:
         assert result.code == status
 
     def test_a_refused_api_key_blocks_the_message_instead_of_failing_receivers(self, sent_receiver):
-        from messaging.channels import ChannelUnavailable
+        from messaging.engine.channels import ChannelUnavailable
 
         with pytest.raises(ChannelUnavailable, match="provider refuses our requests"):
             self.channel_result(sent_receiver, api_error(401))

@@ -12,6 +12,8 @@ from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.test import RequestFactory
 
+from messaging.compose import composing
+from messaging.engine.recipients import notification_address
 from messaging.models import (
     DeliveryMode,
     Message,
@@ -20,8 +22,6 @@ from messaging.models import (
     NotificationPreference,
     UserEmail,
 )
-from messaging.recipients import notification_address
-from messaging.services import composing
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
@@ -215,9 +215,9 @@ def test_drafts_have_content_and_recipients(demo):
 
 
 def test_a_template_to_start_from_valid_in_both_languages_and_kept_once_edited(demo):
-    from messaging.forms import sanitize_html
+    from messaging.compose.forms import sanitize_html
+    from messaging.engine.rendering import template_syntax_problems
     from messaging.models import MessageTemplate
-    from messaging.rendering import template_syntax_problems
 
     (template,) = MessageTemplate.objects.all()
     assert set(template.composed_content) == {"en", "nb"}

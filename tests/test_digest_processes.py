@@ -14,9 +14,9 @@ import pytest
 from django.db import connection
 
 from messaging.feedback import signatures
-from messaging.mailsink import MailSink
 from messaging.models import DeliveryMode, Message, MessageReceiver, NotificationPreference
-from messaging.services import digests
+from messaging.operations.mailsink import MailSink
+from messaging.preferences import digests
 from tests.conftest import Consumer, wait_until
 from tests.engine_helpers import SEND_ARGS, FixedSubject
 from tests.process_helpers import ENGINE_ENV, deliveries, email_url

@@ -1,4 +1,4 @@
-"""Digests (messaging.services.digests): held receivers become one email per user and period, at
+"""Digests (messaging.preferences.digests): held receivers become one email per user and period, at
 the user's local digest time, with a controlled clock (time zones, a DST change, weekly days).
 
 Messages are prepared the real way (prepare_and_send, each user's preference deciding held or
@@ -15,11 +15,13 @@ import pytest
 import time_machine
 from django.urls import resolve
 
-from messaging import conf, links
-from messaging.channels import DeliveryResult
+from messaging import conf
+from messaging.compose import composing
+from messaging.engine import controlling
+from messaging.engine.channels import DeliveryResult
 from messaging.feedback import signatures
 from messaging.models import DeliveryMode, Message, MessageReceiver, NotificationPreference
-from messaging.services import composing, controlling, digests
+from messaging.preferences import digests, links
 from tests.engine_helpers import SEND_ARGS, FixedSubject, LanguageSubject
 
 pytestmark = pytest.mark.django_db

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from messaging.forms import MessageForm, body_as_html, sanitize_html
-from messaging.rendering import html_to_text
-from messaging.services import composing
+from messaging.compose import composing
+from messaging.compose.forms import MessageForm, body_as_html, sanitize_html
+from messaging.engine.rendering import html_to_text
 
 pytestmark = pytest.mark.django_db
 

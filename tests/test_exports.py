@@ -1,4 +1,4 @@
-"""The receivers of a message as CSV (/messages/<pk>/receivers.csv, messaging.exports) and the
+"""The receivers of a message as CSV (/messages/<pk>/receivers.csv, messaging.tracking.exports) and the
 "N receivers match" total of the status page's filters (selectors.filtered_receiver_total)."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import translation
 
-from messaging import exports, status_labels
 from messaging.models import Message, MessageReceiver
+from messaging.tracking import exports, status_labels
 from tests.conftest import grant
 
 R = MessageReceiver.Status

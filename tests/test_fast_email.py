@@ -14,7 +14,7 @@ import pytest
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
 
-from messaging.channels.fast_email import FastEmailMultiAlternatives, PreparedMessage
+from messaging.engine.channels.fast_email import FastEmailMultiAlternatives, PreparedMessage
 
 LONG_LINE = "Dette er en veldig lang linje uten linjeskift, med æøå og ÆØÅ, " * 12
 HTML = (

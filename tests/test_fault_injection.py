@@ -17,9 +17,9 @@ import pytest
 from django.db import connection, transaction
 
 from messaging import tasks
+from messaging.compose import composing
 from messaging.feedback import signatures
 from messaging.models import Message, MessageReceiver
-from messaging.services import composing
 from tests.conftest import Consumer, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from messaging.forms import BODY_MAX_LENGTH, MessageForm
+from messaging.compose.forms import BODY_MAX_LENGTH, MessageForm
 from messaging.models import Message
 
 pytestmark = pytest.mark.django_db

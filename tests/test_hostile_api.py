@@ -8,14 +8,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from messaging.models import Message, MessageReceiver
-from messaging.rendering import (
+from messaging.engine.rendering import (
     PLACEHOLDER_RE,
     PLACEHOLDERS,
     personalize,
     template_syntax_problems,
     validate_subject,
 )
+from messaging.models import Message, MessageReceiver
 from tests.engine_helpers import SEND_ARGS, FixedSubject
 
 pytestmark = pytest.mark.django_db

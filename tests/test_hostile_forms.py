@@ -7,8 +7,8 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from messaging.engine.rendering import template_syntax_problems, validate_subject
 from messaging.models import Message
-from messaging.rendering import template_syntax_problems, validate_subject
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""LaneRamp (messaging/services/delivery.py): more lanes while they raise the delivery rate."""
+"""LaneRamp (messaging/engine/delivery.py): more lanes while they raise the delivery rate."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from messaging.services import delivery
-from messaging.services.delivery import LaneRamp
+from messaging.engine import delivery
+from messaging.engine.delivery import LaneRamp
 
 
 class Clock:

@@ -19,7 +19,7 @@ import pytest
 
 from messaging.feedback import mailboxes
 from messaging.feedback.mailboxes import MailboxError, describe, open_mailbox
-from messaging.mailsink import free_port
+from messaging.operations.mailsink import free_port
 from tests.conftest import wait_until
 
 USER = "bounces@example.org"

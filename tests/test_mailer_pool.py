@@ -1,11 +1,11 @@
-"""The pool of open SMTP sessions (messaging/channels/mailer_pool.py)."""
+"""The pool of open SMTP sessions (messaging/engine/channels/mailer_pool.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from messaging.channels import mailer_pool
-from messaging.channels.mailer_pool import MailerPool
+from messaging.engine.channels import mailer_pool
+from messaging.engine.channels.mailer_pool import MailerPool
 
 LOCMEM = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from messaging.mailsink import MailSink, free_port
+from messaging.operations.mailsink import MailSink, free_port
 from tests.conftest import ROOT, wait_until
 
 

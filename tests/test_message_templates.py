@@ -11,9 +11,9 @@ from django.urls import reverse
 from hypothesis import given
 from hypothesis import strategies as st
 
+from messaging.compose import composing, message_templates
+from messaging.engine.rendering import template_syntax_problems, validate_subject
 from messaging.models import AuditEvent, Message, MessageTemplate
-from messaging.rendering import template_syntax_problems, validate_subject
-from messaging.services import composing, message_templates
 from tests.conftest import grant
 from tests.test_hostile_forms import HOSTILE_TEXT, fuzz
 

@@ -6,8 +6,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone, translation
 
+from messaging.engine.recipients import notification_address, preferred_language
 from messaging.models import Message, MessageReceiver, UserEmail
-from messaging.recipients import notification_address, preferred_language
 from tests.engine_helpers import SEND_ARGS, FixedSubject, LanguageSubject, RaisingSubject
 
 pytestmark = pytest.mark.django_db

@@ -20,9 +20,9 @@ from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from messaging.health import health_report
 from messaging.models import Heartbeat, Message, MessageReceiver
-from messaging.services import heartbeats
+from messaging.operations import heartbeats
+from messaging.operations.health import health_report
 from tests import conftest
 from tests.conftest import wait_until
 

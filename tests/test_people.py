@@ -12,8 +12,8 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging import people
 from messaging.models import Message, MessageReceiver
+from messaging.tracking import people
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 

@@ -13,8 +13,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, reverse
 
 from messaging import urls as messaging_urls
+from messaging.compose import attachments, composing
+from messaging.feedback import suppressions
 from messaging.models import Message, MessageTemplate, Suppression, UnmatchedBounce
-from messaging.services import attachments, composing, suppressions
 
 VIEW, COMPOSE, SEND, RESEND = "view_message", "compose_message", "send_message", "resend_message"
 LIFT = "lift_suppression"

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from messaging import checks, context_types
+from messaging import checks
 from messaging.models import ContextTypeSetting, DeliveryMode, Message, NotificationPreference
-from messaging.services import preferences
-from messaging.services.preferences import PreferenceRefused
+from messaging.preferences import context_types
+from messaging.preferences import modes as preferences
+from messaging.preferences.modes import PreferenceRefused
 
 ContextType = Message.ContextType
 pytestmark = pytest.mark.django_db

@@ -13,16 +13,17 @@ from django.test import Client
 from django.urls import URLPattern, reverse
 from django.utils import timezone
 
-from messaging import conf, links
-from messaging import urls_preferences as preference_urls
+from messaging import conf
 from messaging.models import DeliveryMode, Message, MessageReceiver, NotificationPreference
-from messaging.services import preferences
+from messaging.preferences import links
+from messaging.preferences import modes as preferences
+from messaging.preferences import urls as preference_urls
 
 pytestmark = pytest.mark.django_db
 
 MANAGE = "/preferences/"
 STAFF_NAV_IDS = ("nav-messages", "nav-new-message", "nav-templates", "nav-people", "nav-operations")
-# url name → who may open it: every pattern of messaging.urls_preferences is listed here
+# url name → who may open it: every pattern of messaging.preferences.urls is listed here
 # (tests/test_permissions.py covers messaging.urls only).
 ACCESS = {
     "manage": "any signed-in user",

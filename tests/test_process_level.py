@@ -17,9 +17,9 @@ import time
 import pytest
 
 from messaging import tasks
-from messaging.mailsink import MailSink, SinkHandler
+from messaging.engine.delivery import LANE_CLAIM_SIZE
 from messaging.models import Message, MessageReceiver
-from messaging.services.delivery import LANE_CLAIM_SIZE
+from messaging.operations.mailsink import MailSink, SinkHandler
 from tests.conftest import Consumer, wait_until
 from tests.process_helpers import (
     ENGINE_ENV,

@@ -5,8 +5,8 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from messaging import tasks
+from messaging.compose import composing
 from messaging.models import AuditEvent, Message
-from messaging.services import composing
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,8 +38,8 @@ def test_send_with_the_queue_down_keeps_the_draft(client, make_user, monkeypatch
 
 
 def test_resend_with_the_queue_down_is_picked_up_by_the_sweeper(make_user, monkeypatch):
+    from messaging.engine import maintenance, resending
     from messaging.models import MessageReceiver
-    from messaging.services import maintenance, resending
 
     message = Message.objects.create(status=Message.Status.ERROR)
     receiver = MessageReceiver.objects.create(

@@ -1,4 +1,4 @@
-"""Sending limits (messaging/rate_limits.py): the window rules with a controlled clock, on the
+"""Sending limits (messaging/engine/rate_limits.py): the window rules with a controlled clock, on the
 database store and, when REDIS_URL is set, on Redis; the daily quota making a real send wait and
 resume by itself; and the system check that refuses settings that cannot work."""
 
@@ -12,10 +12,9 @@ import time_machine
 from django.core import checks
 from django.utils import timezone
 
-from messaging import rate_limits
+from messaging.engine import maintenance, rate_limits
+from messaging.engine.rate_limits import DatabaseStore, Limiter, QuotaSpent, RedisStore, Rule, rules_for
 from messaging.models import Message, MessageReceiver
-from messaging.rate_limits import DatabaseStore, Limiter, QuotaSpent, RedisStore, Rule, rules_for
-from messaging.services import maintenance
 from tests.engine_helpers import SEND_ARGS, LanguageSubject
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -186,7 +185,7 @@ def test_good_limits_pass_the_system_check(settings):
 
 
 def test_a_quota_wait_is_not_reported_to_the_sender_as_a_blocked_server():
-    from messaging.services import reporting
+    from messaging.operations import reporting
 
     quota = {"blocked": {"quota": True, "attempts": 0, "reason": "The sending limit …"}}
     server = {"blocked": {"attempts": 1, "reason": "535 Authentication failed"}}

@@ -21,9 +21,11 @@ from django.urls import reverse
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from messaging import conf, context_types, selectors
+from messaging import conf
+from messaging.compose import attachments, composing, message_templates
 from messaging.models import Message, MessageTemplate
-from messaging.services import attachments, composing, message_templates
+from messaging.preferences import context_types
+from messaging.tracking import selectors
 from tests.conftest import ROOT, grant
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -10,8 +10,9 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 from django.urls import reverse
 
-from messaging import context_types, selectors
 from messaging.models import Message
+from messaging.preferences import context_types
+from messaging.tracking import selectors
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
@@ -85,8 +86,8 @@ def test_found_by_username_and_address(staff_client, make_user):
 def test_an_address_the_user_no_longer_has_is_not_searched_on_every_keystroke(staff_client, make_user):
     """The People page finds someone by an address we once sent to (a scan of the receivers
     table); the compose search, run on every keystroke, looks only at current addresses."""
-    from messaging import people
     from messaging.models import MessageReceiver
+    from messaging.tracking import people
 
     moved = make_user(username="moved", email="new@example.org")
     message = Message.objects.create(status=Message.Status.SENT)

@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from messaging.models import AuditEvent, DeliveryEvent, Message, MessageReceiver
-from messaging.services import retention
+from messaging.operations import retention
 
 pytestmark = pytest.mark.django_db
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from messaging.mailsink import free_port
+from messaging.operations.mailsink import free_port
 from tests.conftest import ROOT, wait_until
 
 SCRIPT = ROOT / "scripts" / "run.py"

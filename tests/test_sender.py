@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from messaging.channels.fast_email import FastEmailMultiAlternatives, PreparedMessage
-from messaging.forms import MessageForm
+from messaging.compose import composing
+from messaging.compose.forms import MessageForm
+from messaging.engine.channels.fast_email import FastEmailMultiAlternatives, PreparedMessage
 from messaging.models import AuditEvent, Message, UserEmail
-from messaging.services import composing
 
 pytestmark = pytest.mark.django_db
 

@@ -10,9 +10,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from messaging.channels import DeliveryResult
+from messaging.engine import resending
+from messaging.engine.channels import DeliveryResult
 from messaging.models import AuditEvent, Message, MessageReceiver
-from messaging.services import resending
 from tests.engine_helpers import SEND_ARGS, LanguageSubject, RaisingSubject
 
 pytestmark = pytest.mark.django_db
@@ -133,7 +133,7 @@ class TestPrepareAndSend:
         assert message.status_data["summary"]["receiver_counts"]["failed"] == 1
 
     def test_counts_are_published_for_the_status_page(self, make_user, scripted_channel):
-        from messaging.services.status import published_counts
+        from messaging.engine.status import published_counts
 
         scripted_channel.answers["no@x.org"] = DeliveryResult(delivered=False, reason="451 later")
         message = send(draft_for([make_user(), make_user(email="no@x.org")]))

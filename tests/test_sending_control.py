@@ -16,11 +16,13 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging.channels import DeliveryResult
-from messaging.forms import SendForm
+from messaging.compose import composing
+from messaging.compose.forms import SendForm
+from messaging.engine import controlling, maintenance, resending, transitions
+from messaging.engine.channels import DeliveryResult
+from messaging.engine.status import FailureWatch
 from messaging.models import AuditEvent, Message, MessageReceiver
-from messaging.services import composing, controlling, maintenance, reporting, resending, transitions
-from messaging.services.status import FailureWatch
+from messaging.operations import reporting
 from tests.engine_helpers import SEND_ARGS, LanguageSubject
 
 pytestmark = pytest.mark.django_db
@@ -366,7 +368,7 @@ def sending_message(users) -> Message:
 
 class TestPauseResumeCancel:
     def test_pause_stops_claims_and_resume_continues(self, clock, staff, make_user, scripted_channel):
-        from messaging.services import delivery
+        from messaging.engine import delivery
 
         message = sending_message([make_user() for _ in range(5)])
         controlling.pause(message, staff)
@@ -387,7 +389,7 @@ class TestPauseResumeCancel:
     def test_a_delivering_worker_stops_after_the_receiver_in_flight(
         self, clock, staff, make_user, scripted_channel
     ):
-        from messaging.services import delivery
+        from messaging.engine import delivery
 
         message = sending_message([make_user() for _ in range(8)])
 
@@ -414,7 +416,7 @@ class TestPauseResumeCancel:
         assert not message.receivers.exclude(claimed_by="").exists()  # the rest of the claim was released
 
     def test_cancel_mid_delivery_records_the_one_in_flight(self, clock, staff, make_user, scripted_channel):
-        from messaging.services import delivery
+        from messaging.engine import delivery
 
         message = sending_message([make_user() for _ in range(8)])
 
@@ -458,7 +460,7 @@ class TestPauseResumeCancel:
         if setup == "cancelled":
             controlling.cancel(message, staff)
         elif setup == "sent":
-            from messaging.services import delivery
+            from messaging.engine import delivery
 
             delivery.deliver_message(message.pk)
         message.refresh_from_db()

@@ -22,9 +22,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from messaging.mailsink import MailSink
+from messaging.compose import composing
+from messaging.engine import controlling
 from messaging.models import AuditEvent, Heartbeat, Message, MessageReceiver
-from messaging.services import composing, controlling
+from messaging.operations.mailsink import MailSink
 from tests.conftest import Consumer, wait_until
 from tests.process_helpers import (
     CONNECTIONS,

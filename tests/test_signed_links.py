@@ -15,10 +15,9 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging import links
 from messaging.models import AuditEvent, DeliveryMode, Message, MessageReceiver, MessagingProfile
 from messaging.models import NotificationPreference as Preference
-from messaging.services import link_revocation
+from messaging.preferences import link_revocation, links
 from tests.conftest import grant
 
 pytestmark = pytest.mark.django_db

@@ -4,10 +4,10 @@ from email.utils import parseaddr
 
 import pytest
 
+from messaging.engine import maintenance
 from messaging.feedback import signatures
-from messaging.mailsink import MailSink, free_port
 from messaging.models import Message, MessageReceiver
-from messaging.services import maintenance
+from messaging.operations.mailsink import MailSink, free_port
 from tests.engine_helpers import SEND_ARGS, LanguageSubject
 
 pytestmark = pytest.mark.django_db
@@ -68,7 +68,7 @@ def test_server_down_blocks_the_message_charges_nobody_and_completes_when_back(m
     settings.MESSAGING_RETRY_BASE_SECONDS = 0  # the next try is due at once
     settings.MAILERS = {
         "default": {
-            "BACKEND": "messaging.channels.smtp_backend.EmailBackend",
+            "BACKEND": "messaging.engine.channels.smtp_backend.EmailBackend",
             "OPTIONS": {"host": "127.0.0.1", "port": port, "timeout": 5},
         }
     }

@@ -5,7 +5,7 @@ from django.core.mail.backends import smtp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from messaging.channels.smtp_backend import EmailBackend
+from messaging.engine.channels.smtp_backend import EmailBackend
 
 ODD = st.sampled_from(
     [

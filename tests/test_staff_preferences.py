@@ -12,7 +12,8 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging import status_labels
+from messaging.compose import composing
+from messaging.engine import resending, status, transitions
 from messaging.models import (
     AuditEvent,
     ContextTypeSetting,
@@ -22,7 +23,7 @@ from messaging.models import (
     MessagingProfile,
     NotificationPreference,
 )
-from messaging.services import composing, resending, status, transitions
+from messaging.tracking import status_labels
 from tests.conftest import grant
 from tests.engine_helpers import SEND_ARGS, LanguageSubject
 
@@ -478,7 +479,7 @@ class TestAdmin:
             {"context_type": "comment", "label": "Comments", "default_mode": "daily"},
         )
         assert response.status_code == 302
-        from messaging import context_types
+        from messaging.preferences import context_types
 
         config = context_types.get("comment")
         assert (config.label, config.default_mode, config.enforced) == ("Comments", "daily", False)

@@ -21,13 +21,13 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging import channels
-from messaging.channels import DeliveryResult
 from messaging.checks import lease_covers_a_send
+from messaging.compose import composing
+from messaging.engine import channels, delivery, maintenance, sending, transitions
+from messaging.engine.channels import DeliveryResult
 from messaging.feedback import signatures
-from messaging.mailsink import MailSink, SinkHandler
 from messaging.models import Message, MessageReceiver
-from messaging.services import composing, delivery, maintenance, sending, transitions
+from messaging.operations.mailsink import MailSink, SinkHandler
 from tests.engine_helpers import SEND_ARGS, LanguageSubject
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def sending_message(users, *, status=Status.SENDING) -> Message:
 def smtp_settings(settings, port: int, timeout: float = 5, **options) -> None:
     settings.MAILERS = {
         "default": {
-            "BACKEND": "messaging.channels.smtp_backend.EmailBackend",
+            "BACKEND": "messaging.engine.channels.smtp_backend.EmailBackend",
             "OPTIONS": {"host": "127.0.0.1", "port": port, "timeout": timeout, **options},
         }
     }

@@ -11,10 +11,11 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
-from messaging import status_labels
+from messaging.engine import resending, status, transitions
 from messaging.models import AuditEvent, Message, MessageReceiver, Suppression
-from messaging.services import resending, retention, status, transitions
+from messaging.operations import retention
 from messaging.templatetags.messaging_format import language_label, when
+from messaging.tracking import status_labels
 
 M, R, Outcome = Message.Status, MessageReceiver.Status, MessageReceiver.Outcome
 HTMX = {"HTTP_HX_REQUEST": "true"}

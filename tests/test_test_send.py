@@ -16,9 +16,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from messaging import forms
+from messaging.compose import composing, forms
 from messaging.models import AuditEvent, Message
-from messaging.services import composing
 from tests.conftest import grant
 
 pytestmark = pytest.mark.django_db

@@ -18,10 +18,11 @@ import time_machine
 from django.core.mail import EmailMultiAlternatives
 from django.utils import timezone
 
-from messaging import conf, links
-from messaging.channels.email import EmailChannel, PreferenceNotice
-from messaging.channels.fast_email import FastEmailMultiAlternatives, OneLineHeader
+from messaging import conf
+from messaging.engine.channels.email import EmailChannel, PreferenceNotice
+from messaging.engine.channels.fast_email import FastEmailMultiAlternatives, OneLineHeader
 from messaging.models import DeliveryMode, Message, MessageReceiver, NotificationPreference
+from messaging.preferences import links
 from tests.engine_helpers import SEND_ARGS, LanguageSubject
 
 pytestmark = pytest.mark.django_db

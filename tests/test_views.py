@@ -9,8 +9,9 @@ from django.contrib.auth.models import Group
 from django.core import mail
 from django.urls import reverse
 
+from messaging.compose import composing
+from messaging.engine import maintenance
 from messaging.models import AuditEvent, Message, MessageReceiver
-from messaging.services import composing, maintenance
 from tests.conftest import grant
 
 ALL_PERMS = ["view_message", "compose_message", "send_message", "resend_message"]
@@ -395,7 +396,7 @@ class TestStatus:
     def test_rate_and_time_left(self, sent):
         from datetime import timedelta
 
-        from messaging import selectors
+        from messaging.tracking import selectors
 
         sent.status = Message.Status.SENDING
         started = sent.created_datetime

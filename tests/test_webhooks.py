@@ -2,7 +2,7 @@
 (/anymail/<esp>/tracking/), with real authentication (HTTP basic auth; Mailgun also its HMAC
 signature, SendGrid its ECDSA signature), in each provider's own format as anymail 15 parses it
 (anymail/webhooks/*.py and the payloads in anymail's own tests), down to DeliveryEvent, the
-receiver's delivery outcome and the suppression list (messaging.services.feedback)."""
+receiver's delivery outcome and the suppression list (messaging.feedback.reports)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from messaging.channels.email import RECEIVER_METADATA_KEY, message_id_for
+from messaging.engine.channels.email import RECEIVER_METADATA_KEY, message_id_for
+from messaging.feedback import suppressions
 from messaging.models import DeliveryEvent, Message, MessageReceiver, Suppression, UnmatchedBounce
-from messaging.services import suppressions
 
 pytestmark = [
     pytest.mark.django_db,

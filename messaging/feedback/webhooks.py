@@ -27,11 +27,11 @@ from django.urls import URLPattern
 from django.utils import timezone
 
 from messaging import conf
-from messaging.channels.email import RECEIVER_METADATA_KEY
+from messaging.engine.channels.email import RECEIVER_METADATA_KEY
+from messaging.feedback import reports as feedback
 from messaging.feedback import webhook_security
 from messaging.feedback.signatures import receiver_id_from_message_id
 from messaging.models import MessageReceiver
-from messaging.services import feedback
 
 logger = logging.getLogger(__name__)
 _SUFFIX = "_tracking_webhook"

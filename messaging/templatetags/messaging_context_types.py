@@ -1,6 +1,6 @@
 from django import template
 
-from messaging import context_types
+from messaging.preferences import context_types
 
 register = template.Library()
 

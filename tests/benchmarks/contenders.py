@@ -42,7 +42,7 @@ def prebuilt_mails(message_id: int, n: int) -> list[tuple[str, bytes]]:
     """The bytes our engine would send to the first n receivers of message_id."""
     import email.policy
 
-    from messaging.channels.fast_email import FastEmailMultiAlternatives
+    from messaging.engine.channels.fast_email import FastEmailMultiAlternatives
     from messaging.models import MessageReceiver
 
     mails = []

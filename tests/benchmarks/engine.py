@@ -122,7 +122,7 @@ def run_ours(
     look lost to the consumers' sweeper, which would start it before the clock does."""
     from huey.contrib.djhuey import HUEY
 
-    from messaging.services import composing
+    from messaging.compose import composing
 
     n = len(user_ids)
     message = new_draft(user_ids)
@@ -181,7 +181,7 @@ def run_one_process(user_ids: list[int], env: dict, sink: Sink) -> dict:
 
 
 def outcome(message) -> dict:
-    from messaging.services.status import receiver_counts
+    from messaging.engine.status import receiver_counts
 
     data = message.status_data
     prepared = data.get("prepared_seconds")

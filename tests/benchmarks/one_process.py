@@ -18,8 +18,8 @@ import django
 
 def main(message_id: int) -> None:
     django.setup()
+    from messaging.compose import composing
     from messaging.models import Message
-    from messaging.services import composing
     from tests.benchmarks.contenders import peak_rss_mb
 
     message = Message.objects.get(pk=message_id)

@@ -40,8 +40,9 @@ def main() -> None:
         from django.contrib.auth import get_user_model
 
         from messaging import tasks
+        from messaging.compose import composing
+        from messaging.engine import sending
         from messaging.models import Message
-        from messaging.services import composing, sending
         from tests.benchmarks.content import CONTENT
 
         ids = list(

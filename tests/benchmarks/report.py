@@ -61,10 +61,10 @@ def database_version() -> str:
 def durability() -> dict:
     """The commit durability each contender runs with. Both use the benchmark settings'
     database; the one difference is that our engine relaxes synchronous_commit on PostgreSQL
-    while it delivers (messaging/services/delivery.py), which post_office does not."""
+    while it delivers (messaging/engine/delivery.py), which post_office does not."""
     from django.db import connection
 
-    from messaging.services import delivery
+    from messaging.engine import delivery
 
     with connection.cursor() as cursor:
         if connection.vendor == "sqlite":

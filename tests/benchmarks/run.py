@@ -164,10 +164,10 @@ def email_build_speed(count: int = 500) -> dict:
 
     from django.core.mail import EmailMultiAlternatives
 
-    from messaging.channels.email import PreferenceNotices, build_email
-    from messaging.channels.fast_email import FastEmailMultiAlternatives
+    from messaging.engine.channels.email import PreferenceNotices, build_email
+    from messaging.engine.channels.fast_email import FastEmailMultiAlternatives
+    from messaging.engine.rendering import html_to_text
     from messaging.models import Message, MessageReceiver
-    from messaging.rendering import html_to_text
     from tests.benchmarks.content import NB_BODY
 
     html = NB_BODY.replace("{{ recipient_name }}", "Åse Ås")

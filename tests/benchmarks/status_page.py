@@ -63,7 +63,7 @@ def status_message(user_ids: list[int], existing: int | None) -> tuple[int, str]
             batch = []
     MessageReceiver.objects.bulk_create(batch)
     # What the engine does at the end of every delivery run: publish the counts.
-    from messaging.services.transitions import roll_up
+    from messaging.engine.transitions import roll_up
 
     roll_up(message.pk)
     return message.pk, "bulk-inserted receivers"
@@ -97,7 +97,7 @@ def measure_status(message_id: int, repeat: int) -> dict:
     from django.test import Client
     from django.urls import reverse
 
-    from messaging.services.status import receiver_counts
+    from messaging.engine.status import receiver_counts
 
     url = reverse("messaging:message_status", args=[message_id])
     user_model = get_user_model()

@@ -302,8 +302,9 @@ def write_body(page, code: str, html: str) -> None:
 def deliver_in_process(message, users):
     """Send `message` to `users` in this process, the real path (queue → preparing → receivers
     → delivery run) without a consumer; returns it, sent."""
+    from messaging.compose import composing
+    from messaging.engine import delivery, sending, transitions
     from messaging.models import Message
-    from messaging.services import composing, delivery, sending, transitions
 
     assert transitions.queue(message, [u.pk for u in users])
     sending.start_preparing(message, "e2e-preparer")

@@ -27,19 +27,13 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from messaging import urls as messaging_urls
-from messaging.channels import DeliveryResult
+from messaging.compose import composing, message_templates
+from messaging.engine import controlling, delivery, sending, transitions
+from messaging.engine.channels import DeliveryResult
+from messaging.feedback import reports as feedback
+from messaging.feedback import suppressions
 from messaging.models import Message, MessageReceiver, MessageTemplate, UnmatchedBounce
-from messaging.services import (
-    composing,
-    controlling,
-    delivery,
-    feedback,
-    heartbeats,
-    message_templates,
-    sending,
-    suppressions,
-    transitions,
-)
+from messaging.operations import heartbeats
 from tests.e2e.conftest import assert_accessible, make_staff
 from tests.test_permissions import PERMISSIONS as URL_METHODS
 

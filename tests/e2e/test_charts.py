@@ -16,9 +16,10 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from messaging.channels import DeliveryResult
+from messaging.compose import composing
+from messaging.engine import sending, transitions
+from messaging.engine.channels import DeliveryResult
 from messaging.models import Message, MessageReceiver
-from messaging.services import composing, sending, transitions
 from tests.e2e.conftest import assert_accessible, composed_draft, make_staff, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

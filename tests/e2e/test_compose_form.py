@@ -13,9 +13,9 @@ from django.contrib.auth.models import Group
 from django.urls import reverse
 from playwright.sync_api import Page, expect
 
-from messaging import context_types
 from messaging.models import Message
-from messaging.selectors import SEARCH_LIMIT
+from messaging.preferences import context_types
+from messaging.tracking.selectors import SEARCH_LIMIT
 from tests.e2e.conftest import assert_accessible, composed_draft, make_staff, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 from playwright.sync_api import Page, expect
 
-from messaging.forms import sanitize_html
+from messaging.compose.forms import sanitize_html
 from messaging.models import Message
 from tests.e2e.conftest import (
     PASSWORD,

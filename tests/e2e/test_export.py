@@ -14,8 +14,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from messaging.compose import composing
+from messaging.engine import delivery, sending, transitions
 from messaging.models import Message, MessageReceiver
-from messaging.services import composing, delivery, sending, transitions
 from tests.e2e.conftest import composed_draft, make_staff, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -14,8 +14,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from messaging import links
 from messaging.models import DeliveryMode, Message, MessageReceiver, NotificationPreference
+from messaging.preferences import links
 from tests.e2e.conftest import PASSWORD, assert_accessible, deliver_in_process, make_staff
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -21,9 +21,10 @@ from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from messaging.channels import DeliveryResult
+from messaging.compose import composing
+from messaging.engine import delivery, sending, transitions
+from messaging.engine.channels import DeliveryResult
 from messaging.models import AuditEvent, Message, MessageReceiver
-from messaging.services import composing, delivery, sending, transitions
 from tests.e2e.conftest import composed_draft, make_staff, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -360,7 +361,7 @@ def test_a_real_delivery_run_that_pauses_itself_shows_it_in_the_audit_trail(
     counts(page, failed=3, not_sent=1)
     # Staff pausing is in the audit trail; the run pausing itself must be too.
     assert AuditEvent.objects.filter(message=message, action=AuditEvent.Action.AUTO_PAUSED).exists(), (
-        "an automatic pause records no `auto_paused` audit event (messaging/services/delivery.py, "
+        "an automatic pause records no `auto_paused` audit event (messaging/engine/delivery.py, "
         "_record_and_watch: transitions.pause(..., tripped=...) is not followed by audit.record)"
     )
     expect(audit(page, "auto_paused")).to_have_count(1)

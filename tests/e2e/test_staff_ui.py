@@ -26,7 +26,7 @@ from tests.e2e.conftest import make_staff, sign_in, write_body
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-# What the sink answers (messaging.mailsink). Set on each test's sink rather than relying on the
+# What the sink answers (messaging.operations.mailsink). Set on each test's sink rather than relying on the
 # module default, which is one dict shared by every sink (a test that mutates it leaks into others).
 SINK_REFUSALS = {
     "@tempfail.example": "451 4.3.0 Try again later",

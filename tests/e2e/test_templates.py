@@ -10,8 +10,8 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from messaging.compose import composing, message_templates
 from messaging.models import Message, MessageTemplate
-from messaging.services import composing, message_templates
 from tests.e2e.conftest import assert_accessible, make_staff, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

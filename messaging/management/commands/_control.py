@@ -3,8 +3,8 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from messaging.engine import controlling
 from messaging.models import Message
-from messaging.services import controlling
 
 
 class ControlCommand(BaseCommand):

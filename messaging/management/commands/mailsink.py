@@ -3,7 +3,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from messaging.mailsink import LATER_BOUNCE, REFUSALS, MailSink
+from messaging.operations.mailsink import LATER_BOUNCE, REFUSALS, MailSink
 
 
 class Command(BaseCommand):

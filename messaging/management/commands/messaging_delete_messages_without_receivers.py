@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from messaging.services import retention
+from messaging.operations import retention
 
 
 class Command(BaseCommand):

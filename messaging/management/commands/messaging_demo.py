@@ -24,6 +24,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from messaging.compose import composing, message_templates
 from messaging.models import (
     DeliveryMode,
     Message,
@@ -32,7 +33,6 @@ from messaging.models import (
     NotificationPreference,
     UserEmail,
 )
-from messaging.services import composing, message_templates
 
 SEED = 1000
 STAFF_USERNAME = "staff"

@@ -2,7 +2,7 @@
 
 Prints one line per figure, then "OK" or each problem; exits 0 when healthy and 1 when no
 consumer has a fresh heartbeat or due work has waited longer than MESSAGING_HEALTH_MAX_WAIT_SECONDS
-(or --max-wait). See messaging.health for what each figure means.
+(or --max-wait). See messaging.operations.health for what each figure means.
 """
 
 import json
@@ -10,7 +10,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from django.core.serializers.json import DjangoJSONEncoder
 
-from messaging.health import duration, health_report
+from messaging.operations.health import duration, health_report
 
 
 class Command(BaseCommand):

@@ -1,8 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from messaging import conf
-from messaging.feedback import mailboxes
-from messaging.services import bounces
+from messaging.feedback import bounces, mailboxes
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from messaging.engine import resending
 from messaging.models import Message
-from messaging.services import resending
 
 
 class Command(BaseCommand):

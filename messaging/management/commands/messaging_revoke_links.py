@@ -1,7 +1,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from messaging.services import link_revocation
+from messaging.preferences import link_revocation
 
 SOURCE = "manage.py messaging_revoke_links"
 

@@ -3,20 +3,20 @@
 huey stops at once on SIGTERM by default (process workers are interrupted mid-task). systemd,
 Kubernetes and supervisor send SIGTERM, so here SIGTERM sets the consumer's stop flag instead:
 each worker finishes the receiver in flight, releases the rest of its claim and exits
-(messaging.worker_shutdown). SIGINT (Ctrl-C) stays the immediate stop.
+(messaging.engine.worker_shutdown). SIGINT (Ctrl-C) stays the immediate stop.
 
 While the consumer runs, a heartbeat thread writes its row ("host:pid") every
-MESSAGING_HEARTBEAT_SECONDS (messaging.services.heartbeats); the row is deleted when the
+MESSAGING_HEARTBEAT_SECONDS (messaging.operations.heartbeats); the row is deleted when the
 consumer exits normally. The thread starts after the workers have started (forked), and a
-sweep is queued at once (messaging.services.maintenance).
+sweep is queued at once (messaging.engine.maintenance).
 """
 
 from django.conf import settings
 from huey.contrib.djhuey import HUEY
 from huey.contrib.djhuey.management.commands import run_huey
 
-from messaging import worker_shutdown
-from messaging.services import heartbeats
+from messaging.engine import worker_shutdown
+from messaging.operations import heartbeats
 
 
 class Command(run_huey.Command):

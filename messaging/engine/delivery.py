@@ -1,0 +1,474 @@
+"""Delivering receivers: claim → hand to the channel under a live lease → record → next.
+
+Order per receiver, so that a worker killed at any point loses nothing and sends nothing twice
+unflagged: the claim (with its lease) is committed; a receiver is handed to the channel only if
+the lease outlasts the longest that one send can take (`Channel.seconds_per_receiver`), renewing
+it first when needed; its result is committed before the channel takes the next one. A claim
+whose lease ran out without results was abandoned by a dead worker: its receivers are claimable
+again, and the first of them is flagged "delivery_uncertain" (transitions.claim_batch).
+
+A worker delivers over several lanes at once (MESSAGING_SMTP_CONNECTIONS), each a thread with its
+own SMTP session, database connection, worker id and claims, running exactly that loop: so a
+crash leaves at most one receiver in flight per lane. Before each send a lane takes a slot from
+the sending limits (messaging.engine.rate_limits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import connection, connections, transaction
+from django.utils import timezone
+
+from messaging import conf
+from messaging.engine import channels, controlling, rate_limits, transitions, worker_shutdown
+from messaging.engine.channels import ChannelUnavailable, DeliveryResult
+from messaging.engine.status import FailureWatch
+from messaging.engine.transitions import Claim
+from messaging.feedback import suppressions
+from messaging.models import Message, MessageReceiver
+
+logger = logging.getLogger(__name__)
+
+# How often a delivering worker publishes progress counts for the status page, in seconds.
+PROGRESS_INTERVAL = 2.0
+# Receivers per claim when a worker delivers over several lanes: small enough that a send of a
+# few hundred keeps every lane busy, large enough that claiming stays a small share of the work.
+LANE_CLAIM_SIZE = 20
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class LeaseTooShort(Exception):
+    """Even a fresh lease would run out during one send (the system check reports this)."""
+
+
+def safety_margin() -> float:
+    """Time kept in hand on a lease beyond one send: recording the result, clock drift."""
+    return max(1.0, conf.lease_seconds() / 20)
+
+
+@dataclass
+class DeliveryRun:
+    """One worker's delivery of one message, shared by its lanes: the expiry (read once), the
+    failure watch, and when progress was last published."""
+
+    message_id: int
+    expires_at: datetime | None
+    watch: FailureWatch
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    published: float = field(default_factory=time.monotonic)
+    attempts: int = 0  # results counted by the failure watch, for LaneRamp
+    lane_cap: int = 1_000_000  # lanes with a higher index stop after their current claim
+    digest: bool = False  # a digest's held receivers are settled when its run ends
+
+    @classmethod
+    def start(cls, message_id: int) -> DeliveryRun:
+        expires_at, context_type = Message.objects.filter(pk=message_id).values_list(
+            "expires_at", "context_type"
+        ).first() or (None, "")
+        return cls(
+            message_id,
+            expires_at,
+            FailureWatch.from_settings(),
+            digest=context_type == Message.ContextType.DIGEST,
+        )
+
+    def expired(self) -> bool:
+        return self.expires_at is not None and timezone.now() >= self.expires_at
+
+    def count_attempt(self, delivered: bool, reason: str) -> dict | None:
+        with self.lock:
+            self.attempts += 1
+            return self.watch.add(delivered, reason)
+
+    def progress_due(self) -> bool:
+        """True for one lane every PROGRESS_INTERVAL: that lane publishes the counts."""
+        with self.lock:
+            if time.monotonic() - self.published < PROGRESS_INTERVAL:
+                return False
+            self.published = time.monotonic()
+            return True
+
+
+class Lane(enum.Enum):
+    """How one lane's delivery loop ended."""
+
+    DONE = "done"  # nothing left to claim, or retired by LaneRamp
+    STOPPED = "stopped"  # blocked, paused, cancelled, expired, or the lease cannot cover a send
+    SHUTDOWN = "shutdown"  # the worker is stopping
+
+
+def lane_count() -> int:
+    """Lanes (each its own SMTP session, database connection and claims) for one delivery.
+    One when the caller is inside a transaction: other threads could not see its receivers."""
+    return 1 if connection.in_atomic_block else max(1, conf.smtp_connections())
+
+
+def deliver_message(message_id: int, *, wait_for_others: bool = False) -> bool:
+    """Claim and deliver batches until none is left, over `lane_count()` concurrent lanes.
+    False if the channel was unavailable (the message is then "delivery blocked", nothing
+    charged), the message was paused, cancelled or expired, or the worker is stopping. With
+    wait_for_others, also waits while other workers hold live claims on its receivers."""
+    run = DeliveryRun.start(message_id)
+    lanes = lane_count()
+    if lanes == 1:
+        with relaxed_commit_durability():
+            outcomes = [_deliver_lane(run, wait_for_others, transitions.CLAIM_BATCH_SIZE)]
+    else:
+        outcomes = _run_lanes(run, lanes, wait_for_others)
+    if Lane.SHUTDOWN in outcomes:
+        _hand_over(message_id)
+        return False
+    if Lane.STOPPED in outcomes:
+        return False
+    transitions.roll_up(message_id, delivered_unblocked=True)
+    schedule_retries(message_id)
+    if run.digest:
+        transitions.settle_digests()
+    return True
+
+
+def _run_lanes(run: DeliveryRun, most: int, wait_for_others: bool) -> list[Lane]:
+    """Each lane in its own thread (the time goes into waiting for the mail server, so the GIL
+    is free meanwhile); its own worker id keeps its claims, and so its one receiver in flight,
+    apart from the other lanes'. Lanes are added while they pay (LaneRamp). A lane that raised
+    re-raises here once all have ended."""
+
+    def lane(index: int) -> Lane:
+        try:
+            with relaxed_commit_durability():
+                return _deliver_lane(run, wait_for_others, LANE_CLAIM_SIZE, index)
+        finally:
+            connections.close_all()  # this thread's own; the next delivery opens fresh ones
+
+    ramp = LaneRamp(run, most)
+    with ThreadPoolExecutor(max_workers=most, thread_name_prefix=f"deliver-{run.message_id}") as pool:
+        futures = [pool.submit(lane, 0)]
+        while wait(futures, timeout=LaneRamp.INTERVAL).not_done:
+            futures += [pool.submit(lane, len(futures)) for _ in range(ramp.lanes_to_add(len(futures)))]
+    return [future.result() for future in futures]
+
+
+class LaneRamp:
+    """How many lanes pay. A relay that answers slowly leaves the CPU idle, and twice the lanes
+    deliver about twice as much; a fast one (a local Postfix) leaves nothing to overlap, and
+    extra lanes only contend for the GIL and the database. So start with one lane and double
+    every INTERVAL while that raised the delivery rate by GAIN; when a doubling did not, stop,
+    and retire the lanes it added (each after its current claim)."""
+
+    INTERVAL = 0.5
+    GAIN = 1.25
+
+    def __init__(self, run: DeliveryRun, most: int):
+        self.run, self.most = run, most
+        self.best_rate = 0.0
+        self.growing = True
+        self.seen, self.since = 0, time.monotonic()
+
+    def lanes_to_add(self, lanes: int) -> int:
+        now, attempts = time.monotonic(), self.run.attempts
+        rate = (attempts - self.seen) / max(now - self.since, 1e-3)
+        self.seen, self.since = attempts, now
+        if not self.growing or lanes >= self.most:
+            return 0
+        if rate < self.best_rate * self.GAIN:
+            self.growing = False
+            self.run.lane_cap = max(1, lanes // 2)
+            return 0
+        self.best_rate = rate
+        return min(lanes, self.most - lanes)
+
+
+def _deliver_lane(run: DeliveryRun, wait_for_others: bool, claim_size: int, index: int = 0) -> Lane:
+    worker_id = new_worker_id()
+    message_id = run.message_id
+    while not worker_shutdown.requested():
+        if index >= run.lane_cap:
+            return Lane.DONE  # retired: the other lanes deliver the rest
+        if run.progress_due():
+            transitions.roll_up(message_id)
+        if run.expired():
+            controlling.expire(message_id)
+            return Lane.STOPPED
+        claim = transitions.claim_batch(message_id, worker_id, claim_size)
+        if claim is None:
+            if wait_for_others and _others_in_flight(message_id):
+                time.sleep(0.2)
+                continue
+            # Nothing to claim: all delivered, or the message is on hold (blocked by another lane
+            # or worker, paused), and then its record is not this run's to settle.
+            return Lane.STOPPED if _on_hold(message_id) else Lane.DONE
+        try:
+            deliver_claim(claim, run)
+        except ChannelUnavailable as exc:
+            _block(message_id, str(exc))
+            return Lane.STOPPED
+        except rate_limits.QuotaSpent as exc:
+            _wait_for_quota(message_id, exc)
+            return Lane.STOPPED
+        except LeaseTooShort as exc:
+            logger.error("Message %s: nothing sent: %s", message_id, exc)
+            return Lane.STOPPED
+        if claim.halted:
+            logger.info("Message %s is %s; this worker stops delivering it.", message_id, claim.halted)
+            # Expiring rolls the counts up itself; otherwise publish what this worker recorded.
+            if not (claim.halted == Message.Status.EXPIRED and controlling.expire(message_id)):
+                transitions.roll_up(message_id)
+            return Lane.STOPPED
+    return Lane.SHUTDOWN
+
+
+def deliver_claim(claim: Claim, run: DeliveryRun) -> None:
+    """Deliver a claim's receivers, each under a live lease, each result recorded before the
+    channel takes the next. What is not delivered (stopping, lease lost, message paused,
+    cancelled or expired) is released."""
+    by_type: dict[str, list] = {}
+    for receiver in claim.receivers:
+        by_type.setdefault(receiver.message_type, []).append(receiver)
+    try:
+        for message_type, group in by_type.items():
+            try:
+                channel = channels.get_channel(message_type)
+            except LookupError as exc:
+                failure = DeliveryResult(delivered=False, permanent=True, reason=str(exc))
+                for receiver in group:
+                    transitions.record_result(receiver, failure, claim.worker_id)
+                continue
+            group = _skip_suppressed(claim, group)
+            budget = channel.seconds_per_receiver() + safety_margin()
+            limiter = rate_limits.Limiter.for_channel(channel, hold_seconds=budget)
+            for receiver, result in channel.deliver(_under_lease(claim, run, group, budget, limiter)):
+                _record_and_watch(claim, run, receiver, result)
+    finally:
+        # Everything recorded has claimed_by cleared, so this releases only what was not sent.
+        transitions.release(claim.ids, claim.worker_id)
+
+
+def suppressed_result(suppression) -> DeliveryResult:
+    """A receiver whose address is suppressed: a permanent failure saying why, never sent."""
+    return DeliveryResult(
+        delivered=False, permanent=True, reason=suppression.describe(), details={"suppressed": True}
+    )
+
+
+def _skip_suppressed(claim: Claim, receivers: list[MessageReceiver]) -> list[MessageReceiver]:
+    """Record receivers whose address is suppressed (one query per claim) and return the rest.
+    Not counted by the failure watch: staff knew of these addresses, a pause would not help."""
+    suppressed = suppressions.suppressions_for(r.send_to for r in receivers)
+    if not suppressed:
+        return receivers
+    rest = []
+    for receiver in receivers:
+        suppression = suppressed.get(suppressions.normalise(receiver.send_to))
+        if suppression is None:
+            rest.append(receiver)
+            continue
+        message_status = record(receiver, suppressed_result(suppression), claim.worker_id)
+        if message_status and message_status != Message.Status.SENDING:
+            claim.halted = message_status
+            return []
+    return rest
+
+
+def _record_and_watch(
+    claim: Claim, run: DeliveryRun, receiver: MessageReceiver, result: DeliveryResult
+) -> None:
+    message_status = record(receiver, result, claim.worker_id)
+    if message_status and message_status != Message.Status.SENDING:
+        claim.halted = message_status  # paused, cancelled or expired meanwhile
+        return
+    if result.uncertain:
+        return
+    tripped = run.count_attempt(result.delivered, result.reason)
+    if tripped and controlling.auto_pause(run.message_id, tripped):
+        logger.warning("Message %s paused itself: %s", run.message_id, tripped)
+        claim.halted = Message.Status.PAUSED
+
+
+def _under_lease(
+    claim: Claim, run: DeliveryRun, receivers: list, budget: float, limiter: rate_limits.Limiter
+) -> Iterator[MessageReceiver]:
+    """Yield each receiver only once the rate limits grant it a slot and while this worker's
+    lease on it outlasts one send; renew the lease first when it would not; skip receivers lost
+    meanwhile; stop when the worker stops, the message stopped being `sending` or its expiry
+    passed. A slot counts against the limits until a window after the send's result came."""
+    for index, receiver in enumerate(receivers):
+        slot = limiter.acquire(receiver.send_to, stop=lambda: _should_stop(claim, run))
+        if slot is None:
+            return
+        try:
+            if claim.seconds_left() < budget:
+                remaining = [r.pk for r in receivers[index:] if r.pk not in claim.lost]
+                transitions.renew_leases(claim, remaining)
+                if claim.seconds_left() < budget:
+                    lease = conf.lease_seconds()
+                    raise LeaseTooShort(
+                        f"MESSAGING_LEASE_SECONDS ({lease}) cannot cover one send ({budget:.0f} s)."
+                    )
+            if receiver.pk in claim.lost:
+                logger.warning("Receiver %s was claimed by another worker; not sending it.", receiver.pk)
+                continue
+            yield receiver
+        finally:
+            # Runs when the channel asks for the next receiver (this one's result is recorded)
+            # or stops asking.
+            slot.release()
+
+
+def _should_stop(claim: Claim, run: DeliveryRun) -> bool:
+    if worker_shutdown.requested() or claim.halted:
+        return True
+    if run.expired():
+        claim.halted = Message.Status.EXPIRED
+        return True
+    return False
+
+
+def record(receiver: MessageReceiver, result: DeliveryResult, worker_id: str) -> str:
+    """Record one attempt; returns the message's status, or "" if the receiver was not ours."""
+    if result.uncertain:
+        message_status = transitions.record_uncertain(receiver, result.reason, worker_id)
+    else:
+        message_status = transitions.record_result(receiver, result, worker_id)
+    if not message_status:
+        logger.warning("Receiver %s is no longer ours; its result was not recorded.", receiver.pk)
+    return message_status
+
+
+def _block(message_id: int, reason: str, until: datetime | None = None) -> None:
+    if until is None:
+        logger.warning("Message %s: delivery blocked: %s", message_id, reason)
+    blocked = transitions.block(message_id, reason, until=until)
+    if blocked:
+        from messaging import tasks
+
+        eta = datetime.fromisoformat(blocked["next_attempt"])
+        # robust: the sweeper retries blocked messages too, should the queue be unreachable.
+        transaction.on_commit(
+            lambda: tasks.retry_blocked_message.schedule((message_id,), eta=eta), robust=True
+        )
+    transitions.roll_up(message_id)
+
+
+def _wait_for_quota(message_id: int, spent: rate_limits.QuotaSpent) -> None:
+    """A sending limit is used up for longer than a worker should sleep: the message waits
+    (shown as blocked, with the time it resumes) and is taken up again then."""
+    logger.info("Message %s: %s", message_id, spent)
+    _block(message_id, str(spent), until=spent.until)
+
+
+def _hand_over(message_id: int) -> None:
+    """This worker is stopping: queue the rest for another consumer (its claims are released)."""
+    from messaging import tasks
+
+    transitions.roll_up(message_id)
+    transaction.on_commit(lambda: tasks.deliver_message(message_id), robust=True)
+
+
+def schedule_retries(message_id: int) -> None:
+    """Queue the message's next automatic retry for when its backoff ends (the sweeper is
+    only the safety net)."""
+    from messaging import tasks
+
+    due = (
+        MessageReceiver.objects.filter(message_id=message_id)
+        .awaiting_retry()
+        .order_by("next_attempt_datetime")
+        .values_list("next_attempt_datetime", flat=True)
+        .first()
+    )
+    if due is not None:
+        transaction.on_commit(
+            lambda: tasks.retry_failed_receivers_of.schedule((message_id,), eta=due), robust=True
+        )
+
+
+@contextlib.contextmanager
+def relaxed_commit_durability():
+    """On PostgreSQL, don't wait for the WAL flush on each per-receiver commit while delivering.
+
+    A killed worker loses nothing by this (the server still writes the WAL); only a crash of
+    the database server itself could lose the last fraction of a second of results, and those
+    receivers are claimed again and flagged like any abandoned claim. Scoped: the connection
+    goes back to the server's setting afterwards, so later work on it commits durably.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO OFF")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET synchronous_commit")
+
+
+def _on_hold(message_id: int) -> bool:
+    return Message.objects.filter(pk=message_id, status__in=Message.HOLDING).exists()
+
+
+def _others_in_flight(message_id: int) -> bool:
+    return (
+        MessageReceiver.objects.filter(
+            message_id=message_id,
+            status=MessageReceiver.Status.NOT_SENT,
+            message__status=Message.Status.SENDING,
+        )
+        .exclude(claimed_by="")  # an uncertain receiver's pause is not a worker in flight
+        .leased()
+        .exists()
+    )
+
+
+def send_one(receiver: MessageReceiver) -> DeliveryResult:
+    """One attempt now, in this process (MessageReceiver.send()). Never raises for a delivery
+    failure; a channel that is unreachable counts as a failed attempt here. A receiver that a
+    worker is delivering is left alone, and so is one whose sending limit is used up for longer
+    than a short wait: the result says so and nothing is sent or charged."""
+    if receiver.pk is None:
+        receiver.save()
+    worker_id = new_worker_id()
+    if not transitions.claim_one(receiver, worker_id):
+        reason = "Not sent: a worker is delivering this receiver right now."
+        logger.warning("Receiver %s: %s", receiver.pk, reason)
+        return DeliveryResult(delivered=False, reason=reason, details={"claimed_by": "another worker"})
+    suppression = suppressions.suppression_of(receiver.send_to)
+    try:
+        result = suppressed_result(suppression) if suppression else _attempt_now(receiver)
+    except rate_limits.QuotaSpent as exc:
+        transitions.release([receiver.pk], worker_id)  # not sent, not charged
+        return DeliveryResult(delivered=False, reason=str(exc))
+    record(receiver, result, worker_id)
+    transitions.roll_up(receiver.message_id)
+    return result
+
+
+def _attempt_now(receiver: MessageReceiver) -> DeliveryResult:
+    """send_one's attempt: an unreachable channel or an unknown message type is its result."""
+    try:
+        channel = channels.get_channel(receiver.message_type)
+        budget = channel.seconds_per_receiver() + safety_margin()
+        slot = rate_limits.Limiter.for_channel(channel, budget).acquire(receiver.send_to, stop=lambda: False)
+        try:
+            return next(iter(channel.deliver([receiver])))[1]
+        finally:
+            slot.release()
+    except ChannelUnavailable as exc:
+        return DeliveryResult(delivered=False, reason=str(exc))
+    except LookupError as exc:
+        return DeliveryResult(delivered=False, permanent=True, reason=str(exc))

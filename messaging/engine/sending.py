@@ -1,0 +1,164 @@
+"""prepare_and_send: draft → preparing → sending → sent/error, each status committed.
+
+The receivers and the move to `sending` are committed in one transaction, which also holds a
+lock on the message row for as long as preparing runs: that lock is how the sweeper tells a
+slow preparation (never touched) from a dead one (recovered; transitions.lock_preparation).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from messaging import conf
+from messaging.engine import delivery, transitions
+from messaging.engine.status import exception_entry
+from messaging.models import AuditEvent, Message
+from messaging.operations import audit
+
+logger = logging.getLogger(__name__)
+
+
+class PreparationTakenOver(Exception):
+    """The sweeper recovered this preparation (it looked dead); its work is rolled back."""
+
+
+class NothingToSend(ValueError):
+    pass
+
+
+def start_preparing(message: Message, preparer: str) -> None:
+    """Guard and claim: only a valid draft (or queued message) moves to preparing, and once."""
+    if message.status not in (Message.Status.DRAFT, Message.Status.QUEUED):
+        raise ValueError(
+            f"Message #{message.pk} is {message.status}, not a draft; "
+            "only a draft can be sent with prepare_and_send."
+        )
+    message.clean_message_type()
+    message.validate_virtual_message_receivers()
+    if not transitions.start_preparing(message, preparer):
+        raise ValueError(f"Message #{message.pk} is no longer a draft; another process sent it.")
+
+
+def prepare(message: Message, preparer: str, subject_generator, template_name, template_context) -> bool:
+    """Create every receiver and move to sending in one transaction, or create none: an
+    exception sets error and is recorded, not raised."""
+    started = timezone.now()
+    try:
+        with transaction.atomic():
+            if not transitions.lock_preparation(message, preparer):
+                raise PreparationTakenOver
+            count = message.create_message_receivers(
+                subject_generator=subject_generator,
+                template_name=template_name,
+                template_context=template_context,
+            )
+            if not count:
+                raise NothingToSend("None of the message's users exist; nothing to send.")
+            summary = {
+                "receiver_count": count,
+                "prepared_seconds": round((timezone.now() - started).total_seconds(), 3),
+            }
+            if "skipped_user_ids" in message.status_data:
+                summary["skipped_user_ids"] = message.status_data["skipped_user_ids"]
+            if not transitions.finish_preparing(message, preparer, **summary):
+                raise PreparationTakenOver
+    except PreparationTakenOver:
+        logger.warning("Message %s: preparation was taken over by the sweeper; stopping.", message.pk)
+        return False
+    except Exception as exc:  # recorded on the message; the caller's process must go on
+        logger.exception("Preparing message %s failed", message.pk)
+        transitions.fail(message, exception_entry(exc))
+        return False
+    transitions.roll_up(message.pk)  # publish the counts the status page shows
+    return True
+
+
+def validate_schedule(
+    send_at: datetime | None, expires_at: datetime | None, now: datetime | None = None
+) -> None:
+    """Raise ValueError for times that cannot be meant: naive ones, or an expiry that is not
+    after the send time (or already past)."""
+    now = now or timezone.now()
+    for name, value in (("send_at", send_at), ("expires_at", expires_at)):
+        if value is not None and timezone.is_naive(value):
+            raise ValueError(f"{name} must be timezone-aware, got {value!r}.")
+    if expires_at is not None and expires_at <= max(send_at or now, now):
+        raise ValueError(
+            f"expires_at ({expires_at.isoformat()}) must be after the send time and in the future."
+        )
+
+
+def prepare_and_send(
+    message: Message,
+    subject_generator,
+    template_name,
+    template_context,
+    *,
+    send_at: datetime | None = None,
+    expires_at: datetime | None = None,
+) -> None:
+    """Prepare every receiver and deliver them; with `send_at` in the future the prepared
+    message waits as `scheduled` (the sweeper starts it); `expires_at`: nothing is delivered
+    after it. A send_at in the past means now."""
+    if send_at is not None or expires_at is not None:
+        validate_schedule(send_at, expires_at)
+        message.send_at = send_at or message.send_at
+        message.expires_at = expires_at or message.expires_at
+        Message.objects.filter(pk=message.pk).update(send_at=message.send_at, expires_at=message.expires_at)
+    preparer = delivery.new_worker_id()
+    start_preparing(message, preparer)
+    if not prepare(message, preparer, subject_generator, template_name, template_context):
+        message.refresh_from_db(fields=["status", "status_data"])
+        return
+    if message.status == Message.Status.SCHEDULED:
+        schedule_start(message)
+        return
+    # Other workers join in (claims keep them disjoint): one helper per extra worker.
+    queue_deliveries(message, conf.delivery_helpers())
+    delivery.deliver_message(message.pk, wait_for_others=True)
+    message.refresh_from_db(fields=["status", "status_data"])
+
+
+def schedule_start(message: Message) -> None:
+    """Ask huey to start the message on time; the sweeper starts it anyway should the
+    consumer's schedule be lost (a restart of Redis, a flushed queue)."""
+    from messaging import tasks
+
+    transaction.on_commit(
+        lambda: tasks.start_scheduled_message.schedule((message.pk,), eta=message.send_at), robust=True
+    )
+
+
+def start_scheduled(message: Message) -> str | None:
+    """A scheduled message whose time has come: a staff-composed one is queued (its recipients
+    resolved now) and prepared; one prepared through the API starts delivering. Returns the
+    new status, or None if it was not due (rescheduled, taken back, already started)."""
+    from messaging import tasks
+    from messaging.compose import composing
+
+    if message.receivers.exists():
+        if not transitions.start_scheduled_delivery(message.pk):
+            return None
+        queue_deliveries(message, 1 + conf.delivery_helpers())
+        new_status = Message.Status.SENDING
+    else:
+        user_ids = composing.resolved_user_ids(message)
+        if not transitions.queue_scheduled(message, user_ids):
+            return None
+        transaction.on_commit(lambda: tasks.send_composed_message(message.pk), robust=True)
+        new_status = Message.Status.QUEUED
+    audit.record(message, AuditEvent.Action.STARTED)
+    return new_status
+
+
+def queue_deliveries(message: Message, count: int) -> None:
+    """Queue `count` delivery tasks after commit. robust: the sweeper delivers a sending
+    message anyway, should the queue be unreachable."""
+    from messaging import tasks
+
+    for _task in range(count):
+        transaction.on_commit(lambda: tasks.deliver_message(message.pk), robust=True)

@@ -1,1 +1,0 @@
-"""The state machine of messages and receivers. Every status transition lives here."""
