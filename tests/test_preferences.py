@@ -22,7 +22,7 @@ def project_type():
         "assignment_published", "Assignment published", default_mode=DeliveryMode.DAILY
     )
     yield config
-    context_types._REGISTRY.pop(config.key)
+    context_types.unregister(config.key)
 
 
 def test_built_in_types_have_labels_defaults_and_enforcement():
