@@ -35,7 +35,7 @@ from messaging.feedback import suppressions
 from messaging.models import Message, MessageReceiver, MessageTemplate, UnmatchedBounce
 from messaging.operations import heartbeats
 from tests.e2e.conftest import assert_accessible, make_staff
-from tests.test_permissions import PERMISSIONS as URL_METHODS
+from tests.operations.test_permissions import PERMISSIONS as URL_METHODS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -415,9 +415,9 @@ def url_names() -> set[str]:
 
 def test_every_page_is_visited():
     """A GET URL of messaging.urls is a page visited here, a fragment a visited page loads, or a
-    listed non-page (methods from tests/test_permissions.py, which covers every URL)."""
+    listed non-page (methods from tests/operations/test_permissions.py, which covers every URL)."""
     missing = set(url_names()) - set(URL_METHODS)
-    assert not missing, f"add {sorted(missing)} to tests/test_permissions.py first"
+    assert not missing, f"add {sorted(missing)} to tests/operations/test_permissions.py first"
     get_urls = {name for name in url_names() if "GET" in URL_METHODS[name][1]}
     visited = {v.name for v in VISITS if v.name} | {name for v in VISITS for name in v.covers}
     unlisted = get_urls - visited - set(NOT_PAGES)

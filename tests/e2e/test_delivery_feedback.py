@@ -5,7 +5,7 @@ address, and lifting it again.
 A staff member sends a message to three users over a real SMTP sink (a `manage.py run_huey`
 consumer process delivers it, with MESSAGING_BOUNCE_ADDRESS set), so each email goes out from its
 receiver's own signed envelope sender. The recipient's mail server later returns one of them: a
-Postfix-style RFC 3464 report (tests/bounces/postfix_user_unknown.eml, addressed to the VERP
+Postfix-style RFC 3464 report (tests/feedback/bounces/postfix_user_unknown.eml, addressed to the VERP
 address and quoting the email's Message-ID) lands in a Maildir, and `manage.py
 messaging_read_bounces` records it. Staff then see the bounce on the status page and the
 receiver's page, compose a second message to the same users (the suppressed one is announced and
@@ -39,8 +39,8 @@ BOUNCE_ADDRESS = "bounces@bounces.example.edu"
 PERMISSIONS = ("view_message", "compose_message", "send_message", "resend_message", "lift_suppression")
 SUBJECT = "Exam moved, {{ recipient_first_name }}"
 BODY = "<p>Hello {{ recipient_name }},</p><p>The exam has moved to <strong>room 101</strong>.</p>"
-SAMPLE = Path(__file__).resolve().parents[1] / "bounces" / "postfix_user_unknown.eml"
-# What the sample's recipient server answered (tests/bounces/postfix_user_unknown.eml).
+SAMPLE = Path(__file__).resolve().parents[1] / "feedback" / "bounces" / "postfix_user_unknown.eml"
+# What the sample's recipient server answered (tests/feedback/bounces/postfix_user_unknown.eml).
 SERVER_REPLY = "550 5.1.1"
 
 
@@ -96,7 +96,7 @@ def read_bounce(receiver: MessageReceiver, maildir_path: Path) -> str:
 
 
 def dsn_for(receiver: MessageReceiver, arrived) -> bytes:
-    """The Postfix "User unknown" report of tests/bounces, about this receiver's email: delivered
+    """The Postfix "User unknown" report of tests/feedback/bounces, about this receiver's email: delivered
     to its VERP address, naming its address, quoting its Message-ID, dated `arrived`."""
     text = SAMPLE.read_text()
     text = text.replace("bounces+r12-abcd1234@bounces.example.edu", envelope_sender(receiver))

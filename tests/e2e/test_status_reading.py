@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 from messaging import views
 from messaging.models import AuditEvent, MessageReceiver
 from tests.e2e.conftest import assert_accessible, make_staff, sign_in
-from tests.test_status_reading import PERMANENT, RETRYING, SENT, make_send
+from tests.tracking.test_status_reading import PERMANENT, RETRYING, SENT, make_send
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

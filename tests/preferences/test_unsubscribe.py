@@ -286,7 +286,7 @@ class TestOneClick:
 
 
 class TestOneLineHeader:
-    """The header both builders write the same way (tests/test_fast_email.py compares the rest)."""
+    """The header both builders write the same way (tests/engine/test_fast_email.py compares the rest)."""
 
     URL = f"<{SITE}/preferences/{'x' * 150}/one-click/>"
 

@@ -259,7 +259,7 @@ class TestResending:
                 with django_capture_on_commit_callbacks(execute=True):
                     return _service(*args, **kwargs)
 
-            monkeypatch.setattr(f"tests.test_sending.resending.{name}", run)
+            monkeypatch.setattr(f"tests.engine.test_sending.resending.{name}", run)
 
     @pytest.fixture
     def sent_message(self, make_user, scripted_channel):

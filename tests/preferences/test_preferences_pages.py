@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db
 MANAGE = "/preferences/"
 STAFF_NAV_IDS = ("nav-messages", "nav-new-message", "nav-templates", "nav-people", "nav-operations")
 # url name → who may open it: every pattern of messaging.preferences.urls is listed here
-# (tests/test_permissions.py covers messaging.urls only).
+# (tests/operations/test_permissions.py covers messaging.urls only).
 ACCESS = {
     "manage": "any signed-in user",
     "manage_signed": "whoever holds the user's signed manage token",

@@ -244,7 +244,7 @@ def record_scan(uploaded) -> None:
 
 
 def test_the_scanner_refuses_a_file_and_nothing_is_stored(draft, media, settings):
-    settings.MESSAGING_ATTACHMENT_SCANNER = "tests.test_attachments.refuse_eicar"
+    settings.MESSAGING_ATTACHMENT_SCANNER = "tests.compose.test_attachments.refuse_eicar"
     with pytest.raises(ValidationError) as refused:
         attachments.add(draft, [upload("clean.pdf"), upload("eicar.pdf", EICAR)])
     assert refused.value.messages == ["eicar.pdf was refused: Virus found: EICAR-Test-File."]
@@ -253,7 +253,7 @@ def test_the_scanner_refuses_a_file_and_nothing_is_stored(draft, media, settings
 
 
 def test_the_scanner_gets_each_file_from_its_start_and_the_whole_file_is_stored(draft, media, settings):
-    settings.MESSAGING_ATTACHMENT_SCANNER = "tests.test_attachments.record_scan"
+    settings.MESSAGING_ATTACHMENT_SCANNER = "tests.compose.test_attachments.record_scan"
     SCANNED.clear()
     attachments.add(draft, [upload("a.pdf", b"first file"), upload("b.pdf", b"second file")])
     assert SCANNED == [b"first file", b"second file"]
@@ -468,7 +468,7 @@ def test_files_of_a_save_with_other_errors_are_named_and_not_saved(staff_client,
 
 
 def test_the_scanner_refusal_shows_in_place(staff_client, draft, media, settings):
-    settings.MESSAGING_ATTACHMENT_SCANNER = "tests.test_attachments.refuse_eicar"
+    settings.MESSAGING_ATTACHMENT_SCANNER = "tests.compose.test_attachments.refuse_eicar"
     response = post_raw(
         staff_client,
         reverse("messaging:message_edit", args=[draft.pk]),

@@ -20,7 +20,7 @@ from messaging.preferences import digests
 from tests.conftest import Consumer, wait_until
 from tests.engine_helpers import SEND_ARGS, FixedSubject
 from tests.process_helpers import ENGINE_ENV, deliveries, email_url
-from tests.test_process_level import sweep_until
+from tests.engine.test_process_level import sweep_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

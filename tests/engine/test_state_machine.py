@@ -30,7 +30,7 @@ from messaging.models import Message, MessageReceiver
 from messaging.operations.mailsink import MailSink, SinkHandler
 from tests.engine_helpers import SEND_ARGS, LanguageSubject
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 Status = Message.Status
 RStatus = MessageReceiver.Status
 

@@ -441,7 +441,7 @@ def test_a_chosen_sender_costs_no_query_per_receiver(staff, make_user):
     assert {tuple(m.reply_to) for m in mail.outbox[5:]} == {("a@uni.example",)}
 
 
-# The fast email builder with display names (see also tests/test_fast_email.py) ---------------
+# The fast email builder with display names (see also tests/engine/test_fast_email.py) ---------------
 
 
 @pytest.mark.parametrize(

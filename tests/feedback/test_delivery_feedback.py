@@ -1,6 +1,6 @@
 """Delivery feedback in the engine: outcomes from reports, the suppression list in sending and
 resending, VERP return paths, ESPs through anymail, and the staff pages (webhook posts are in
-tests/test_webhooks.py, bounce parsing in tests/test_dsn.py)."""
+tests/feedback/test_webhooks.py, bounce parsing in tests/feedback/test_dsn.py)."""
 
 from __future__ import annotations
 

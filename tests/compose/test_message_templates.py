@@ -15,7 +15,7 @@ from messaging.compose import composing, message_templates
 from messaging.engine.rendering import template_syntax_problems, validate_subject
 from messaging.models import AuditEvent, Message, MessageTemplate
 from tests.conftest import grant
-from tests.test_hostile_forms import HOSTILE_TEXT, fuzz
+from tests.compose.test_hostile_forms import HOSTILE_TEXT, fuzz
 
 pytestmark = pytest.mark.django_db
 

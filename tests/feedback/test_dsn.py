@@ -1,4 +1,4 @@
-"""Bounce and auto-reply parsing: one hand-written sample per server format in tests/bounces/, each
+"""Bounce and auto-reply parsing: one hand-written sample per server format in tests/feedback/bounces/, each
 checked field by field, then junk and mangled samples, which must never raise."""
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Composing: the compose form and pages, templates, attachments, recipients, test sends."""

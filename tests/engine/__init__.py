@@ -1,0 +1,1 @@
+"""The engine: the state machine, preparing, delivering, channels, rate limits, sending control."""

@@ -1,0 +1,1 @@
+"""Delivery feedback: bounces, webhooks, suppressions."""

@@ -1,0 +1,1 @@
+"""Recipients' preferences: context types, preference pages, signed links, digests, unsubscribe."""

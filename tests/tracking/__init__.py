@@ -1,0 +1,1 @@
+"""Watching a send: the status page, receivers, people, exports, charts."""
