@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from messaging.compose import composing, message_templates
 from messaging.engine.rendering import template_syntax_problems, validate_subject
 from messaging.models import AuditEvent, Message, MessageTemplate
-from tests.conftest import grant
 from tests.compose.test_hostile_forms import HOSTILE_TEXT, fuzz
+from tests.conftest import grant
 
 pytestmark = pytest.mark.django_db
 

@@ -1,1 +1,1 @@
-"""Operations: health, metrics, retention, audit, sign-in, permissions, deployment, the demo and run scripts."""
+"""Operations: health, metrics, retention, audit, sign-in, permissions, deployment, demo, run script."""

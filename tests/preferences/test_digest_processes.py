@@ -18,9 +18,9 @@ from messaging.models import DeliveryMode, Message, MessageReceiver, Notificatio
 from messaging.operations.mailsink import MailSink
 from messaging.preferences import digests
 from tests.conftest import Consumer, wait_until
+from tests.engine.test_process_level import sweep_until
 from tests.engine_helpers import SEND_ARGS, FixedSubject
 from tests.process_helpers import ENGINE_ENV, deliveries, email_url
-from tests.engine.test_process_level import sweep_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
