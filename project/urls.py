@@ -2,12 +2,12 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from messaging import views
 from messaging.feedback.webhooks import tracking_urlpatterns
 from messaging.operations import views as views_operations
+from messaging.tracking.views import messages as tracking_views
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", tracking_views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -12,9 +12,9 @@ from django_tables2 import RequestConfig
 
 from messaging.feedback import suppressions
 from messaging.models import AuditEvent, Suppression, UnmatchedBounce
+from messaging.staff_pages import VIEW, render_page, staff_permission_required
 from messaging.tracking.filters import SuppressionFilter
 from messaging.tracking.tables import SuppressionTable
-from messaging.views import VIEW, _render, staff_permission_required
 
 LIFT = "messaging.lift_suppression"
 PER_PAGE = 50
@@ -38,7 +38,7 @@ def _page(request: HttpRequest, params=None) -> HttpResponse:
         )[:LIFTS_LISTED],
         "can_lift": request.user.has_perm(LIFT),
     }
-    return _render(request, "messaging/suppressions.html", context, "results")
+    return render_page(request, "messaging/suppressions.html", context, "results")
 
 
 @staff_permission_required(VIEW)

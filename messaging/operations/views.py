@@ -18,7 +18,7 @@ from messaging import conf
 from messaging.models import Message
 from messaging.operations import health
 from messaging.operations import metrics as prometheus
-from messaging.views import VIEW, _render, staff_permission_required
+from messaging.staff_pages import VIEW, render_page, staff_permission_required
 
 POLL_SECONDS = 5
 
@@ -36,7 +36,7 @@ def operations(request: HttpRequest) -> HttpResponse:
         "oldest_waiting": health.duration(report.oldest_waiting_seconds or 0),
         "overdue": health.duration(report.overdue_seconds),
     }
-    return _render(request, "messaging/operations.html", context, "figures")
+    return render_page(request, "messaging/operations.html", context, "figures")
 
 
 def _bearer_token(request: HttpRequest) -> str | None:

@@ -11,8 +11,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
-from messaging import views
 from messaging.models import AuditEvent, MessageReceiver
+from messaging.tracking.views import messages as status_views
 from tests.e2e.conftest import assert_accessible, make_staff, sign_in
 from tests.tracking.test_status_reading import PERMANENT, RETRYING, SENT, make_send
 
@@ -30,7 +30,7 @@ def updated_text(page) -> str:
 def test_failures_read_right_and_the_page_stays_current(
     e2e_page, e2e_problems, live_server, make_user, monkeypatch, screenshot
 ):
-    monkeypatch.setattr(views, "RETRY_POLL_SECONDS", 1)  # the live server runs in this process
+    monkeypatch.setattr(status_views, "RETRY_POLL_SECONDS", 1)  # the live server runs in this process
     page = e2e_page
     staff = make_staff(make_user, PERMISSIONS)
     message = make_send(make_user, SENT, SENT, RETRYING, PERMANENT, PERMANENT)

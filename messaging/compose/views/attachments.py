@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
 from messaging.models import MessageAttachment
-from messaging.views import VIEW, staff_permission_required
+from messaging.staff_pages import VIEW, staff_permission_required
 
 
 @staff_permission_required(VIEW)

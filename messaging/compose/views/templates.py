@@ -17,10 +17,10 @@ from messaging.compose import message_templates
 from messaging.compose.forms import SaveAsTemplateForm, StartFromTemplateForm, TemplateForm
 from messaging.engine import rendering
 from messaging.models import MessageTemplate
+from messaging.staff_pages import COMPOSE, edit_url, redirect_to, render_page, staff_permission_required
 from messaging.tracking import selectors
 from messaging.tracking.filters import TemplateFilter
 from messaging.tracking.tables import TemplateTable
-from messaging.views import COMPOSE, _edit_url, _redirect, _render, staff_permission_required
 
 TEMPLATES_PER_PAGE = 50
 
@@ -53,8 +53,8 @@ def _template_form(request: HttpRequest, template: MessageTemplate | None) -> Ht
                 template.refresh_from_db()  # the page's heading names it as it is saved
         else:
             messages.success(request, _("Template “%(name)s” saved.") % {"name": saved.name})
-            return _redirect(request, reverse("messaging:template_edit", args=[saved.pk]))
-    return _render(request, "messaging/template_form.html", _form_context(form, template))
+            return redirect_to(request, reverse("messaging:template_edit", args=[saved.pk]))
+    return render_page(request, "messaging/template_form.html", _form_context(form, template))
 
 
 @staff_permission_required(COMPOSE)
@@ -64,7 +64,7 @@ def template_list(request: HttpRequest) -> HttpResponse:
     table = TemplateTable(found.qs, csrf_token=get_token(request))
     RequestConfig(request, paginate={"per_page": TEMPLATES_PER_PAGE}).configure(table)
     context = {"filter": found, "table": table}
-    return _render(request, "messaging/template_list.html", context, "results")
+    return render_page(request, "messaging/template_list.html", context, "results")
 
 
 @staff_permission_required(COMPOSE)
@@ -86,8 +86,8 @@ def template_delete(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         message_templates.delete_template(template)
         messages.success(request, _("Template “%(name)s” deleted.") % {"name": template.name})
-        return _redirect(request, _list_url())
-    return _render(request, "messaging/template_delete.html", {"template": template})
+        return redirect_to(request, _list_url())
+    return render_page(request, "messaging/template_delete.html", {"template": template})
 
 
 @staff_permission_required(COMPOSE)
@@ -97,7 +97,7 @@ def template_start(request: HttpRequest) -> HttpResponse:
     form = StartFromTemplateForm(request.POST)
     if not form.is_valid():
         messages.error(request, " ".join(form.errors.get("template", [_("Choose a template.")])))
-        return _redirect(request, reverse("messaging:message_create"))
+        return redirect_to(request, reverse("messaging:message_create"))
     template = form.cleaned_data["template"]
     draft = message_templates.start_draft(template, actor=request.user)
     messages.success(
@@ -105,7 +105,7 @@ def template_start(request: HttpRequest) -> HttpResponse:
         _("A new draft was made from the template “%(name)s”. Choose its recipients, then save.")
         % {"name": template.name},
     )
-    return _redirect(request, _edit_url(draft))
+    return redirect_to(request, edit_url(draft))
 
 
 @staff_permission_required(COMPOSE)
@@ -113,10 +113,10 @@ def template_start(request: HttpRequest) -> HttpResponse:
 def message_save_as_template(request: HttpRequest, pk: int) -> HttpResponse:
     """Name a new template made from a copy of the message's saved content."""
     message = selectors.get_message(pk)
-    back = _edit_url(message) if message.is_editable else reverse("messaging:message_status", args=[pk])
+    back = edit_url(message) if message.is_editable else reverse("messaging:message_status", args=[pk])
     if not message.composed_content:
         messages.info(request, _("This message has no written content to save as a template."))
-        return _redirect(request, back)
+        return redirect_to(request, back)
     form = SaveAsTemplateForm(request.POST or None, message=message)
     if request.method == "POST" and form.is_valid():
         try:
@@ -125,11 +125,11 @@ def message_save_as_template(request: HttpRequest, pk: int) -> HttpResponse:
             form.name_taken()
         else:
             messages.success(request, _("Saved as the template “%(name)s”.") % {"name": template.name})
-            return _redirect(request, back)
+            return redirect_to(request, back)
     context = {
         "form": form,
         "message": message,
         "back": back,
         "languages": message_templates.content_languages(message.composed_content),
     }
-    return _render(request, "messaging/template_save_as.html", context)
+    return render_page(request, "messaging/template_save_as.html", context)

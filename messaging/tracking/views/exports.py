@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.http import HttpRequest, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
+from messaging.staff_pages import VIEW, staff_permission_required
 from messaging.tracking import exports, selectors
-from messaging.views import VIEW, staff_permission_required
 
 
 @staff_permission_required(VIEW)

@@ -10,13 +10,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 from django_tables2 import RequestConfig
 
 from messaging.preferences import link_revocation
+from messaging.staff_pages import SEND, VIEW, redirect_to, render_page, staff_permission_required
 from messaging.tracking import people
 from messaging.tracking.tables import PersonReceiverTable
-from messaging.views import SEND, VIEW, _redirect, _render, require_GET, staff_permission_required
 
 RECEIVERS_PER_PAGE = 25
 
@@ -25,7 +25,7 @@ RECEIVERS_PER_PAGE = 25
 @require_GET
 def person_search(request: HttpRequest) -> HttpResponse:
     found = people.search_people(request.GET.get("q", ""))
-    return _render(request, "messaging/person_search.html", {"found": found}, "results")
+    return render_page(request, "messaging/person_search.html", {"found": found}, "results")
 
 
 @staff_permission_required(VIEW)
@@ -41,7 +41,7 @@ def person_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "table": table,
         "can_revoke_links": request.user.has_perm(SEND),
     }
-    return _render(request, "messaging/person_detail.html", context, "results")
+    return render_page(request, "messaging/person_detail.html", context, "results")
 
 
 @staff_permission_required(SEND)
@@ -54,4 +54,4 @@ def person_revoke_links(request: HttpRequest, pk: int) -> HttpResponse:
         _("The links in the emails sent to %(name)s so far no longer work; the next email has new ones.")
         % {"name": user.get_full_name() or user.get_username()},
     )
-    return _redirect(request, reverse("messaging:person_detail", args=[pk]))
+    return redirect_to(request, reverse("messaging:person_detail", args=[pk]))

@@ -1,0 +1,248 @@
+"""Watching and answering for a send (SPEC §3): the message list, the live status page with its
+receiver table, pause/resume/cancel, and resending failed receivers."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_tables2 import RequestConfig
+from django_tables2.paginators import LazyPaginator
+
+from messaging.compose import composing
+from messaging.engine import controlling, resending, status
+from messaging.feedback import suppressions
+from messaging.models import Message, MessageReceiver
+from messaging.staff_pages import (
+    RESEND,
+    SEND,
+    VIEW,
+    redirect_to,
+    render_page,
+    staff_permission_required,
+    status_url,
+)
+from messaging.tracking import selectors, status_labels
+from messaging.tracking.tables import MessageTable, ReceiverTable
+
+MESSAGES_PER_PAGE = 25
+RECEIVERS_PER_PAGE = 25
+
+# LazyPaginator does not count rows, so page numbers are bounded here instead.
+MAX_PAGE = 10**9
+
+# htmx stops polling when a response has this status code.
+HTMX_STOP_POLLING = 286
+
+# The status page refreshes itself this often while sending, and while retries are pending.
+LIVE_POLL_SECONDS = 2
+RETRY_POLL_SECONDS = 15
+
+CONTROL_DONE = {
+    "pause": gettext_lazy("Paused: no further receivers are handed to the mail server until you resume."),
+    "resume": gettext_lazy("Resumed: sending continues with the receivers not sent yet."),
+    "cancel": gettext_lazy("Cancelled: receivers not yet handed to the mail server will not be sent."),
+}
+
+
+def _status_context(request: HttpRequest, message: Message) -> dict:
+    counts = status.published_counts(message)
+    outcomes = selectors.outcome_counts(message)
+    receivers = selectors.receiver_filter(message, request.GET)
+    can_resend = request.user.has_perm(RESEND) and resending.resend_allowed(message)
+    table = ReceiverTable(receivers.qs, can_resend=can_resend, query=request.GET.urlencode())
+    # LazyPaginator: no COUNT(*) over a 100,000-receiver message on every poll.
+    paginate = {"per_page": RECEIVERS_PER_PAGE, "paginator_class": LazyPaginator}
+    RequestConfig(request, paginate=paginate).configure(table)
+    # A scheduled message's page follows it too, so staff watching see it start.
+    in_progress = message.is_in_progress or message.is_scheduled
+    # Finished, but automatic retries will still move the counts: keep a slow refresh.
+    retrying = not in_progress and selectors.retry_pending(message)
+    progress = selectors.sending_progress(message, counts)
+    not_delivered = status.not_delivered(counts, outcomes)
+    return {
+        "message": message,
+        "sender": composing.sender_of(message),
+        "label": status_labels.message_label(message.status, progress.total, not_delivered),
+        "progress": progress,
+        "in_progress": in_progress,
+        "retrying": retrying,
+        "poll_seconds": LIVE_POLL_SECONDS if in_progress else RETRY_POLL_SECONDS if retrying else None,
+        "updated_at": timezone.now(),
+        "failures": selectors.failure_groups(message),
+        # What was reported back (suppressed receivers were never sent, so nothing was).
+        "reported": any(
+            n for outcome, n in outcomes.items() if outcome != MessageReceiver.Outcome.SUPPRESSED
+        ),
+        "outcomes": outcomes,
+        "bounces": selectors.bounce_groups(message) if outcomes else [],
+        "message_errors": selectors.message_errors(message),
+        "blocked": selectors.blocked_state(message),
+        "paused": selectors.paused_state(message),
+        "cancelled_counts": selectors.cancelled_counts(message),
+        "can_control": request.user.has_perm(SEND),
+        "resendable_count": (
+            selectors.resendable_count(message, not_delivered, outcomes)
+            if resending.resend_allowed(message)
+            else 0
+        ),
+        "audit_events": selectors.audit_trail(message),
+        # Counted only when nothing polls the page (held receivers do not keep it polling).
+        "sent_in_digests": (
+            0 if in_progress or retrying or message.ignore_preferences else selectors.sent_in_digests(message)
+        ),
+        "filter": receivers,
+        "filtered_total": selectors.filtered_receiver_total(receivers),
+        "table": table,
+        "query": request.GET.urlencode(),
+    }
+
+
+def _render_status(request: HttpRequest, message: Message) -> HttpResponse:
+    page = request.GET.get("page", "")
+    if page.isdigit() and int(page) > MAX_PAGE:  # the OFFSET would overflow a 64-bit integer
+        return HttpResponseBadRequest(_("There is no such page."))
+    context = _status_context(request, message)
+    polling = request.htmx and request.htmx.trigger == "receiver-results"
+    code = HTMX_STOP_POLLING if polling and not context["poll_seconds"] else 200
+    return render_page(request, "messaging/message_status.html", context, "live", status=code)
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """Where "/" and signing in lead: staff to the messages, everyone else to their own email
+    settings (the only page here that is theirs)."""
+    if request.user.is_authenticated and not request.user.is_staff:
+        return redirect("preferences:manage")
+    return redirect("messaging:message_list")
+
+
+@staff_permission_required(VIEW)
+@require_GET
+def message_list(request: HttpRequest) -> HttpResponse:
+    message_filter = selectors.message_filter(request.GET)
+    table = MessageTable(message_filter.qs)
+    RequestConfig(request, paginate={"per_page": MESSAGES_PER_PAGE}).configure(table)
+    # The template calls it, so only full pages count the sends per week (not htmx filtering).
+    context = {"filter": message_filter, "table": table, "sends_per_week": selectors.sends_per_week}
+    return render_page(request, "messaging/message_list.html", context, "results")
+
+
+@staff_permission_required(SEND)
+@require_POST
+def message_pause(request: HttpRequest, pk: int) -> HttpResponse:
+    return _control(request, pk, "pause")
+
+
+@staff_permission_required(SEND)
+@require_POST
+def message_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    return _control(request, pk, "resume")
+
+
+@staff_permission_required(SEND)
+@require_POST
+def message_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    return _control(request, pk, "cancel")
+
+
+def _control(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """Pause, resume or cancel a send (the status page's buttons, with confirmation)."""
+    message = selectors.get_message_for_status(pk)
+    try:
+        controlling.ACTIONS[action](message, actor=request.user)
+    except controlling.ControlRefused as refused:
+        messages.error(request, refused.text)
+    else:
+        messages.success(request, CONTROL_DONE[action])
+    if request.htmx:
+        return _render_status(request, selectors.get_message_for_status(pk))
+    return redirect(status_url(message))
+
+
+@staff_permission_required(VIEW)
+@require_GET
+def message_status(request: HttpRequest, pk: int) -> HttpResponse:
+    return _render_status(request, selectors.get_message_for_status(pk))
+
+
+@staff_permission_required(RESEND)
+@require_http_methods(["GET", "POST"])
+def message_resend_failed(request: HttpRequest, pk: int) -> HttpResponse:
+    """GET: what a resend would do (how many can succeed, how many failed for good); POST: do it,
+    by default only for those that can succeed."""
+    message = selectors.get_message_for_status(pk)
+    plan = resending.resend_plan(message)
+    if request.method == "GET":
+        context = {"message": message, "plan": plan, "allowed": resending.resend_allowed(message)}
+        return render_page(request, "messaging/message_resend.html", context)
+    include_permanent = request.POST.get("include_permanent") == "on"
+    moved = resending.resend_failed(message, actor=request.user, include_permanent=include_permanent)
+    for level, text in _resend_outcome(message, plan, moved, include_permanent):
+        messages.add_message(request, level, text)
+    return redirect_to(request, status_url(message))
+
+
+def _resend_outcome(message: Message, plan: resending.ResendPlan, moved: int, include_permanent: bool):
+    if moved:
+        text = ngettext(
+            "%(count)d receiver was queued again.", "%(count)d receivers were queued again.", moved
+        )
+        yield messages.SUCCESS, text % {"count": moved}
+    if plan.permanent and not include_permanent:
+        text = ngettext(
+            "%(count)d receiver that failed permanently was left alone.",
+            "%(count)d receivers that failed permanently were left alone.",
+            plan.permanent,
+        )
+        yield messages.INFO, text % {"count": plan.permanent}
+    if plan.suppressed:
+        text = ngettext(
+            "%(count)d receiver was not resent: its address is suppressed.",
+            "%(count)d receivers were not resent: their addresses are suppressed.",
+            plan.suppressed,
+        )
+        yield messages.WARNING, text % {"count": plan.suppressed}
+    elif not moved and not resending.resend_allowed(message):
+        yield messages.INFO, _("This message was cancelled or has expired; duplicate it to send it again.")
+    elif not moved and not plan.permanent:
+        yield messages.INFO, _("There were no failed receivers to resend.")
+
+
+@staff_permission_required(VIEW)
+@require_GET
+def receiver_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    receiver = selectors.get_receiver(pk)
+    can_resend = request.user.has_perm(RESEND) and receiver.is_resendable
+    context = {
+        "receiver": receiver,
+        "label": status_labels.receiver_label(receiver),
+        "message": receiver.message,
+        "can_resend": can_resend,
+        "resend_refusal": resending.resend_refusal(receiver) if can_resend else "",
+        "events": selectors.delivery_events(receiver),
+        "suppression": suppressions.suppression_of(receiver.send_to),
+        "digest_items": (
+            selectors.digest_items(receiver)
+            if receiver.message.context_type == Message.ContextType.DIGEST
+            else []
+        ),
+    }
+    return render_page(request, "messaging/receiver_detail.html", context)
+
+
+@staff_permission_required(RESEND)
+@require_POST
+def receiver_resend(request: HttpRequest, pk: int) -> HttpResponse:
+    receiver = selectors.get_receiver(pk)
+    refusal = resending.resend_refusal(receiver)
+    if refusal or not resending.resend_receiver(receiver, actor=request.user):
+        messages.info(request, refusal or _("Only failed or bounced receivers can be resent."))
+    if not request.htmx:
+        return redirect(status_url(receiver.message))
+    # The whole live region: the row, the counts and the polling that follows the resend.
+    return _render_status(request, receiver.message)
