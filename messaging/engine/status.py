@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import traceback as traceback_module
 from collections import deque
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import Count
 from django.utils import timezone
 
 from messaging import conf
 from messaging.models import Message, MessageReceiver
+
+
+def retry_delay(failed_count: int) -> timedelta:
+    """How long a receiver waits after its `failed_count`th temporary failure: doubling, capped."""
+    seconds = conf.retry_base_seconds() * 2 ** max(failed_count - 1, 0)
+    return timedelta(seconds=min(seconds, conf.retry_max_seconds()))
 
 
 def error_entry(error_message: str, exception_traceback: str = "", **extra) -> dict:

@@ -1,0 +1,133 @@
+"""The state machine: every status change of a Message or a MessageReceiver, and every change of
+who owns a receiver, happens in this package and nowhere else (tests/engine/test_state_machine.py
+checks that no other module writes a status, an owner or a lease). One module per kind of move
+(messages, ownership, results, digests, outcomes); every transition is importable from here.
+
+Each transition is one conditional UPDATE (`WHERE status IN <expected> [AND claimed_by = <me>]`)
+whose row count says whether it happened, so two processes racing for the same change cannot
+both win. Message transitions that also change `status_data` read it under a row lock
+(SELECT ... FOR UPDATE; SQLite's IMMEDIATE transactions serialise writers anyway), so an entry
+written by someone else is never lost.
+
+Message:
+    draft ─queue→ queued ─start_preparing→ preparing ─finish_preparing→ sending
+    draft ─schedule→ scheduled ─(re)schedule→ scheduled ─unschedule→ draft   (staff-composed)
+    scheduled ─queue_scheduled→ queued            (its time came; prepared now)
+    preparing ─finish_preparing→ scheduled ─start_scheduled_delivery→ sending   (API send_at)
+    sending|blocked ─pause→ paused ─resume→ sending
+    scheduled|queued|sending|blocked|paused ─cancel→ cancelled    (receivers not yet handed over,
+    scheduled|queued|sending|blocked|paused|error ─expire→ expired  or held and not yet in a
+                                                                    digest: cancelled, with the reason)
+    queued ─unqueue→ draft                      (the task queue could not take it)
+    draft|queued ─start_preparing→ preparing    (prepare_and_send from code: draft)
+    preparing ─requeue_preparation→ queued      (its worker died; staff-composed: sent again)
+    preparing|queued ─fail→ error                (preparing raised, nothing to send, worker died)
+    sending ─block→ blocked ─unblock→ sending   (the mail server refuses every delivery, or a
+                                                sending limit is used up for a while)
+    DELIVERING ─roll_up→ from the receivers' counts (cancelled and expired are kept)
+
+Every message transition sends `messaging.signals.message_status_changed` after it happened.
+
+Receiver (status not_sent → sent | failed | error | cancelled; ownership via claimed_by + lease):
+    (new) ─initial_status→ not_sent, or skipped (final: the user turned the type off), or held
+    held ─attach_to_digest→ held in a digest (digest = that digest's receiver, not yet sent)
+    held in a digest ─settle_digests→ sent once the digest was sent; error if it failed for good;
+                                      back to waiting if it was cancelled
+    held ─expire_held→ cancelled (expired) when its message's expiry passed first
+    not_sent ─claim_batch→ owned by a worker until its lease runs out (renew_leases extends it)
+    owned ─record_result→ sent | failed | error  (released)
+    owned ─record_uncertain→ not_sent, flagged delivery_uncertain (released)
+    owned ─release→ not_sent (unowned)
+    failed|error|sent but undelivered ─reset_for_resend→ not_sent (delivery outcome cleared)
+    any ─record_outcome→ delivery outcome from feedback (the newest event wins; a complaint stays)
+    not_sent|failed awaiting retry|held ─cancel/expire→ cancelled  (a claimed one keeps its owner, whose
+                                                   result, if it was in flight, overwrites this)
+"""
+
+from messaging.engine.transitions.digests import (
+    attach_to_digest,
+    expire_held,
+    initial_status,
+    settle_digests,
+)
+from messaging.engine.transitions.messages import (
+    adopt_prepared,
+    block,
+    cancel,
+    expire,
+    fail,
+    finish_preparing,
+    lock_preparation,
+    mark_reported,
+    pause,
+    queue,
+    queue_scheduled,
+    recount,
+    requeue_preparation,
+    resume,
+    roll_up,
+    schedule,
+    start_preparing,
+    start_scheduled_delivery,
+    unblock,
+    unqueue,
+    unschedule,
+)
+from messaging.engine.transitions.outcomes import (
+    record_outcome,
+)
+from messaging.engine.transitions.ownership import (
+    CLAIM_BATCH_SIZE,
+    Claim,
+    claim_batch,
+    claim_one,
+    lease_seconds,
+    release,
+    renew_leases,
+)
+from messaging.engine.transitions.results import (
+    record_result,
+    record_uncertain,
+    reset_for_resend,
+    result_fields,
+)
+
+__all__ = [
+    "CLAIM_BATCH_SIZE",
+    "Claim",
+    "adopt_prepared",
+    "attach_to_digest",
+    "block",
+    "cancel",
+    "claim_batch",
+    "claim_one",
+    "expire",
+    "expire_held",
+    "fail",
+    "finish_preparing",
+    "initial_status",
+    "lease_seconds",
+    "lock_preparation",
+    "mark_reported",
+    "pause",
+    "queue",
+    "queue_scheduled",
+    "record_outcome",
+    "record_result",
+    "record_uncertain",
+    "recount",
+    "release",
+    "renew_leases",
+    "requeue_preparation",
+    "reset_for_resend",
+    "result_fields",
+    "resume",
+    "roll_up",
+    "schedule",
+    "settle_digests",
+    "start_preparing",
+    "start_scheduled_delivery",
+    "unblock",
+    "unqueue",
+    "unschedule",
+]

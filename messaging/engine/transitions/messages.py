@@ -1,0 +1,382 @@
+"""Message moves: queue, schedule, prepare, block, pause, resume, cancel, expire, and the roll-up
+from the receivers' counts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from messaging.engine.status import (
+    cancelled_counts,
+    progress_timeline,
+    receiver_counts,
+    retry_delay,
+    status_from_counts,
+    with_error,
+)
+from messaging.models import Message, MessageReceiver
+from messaging.signals import message_status_changed
+
+Status = Message.Status
+ReceiverStatus = MessageReceiver.Status
+
+
+def _move(
+    message_id: int,
+    expected: Iterable[str],
+    new_status: str,
+    change_data: Callable[[dict], dict] = lambda data: data,
+    **fields,
+) -> dict | None:
+    """Move a message from one of `expected` to `new_status`; None if it was not in `expected`
+    (or `change_data` vetoed the move by returning None). Returns the new status_data."""
+    expected = list(expected)
+    with transaction.atomic():
+        row = (
+            Message.objects.select_for_update()
+            .filter(pk=message_id, status__in=expected)
+            .values_list("status", "status_data")
+            .first()
+        )
+        if row is None:
+            return None
+        old_status, old_data = row
+        status_data = change_data(dict(old_data))
+        if status_data is None:
+            return None
+        moved = Message.objects.filter(pk=message_id, status__in=expected).update(
+            status=new_status, status_data=status_data, **fields
+        )
+        if moved:
+            _changed(message_id, old_status, new_status, status_data)
+    return status_data if moved else None
+
+
+def _changed(message_id: int, old: str, new: str, status_data: dict) -> None:
+    if old != new:
+        message_status_changed.send(
+            sender=Message, message_id=message_id, old=old, new=new, status_data=status_data
+        )
+
+
+def _apply(message: Message, status: str, status_data: dict | None) -> bool:
+    """Mirror a transition on the caller's instance; True if it happened."""
+    if status_data is None:
+        return False
+    message.status = status
+    message.status_data = status_data
+    return True
+
+
+def queue(message: Message, user_ids: list[int], expected: Iterable[str] = (Status.DRAFT,)) -> bool:
+    """draft → queued, with the recipients frozen to user ids."""
+    queued = timezone.now().isoformat()
+    data = _move(
+        message.pk,
+        expected,
+        Status.QUEUED,
+        lambda d: {**d, "queued_datetime": queued},
+        virtual_message_receivers={**message.virtual_message_receivers, "user_ids": user_ids},
+    )
+    if data is not None:
+        message.refresh_from_db(fields=["status", "status_data", "virtual_message_receivers"])
+    return data is not None
+
+
+def schedule(message: Message, send_at, expires_at=None) -> bool:
+    """draft|scheduled → scheduled: a staff-composed message waits for `send_at` (rescheduling
+    is the same move). Its recipients are resolved when it starts."""
+    data = _move(
+        message.pk,
+        [Status.DRAFT, Status.SCHEDULED],
+        Status.SCHEDULED,
+        lambda d: d,
+        send_at=send_at,
+        expires_at=expires_at,
+    )
+    if data is not None:
+        message.send_at, message.expires_at = send_at, expires_at
+    return _apply(message, Status.SCHEDULED, data)
+
+
+def unschedule(message: Message) -> bool:
+    """scheduled → draft, only for a message without receivers (a staff-composed one)."""
+    if message.receivers.exists():
+        return False
+    data = _move(message.pk, [Status.SCHEDULED], Status.DRAFT, send_at=None, expires_at=None)
+    if data is not None:
+        message.send_at = message.expires_at = None
+    return _apply(message, Status.DRAFT, data)
+
+
+def queue_scheduled(message: Message, user_ids: list[int]) -> bool:
+    """scheduled → queued once its time has come (a staff-composed message)."""
+    if message.send_at is None or message.send_at > timezone.now():
+        return False
+    return queue(message, user_ids, expected=[Status.SCHEDULED])
+
+
+def start_scheduled_delivery(message_id: int) -> bool:
+    """scheduled → sending once its time has come (prepared earlier through the API)."""
+    if not Message.objects.due_to_start().filter(pk=message_id).exists():
+        return False
+    started = timezone.now().isoformat()
+    return (
+        _move(message_id, [Status.SCHEDULED], Status.SENDING, lambda d: {**d, "sending_started": started})
+        is not None
+    )
+
+
+def unqueue(message: Message) -> bool:
+    """queued → draft: the task queue could not take the send."""
+    data = _move(
+        message.pk,
+        [Status.QUEUED],
+        Status.DRAFT,
+        lambda d: {k: v for k, v in d.items() if k != "queued_datetime"},
+    )
+    return _apply(message, Status.DRAFT, data)
+
+
+def start_preparing(message: Message, preparer: str) -> bool:
+    """draft|queued → preparing, owned by `preparer` (only that preparation may finish it)."""
+    started = timezone.now().isoformat()
+    data = _move(
+        message.pk,
+        [Status.DRAFT, Status.QUEUED],
+        Status.PREPARING,
+        lambda d: {**d, "preparing_started": started, "preparing_by": preparer},
+        message_type=message.message_type,
+    )
+    return _apply(message, Status.PREPARING, data)
+
+
+def lock_preparation(message: Message, preparer: str) -> bool:
+    """Inside the preparing transaction: lock the message row while it is this preparer's.
+
+    The lock is the preparation's proof of life: the sweeper recovers only preparations whose
+    row it can lock (SKIP LOCKED), so a running one is never recovered however long it takes,
+    and a dead worker's lock goes with its connection."""
+    assert connection.in_atomic_block, "lock_preparation must run inside the preparing transaction"
+    return (
+        Message.objects.select_for_update()
+        .filter(pk=message.pk, status=Status.PREPARING, status_data__preparing_by=preparer)
+        .exists()
+    )
+
+
+def finish_preparing(message: Message, preparer: str, **summary) -> bool:
+    """preparing → sending (or scheduled, if its send_at is still ahead), in the same
+    transaction that created the receivers."""
+    now = timezone.now()
+    new_status = Status.SCHEDULED if message.send_at and message.send_at > now else Status.SENDING
+    started = {} if new_status == Status.SCHEDULED else {"sending_started": now.isoformat()}
+    data = _move(
+        message.pk,
+        [Status.PREPARING],
+        new_status,
+        lambda d: {**d, **summary, **started} if d.get("preparing_by") == preparer else None,
+    )
+    return _apply(message, new_status, data)
+
+
+def fail(message: Message, entry: dict, expected: Iterable[str] = (Status.PREPARING,)) -> bool:
+    """preparing (or queued) → error, with the reason appended to status_data["errors"]."""
+    data = _move(message.pk, expected, Status.ERROR, lambda d: with_error(d, entry))
+    return _apply(message, Status.ERROR, data)
+
+
+def requeue_preparation(message: Message) -> bool:
+    """preparing → queued: its worker died; a staff-composed message is prepared again."""
+    data = _move(
+        message.pk,
+        [Status.PREPARING],
+        Status.QUEUED,
+        lambda d: {
+            **d,
+            "queued_datetime": timezone.now().isoformat(),
+            "requeued_after_dead_preparation": True,
+        },
+    )
+    return _apply(message, Status.QUEUED, data)
+
+
+def adopt_prepared(message_id: int) -> bool:
+    """preparing → sending for a message whose receivers were committed without the status
+    change (written by a version before both went into one transaction)."""
+    return _move(message_id, [Status.PREPARING], Status.SENDING) is not None
+
+
+def block(message_id: int, reason: str, *, until: datetime | None = None) -> dict | None:
+    """sending → blocked: the mail server refuses every delivery (login, TLS, down),
+    or, with `until`, a sending limit is used up until then ("quota" in the record).
+    Nothing is charged to receivers; the sweeper tries again after a growing delay (or at
+    `until`). Returns the "blocked" record, or None if the message was not sending."""
+    now = timezone.now()
+
+    def change(data: dict) -> dict:
+        previous = data.get("blocked") or {}
+        if until is not None:
+            record = {"quota": True, "attempts": previous.get("attempts", 0), "next_attempt": until}
+        else:
+            attempts = previous.get("attempts", 0) + 1
+            record = {"attempts": attempts, "next_attempt": now + retry_delay(attempts)}
+        return {
+            **data,
+            "blocked": {
+                "reason": reason[:1000],
+                "since": previous.get("since", now.isoformat()),
+                **record,
+                "next_attempt": record["next_attempt"].isoformat(),
+            },
+        }
+
+    # Only from sending: the other lanes and workers of the same run find it blocked already,
+    # and must not count their refusals as further attempts (each would double the delay).
+    data = _move(message_id, [Status.SENDING], Status.BLOCKED, change)
+    return data["blocked"] if data else None
+
+
+def unblock(message_id: int) -> bool:
+    """blocked → sending, to try the mail server again (keeps the "blocked" record's attempt
+    count until a delivery run finishes without being blocked)."""
+    return _move(message_id, [Status.BLOCKED], Status.SENDING) is not None
+
+
+def roll_up(message_id: int, *, delivered_unblocked: bool = False) -> str | None:
+    """Recompute a delivering message's status from its receivers and publish exact counts.
+
+    `delivered_unblocked`: a delivery run just went through, so a stale "blocked" record is
+    dropped. Returns the status, or None if the message is not delivering."""
+    with transaction.atomic():
+        message = (
+            Message.objects.select_for_update()
+            .filter(pk=message_id, status__in=Message.DELIVERING)
+            .only("status", "status_data")
+            .first()
+        )
+        if message is None:
+            return None
+        counts = receiver_counts(message_id)
+        new_status = status_from_counts(message.status, counts)
+        summary = {"receiver_counts": counts, "total": sum(counts.values())}
+        if counts[ReceiverStatus.CANCELLED]:
+            summary["cancelled"] = cancelled_counts(message_id)
+        status_data = {**message.status_data, "summary": summary}
+        if timeline := progress_timeline(status_data, counts):  # the status page's chart
+            status_data["timeline"] = timeline
+        # A run that went through drops a stale record, unless the message was blocked again
+        # meanwhile (by another worker): that record is current.
+        if (delivered_unblocked and message.status != Status.BLOCKED) or new_status != Status.BLOCKED:
+            status_data.pop("blocked", None)
+        if new_status != message.status or status_data != message.status_data:
+            Message.objects.filter(pk=message_id, status=message.status).update(
+                status=new_status, status_data=status_data
+            )
+            _changed(message_id, message.status, new_status, status_data)
+    return new_status
+
+
+def recount(message_id: int) -> bool:
+    """Publish exact receiver counts again after receivers were deleted (a user deleted, the
+    retention task), keeping the status: a finished send's history is not rewritten. False if
+    the message has no published counts to correct."""
+    with transaction.atomic():
+        message = Message.objects.select_for_update().filter(pk=message_id).only("status_data").first()
+        if message is None or "summary" not in message.status_data:
+            return False
+        counts = receiver_counts(message_id)
+        summary = {**message.status_data["summary"], "receiver_counts": counts, "total": sum(counts.values())}
+        if "cancelled" in summary:
+            summary["cancelled"] = cancelled_counts(message_id)
+        Message.objects.filter(pk=message_id).update(status_data={**message.status_data, "summary": summary})
+    return True
+
+
+def pause(message_id: int, *, actor_id: int | None = None, tripped: dict | None = None) -> bool:
+    """sending|blocked → paused: workers stop claiming its receivers (and a delivering worker
+    stops after the receiver in flight). `tripped`: the failure watch's finding, for an
+    automatic pause (status.FailureWatch)."""
+    record = {
+        "since": timezone.now().isoformat(),
+        "by": actor_id,
+        "automatic": tripped is not None,
+        **(tripped or {}),
+    }
+    return _move(message_id, Message.PAUSABLE, Status.PAUSED, lambda d: {**d, "paused": record}) is not None
+
+
+def resume(message_id: int) -> bool:
+    """paused → sending; delivery continues with the receivers not yet sent."""
+    return (
+        _move(
+            message_id,
+            [Status.PAUSED],
+            Status.SENDING,
+            lambda d: {k: v for k, v in d.items() if k not in ("paused", "blocked")},
+        )
+        is not None
+    )
+
+
+def cancel(message_id: int, reason: str = MessageReceiver.CancelReason.CANCELLED) -> dict | None:
+    """CANCELLABLE → cancelled (reason "cancelled") or EXPIRABLE → expired (reason "expired"),
+    and every receiver not yet handed to the server → cancelled, in one transaction. A worker
+    that holds a cancelled receiver stops before handing it over (record_result tells it the
+    message's status); the one in flight (at most one per worker) is recorded with its real
+    outcome. Returns {"receivers": cancelled, "in_flight_at_most": workers holding some}, or
+    None if the message was not in a status that allows it."""
+    expiring = reason == MessageReceiver.CancelReason.EXPIRED
+    new_status = Status.EXPIRED if expiring else Status.CANCELLED
+    now = timezone.now()
+    with transaction.atomic():
+        data = _move(
+            message_id,
+            Message.EXPIRABLE if expiring else Message.CANCELLABLE,
+            new_status,
+            lambda d: {**d, new_status: now.isoformat()},
+        )
+        if data is None:
+            return None
+        undelivered = MessageReceiver.objects.filter(message_id=message_id).filter(
+            Q(status=ReceiverStatus.NOT_SENT)
+            | Q(status=ReceiverStatus.FAILED, permanent_failure=False, next_attempt_datetime__isnull=False)
+            | Q(status=ReceiverStatus.HELD, digest__isnull=True)
+        )
+        workers = (
+            undelivered.leased(now).exclude(claimed_by="").order_by().values("claimed_by").distinct().count()
+        )
+        cancelled = undelivered.update(
+            status=ReceiverStatus.CANCELLED, cancel_reason=reason, next_attempt_datetime=None
+        )
+    roll_up(message_id)
+    return {"receivers": cancelled, "in_flight_at_most": workers}
+
+
+def expire(message_id: int) -> dict | None:
+    """EXPIRABLE → expired once its expiry has passed (see cancel)."""
+    if not Message.objects.past_expiry().filter(pk=message_id).exists():
+        return None
+    return cancel(message_id, MessageReceiver.CancelReason.EXPIRED)
+
+
+def mark_reported(message_id: int, event: str) -> bool:
+    """Remember that the sender was told about `event`; False if already told (so two workers
+    that see the same event send one email)."""
+    with transaction.atomic():
+        row = (
+            Message.objects.select_for_update()
+            .filter(pk=message_id)
+            .values_list("status_data", flat=True)
+            .first()
+        )
+        if row is None or event in row.get("reported", []):
+            return False
+        Message.objects.filter(pk=message_id).update(
+            status_data={**row, "reported": [*row.get("reported", []), event]}
+        )
+    return True
