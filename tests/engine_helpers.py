@@ -2,8 +2,8 @@ from django.utils.translation import get_language
 
 from messaging.engine import channels
 from messaging.engine.channels import DeliveryResult
-from messaging.engine.subject_generator import SubjectTextGenerator
 from messaging.models import Message
+from messaging.subject_generator import SubjectTextGenerator
 
 
 class LanguageSubject(SubjectTextGenerator):

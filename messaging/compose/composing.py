@@ -15,9 +15,9 @@ from messaging.engine import channels, controlling, recipients, sending, transit
 from messaging.engine.channels import ChannelUnavailable, DeliveryResult
 from messaging.engine.rendering import ContentRenderer, RenderedContent
 from messaging.engine.status import exception_entry
-from messaging.engine.subject_generator import ComposedSubjectGenerator
 from messaging.models import AuditEvent, Message, MessageReceiver
 from messaging.operations.audit import record
+from messaging.subject_generator import ComposedSubjectGenerator
 
 COMPOSED_TEMPLATE = "messaging/email/composed.html"
 

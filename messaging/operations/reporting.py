@@ -19,9 +19,9 @@ from messaging import conf
 from messaging.engine import recipients, transitions
 from messaging.engine.rendering import PLACEHOLDER_RE
 from messaging.engine.status import cancelled_counts, published_counts
-from messaging.engine.subject_generator import SubjectTextGenerator
 from messaging.models import AuditEvent, Message, MessageReceiver
 from messaging.operations.audit import record
+from messaging.subject_generator import SubjectTextGenerator
 
 logger = logging.getLogger(__name__)
 

@@ -147,7 +147,7 @@ def build_email(
     """The receiver's email; `notice` (PreferenceNotices.for_receiver) adds the unsubscribe
     headers and footer. Built at send time, so what is stored stays what the sender wrote."""
     # Building the MIME message is the largest cost of sending with Django 6.1's generic
-    # builder; the fast one writes the same bytes (tests/test_fast_email.py) in a tenth of the time.
+    # builder; the fast one writes the same bytes (tests/engine/test_fast_email.py) in a tenth of the time.
     headers = {"Message-ID": message_id_for(receiver)}
     if notice is not None:
         headers.update(notice.headers)
