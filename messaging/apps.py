@@ -8,6 +8,7 @@ class MessagingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from messaging import checks  # noqa: F401 (registers the system checks)
         from messaging.engine import channels
         from messaging.engine.channels.email import EmailChannel
 

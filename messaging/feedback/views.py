@@ -38,7 +38,7 @@ def _page(request: HttpRequest, params=None) -> HttpResponse:
         )[:LIFTS_LISTED],
         "can_lift": request.user.has_perm(LIFT),
     }
-    return render_page(request, "messaging/suppressions.html", context, "results")
+    return render_page(request, "messaging/feedback/suppressions.html", context, "results")
 
 
 @staff_permission_required(VIEW)

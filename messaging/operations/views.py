@@ -36,7 +36,7 @@ def operations(request: HttpRequest) -> HttpResponse:
         "oldest_waiting": health.duration(report.oldest_waiting_seconds or 0),
         "overdue": health.duration(report.overdue_seconds),
     }
-    return render_page(request, "messaging/operations.html", context, "figures")
+    return render_page(request, "messaging/operations/operations.html", context, "figures")
 
 
 def _bearer_token(request: HttpRequest) -> str | None:

@@ -9,7 +9,7 @@ from messaging.models import Message, MessageTemplate
 register = template.Library()
 
 
-@register.inclusion_tag("messaging/template_start.html", takes_context=True)
+@register.inclusion_tag("messaging/compose/template_start.html", takes_context=True)
 def start_from_template(context) -> dict:
     """Every template, grouped by context type in the order the compose form lists them."""
     by_type: dict[str, list] = {}

@@ -136,7 +136,7 @@ class TestRollUpTimeline:
         monkeypatch.setattr(transitions, "CLAIM_BATCH_SIZE", 2)
         clock = itertools.count(int(time.time()) + 10)
         monkeypatch.setattr(
-            transitions,
+            transitions.messages,  # where roll_up, which writes the timeline, reads it
             "progress_timeline",
             lambda data, counts: status.progress_timeline(
                 data, counts, now=datetime.fromtimestamp(next(clock), tz=OSLO)

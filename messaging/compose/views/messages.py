@@ -95,7 +95,7 @@ def _compose(request: HttpRequest, message: Message | None) -> HttpResponse:
             )
             return render_page(
                 request,
-                "messaging/compose.html",
+                "messaging/compose/compose.html",
                 _compose_context(request, form, message, attachments_form),
                 "compose_form",
                 # htmx swaps only 2xx answers: the form with its explanation must replace the old one.
@@ -105,7 +105,7 @@ def _compose(request: HttpRequest, message: Message | None) -> HttpResponse:
             attachments_form.add_error("attachments", refused)
             return render_page(
                 request,
-                "messaging/compose.html",
+                "messaging/compose/compose.html",
                 _compose_context(request, form, message, attachments_form),
                 "compose_form",
             )
@@ -115,7 +115,7 @@ def _compose(request: HttpRequest, message: Message | None) -> HttpResponse:
         return redirect_to(request, edit_url(saved))
     return render_page(
         request,
-        "messaging/compose.html",
+        "messaging/compose/compose.html",
         _compose_context(request, form, message, attachments_form),
         "compose_form",
     )
@@ -157,14 +157,14 @@ def message_delete(request: HttpRequest, pk: int) -> HttpResponse:
             return _read_only(request, message)
         messages.success(request, _("The draft was deleted."))
         return redirect_to(request, reverse("messaging:message_list"))
-    return render_page(request, "messaging/message_delete.html", {"message": message})
+    return render_page(request, "messaging/compose/message_delete.html", {"message": message})
 
 
 @staff_permission_required(COMPOSE)
 @require_GET
 def recipient_search(request: HttpRequest) -> HttpResponse:
     found = selectors.search_recipients(request.GET.get("q", ""))
-    return render_page(request, "messaging/recipient_search.html", {"found": found})
+    return render_page(request, "messaging/compose/recipient_search.html", {"found": found})
 
 
 @staff_permission_required(COMPOSE)
@@ -172,7 +172,7 @@ def recipient_search(request: HttpRequest) -> HttpResponse:
 def group_members(request: HttpRequest, pk: int) -> HttpResponse:
     """Who a group reaches, shown on the compose page before sending to it."""
     found = selectors.group_members(pk)
-    return render_page(request, "messaging/group_members.html", {"found": found})
+    return render_page(request, "messaging/compose/group_members.html", {"found": found})
 
 
 @staff_permission_required(COMPOSE)
@@ -186,7 +186,7 @@ def recipient_summary(request: HttpRequest) -> HttpResponse:
         # Only what the summary says: whether a draft is important is decided on save.
         ignore_preferences=request.GET.get("ignore_preferences") in ("on", "true", "1"),
     )
-    return render_page(request, "messaging/compose.html#recipient_summary", {"summary": summary})
+    return render_page(request, "messaging/compose/compose.html#recipient_summary", {"summary": summary})
 
 
 @staff_permission_required(VIEW)
@@ -201,7 +201,7 @@ def message_preview(request: HttpRequest, pk: int) -> HttpResponse:
         "sender": composing.sender_of(message),
         "test_form": TestSendForm(actor=request.user) if request.user.has_perm(SEND) else None,
     }
-    return render_page(request, "messaging/message_preview.html", context, "columns")
+    return render_page(request, "messaging/compose/message_preview.html", context, "columns")
 
 
 @staff_permission_required(SEND)
@@ -229,7 +229,7 @@ def message_send_test(request: HttpRequest, pk: int) -> HttpResponse:
             messages.error(request, _("The test could not be sent: %(reason)s") % {"reason": result.reason})
         return redirect("messaging:message_preview", pk=message.pk)
     context = {"message": message, "test_form": form, "result": result}
-    return render_page(request, "messaging/message_preview.html#test_result", context)
+    return render_page(request, "messaging/compose/message_preview.html#test_result", context)
 
 
 def _too_many_tests(exc: composing.TooManyTestSends) -> str:
@@ -269,7 +269,9 @@ def message_send(request: HttpRequest, pk: int) -> HttpResponse:
         "sender": sender,
         "form": form,
     }
-    return render_page(request, "messaging/message_send.html", context, status=400 if form.errors else 200)
+    return render_page(
+        request, "messaging/compose/message_send.html", context, status=400 if form.errors else 200
+    )
 
 
 def _send(request: HttpRequest, message: Message, form: SendForm) -> HttpResponse:

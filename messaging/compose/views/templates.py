@@ -54,7 +54,7 @@ def _template_form(request: HttpRequest, template: MessageTemplate | None) -> Ht
         else:
             messages.success(request, _("Template “%(name)s” saved.") % {"name": saved.name})
             return redirect_to(request, reverse("messaging:template_edit", args=[saved.pk]))
-    return render_page(request, "messaging/template_form.html", _form_context(form, template))
+    return render_page(request, "messaging/compose/template_form.html", _form_context(form, template))
 
 
 @staff_permission_required(COMPOSE)
@@ -64,7 +64,7 @@ def template_list(request: HttpRequest) -> HttpResponse:
     table = TemplateTable(found.qs, csrf_token=get_token(request))
     RequestConfig(request, paginate={"per_page": TEMPLATES_PER_PAGE}).configure(table)
     context = {"filter": found, "table": table}
-    return render_page(request, "messaging/template_list.html", context, "results")
+    return render_page(request, "messaging/compose/template_list.html", context, "results")
 
 
 @staff_permission_required(COMPOSE)
@@ -87,7 +87,7 @@ def template_delete(request: HttpRequest, pk: int) -> HttpResponse:
         message_templates.delete_template(template)
         messages.success(request, _("Template “%(name)s” deleted.") % {"name": template.name})
         return redirect_to(request, _list_url())
-    return render_page(request, "messaging/template_delete.html", {"template": template})
+    return render_page(request, "messaging/compose/template_delete.html", {"template": template})
 
 
 @staff_permission_required(COMPOSE)
@@ -132,4 +132,4 @@ def message_save_as_template(request: HttpRequest, pk: int) -> HttpResponse:
         "back": back,
         "languages": message_templates.content_languages(message.composed_content),
     }
-    return render_page(request, "messaging/template_save_as.html", context)
+    return render_page(request, "messaging/compose/template_save_as.html", context)

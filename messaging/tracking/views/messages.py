@@ -109,7 +109,7 @@ def _render_status(request: HttpRequest, message: Message) -> HttpResponse:
     context = _status_context(request, message)
     polling = request.htmx and request.htmx.trigger == "receiver-results"
     code = HTMX_STOP_POLLING if polling and not context["poll_seconds"] else 200
-    return render_page(request, "messaging/message_status.html", context, "live", status=code)
+    return render_page(request, "messaging/tracking/message_status.html", context, "live", status=code)
 
 
 @require_GET
@@ -129,7 +129,7 @@ def message_list(request: HttpRequest) -> HttpResponse:
     RequestConfig(request, paginate={"per_page": MESSAGES_PER_PAGE}).configure(table)
     # The template calls it, so only full pages count the sends per week (not htmx filtering).
     context = {"filter": message_filter, "table": table, "sends_per_week": selectors.sends_per_week}
-    return render_page(request, "messaging/message_list.html", context, "results")
+    return render_page(request, "messaging/tracking/message_list.html", context, "results")
 
 
 @staff_permission_required(SEND)
@@ -179,7 +179,7 @@ def message_resend_failed(request: HttpRequest, pk: int) -> HttpResponse:
     plan = resending.resend_plan(message)
     if request.method == "GET":
         context = {"message": message, "plan": plan, "allowed": resending.resend_allowed(message)}
-        return render_page(request, "messaging/message_resend.html", context)
+        return render_page(request, "messaging/tracking/message_resend.html", context)
     include_permanent = request.POST.get("include_permanent") == "on"
     moved = resending.resend_failed(message, actor=request.user, include_permanent=include_permanent)
     for level, text in _resend_outcome(message, plan, moved, include_permanent):
@@ -232,7 +232,7 @@ def receiver_detail(request: HttpRequest, pk: int) -> HttpResponse:
             else []
         ),
     }
-    return render_page(request, "messaging/receiver_detail.html", context)
+    return render_page(request, "messaging/tracking/receiver_detail.html", context)
 
 
 @staff_permission_required(RESEND)

@@ -25,7 +25,7 @@ RECEIVERS_PER_PAGE = 25
 @require_GET
 def person_search(request: HttpRequest) -> HttpResponse:
     found = people.search_people(request.GET.get("q", ""))
-    return render_page(request, "messaging/person_search.html", {"found": found}, "results")
+    return render_page(request, "messaging/tracking/person_search.html", {"found": found}, "results")
 
 
 @staff_permission_required(VIEW)
@@ -41,7 +41,7 @@ def person_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "table": table,
         "can_revoke_links": request.user.has_perm(SEND),
     }
-    return render_page(request, "messaging/person_detail.html", context, "results")
+    return render_page(request, "messaging/tracking/person_detail.html", context, "results")
 
 
 @staff_permission_required(SEND)
