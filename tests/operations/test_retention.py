@@ -108,11 +108,12 @@ class TestDeleteOldReceivers:
             for field in model._meta.concrete_fields
             if field.is_relation and field.related_model is MessageReceiver
         ]
-        assert sorted(pointing_here, key=str) == [
+        assert len(pointing_here) == 3
+        assert set(pointing_here) == {
             (AuditEvent, "receiver"),
             (DeliveryEvent, "receiver"),
             (MessageReceiver, "digest"),
-        ]
+        }
 
     def test_queries_per_batch_do_not_grow_with_receivers(self, make_user):
         user = make_user()
