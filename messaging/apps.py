@@ -35,5 +35,11 @@ class MessagingConfig(AppConfig):
             attachments.on_attachment_deleted, sender=MessageAttachment, dispatch_uid="messaging.attachments"
         )
 
-        from messaging import sign_in  # noqa: F401 (audits failed sign-ins and lockouts)
+        # tasks registers the huey tasks with messaging.engine.queue, through which services
+        # queue work: run_huey autodiscovers tasks modules, but web processes, other commands and
+        # tests queue work too.
+        from messaging import (
+            sign_in,  # noqa: F401 (audits failed sign-ins and lockouts)
+            tasks,  # noqa: F401
+        )
         from messaging.feedback import webhooks  # noqa: F401 (connects anymail's tracking signal)

@@ -1,4 +1,8 @@
-"""huey tasks: thin shells that load by id and call a service. No decisions here."""
+"""huey tasks: thin shells that load by id and call a service. No decisions here.
+
+Services queue these through messaging.engine.queue, never by importing this module (it
+imports them): each task queued by a service is registered there with `@queue.runs(name)`.
+MessagingConfig.ready() imports this module in every process."""
 
 from django.utils import timezone
 from huey import crontab
@@ -6,13 +10,14 @@ from huey.contrib.djhuey import db_periodic_task, db_task
 
 from messaging import conf
 from messaging.compose import composing
-from messaging.engine import delivery, maintenance, resending, sending
+from messaging.engine import delivery, maintenance, queue, resending, sending
 from messaging.feedback import bounces
 from messaging.models import Message
 from messaging.operations import reporting, retention
 from messaging.preferences import digests
 
 
+@queue.runs("send_composed_message")
 @db_task()
 def send_composed_message(message_id: int) -> None:
     message = Message.objects.filter(pk=message_id).first()
@@ -20,6 +25,7 @@ def send_composed_message(message_id: int) -> None:
         composing.send_composed(message)
 
 
+@queue.runs("deliver_message")
 @db_task()
 def deliver_message(message_id: int) -> None:
     delivery.deliver_message(message_id)
@@ -32,18 +38,21 @@ def resend_failed_receivers(message_id: int) -> None:
         resending.resend_failed(message)
 
 
+@queue.runs("retry_failed_receivers_of")
 @db_task()
 def retry_failed_receivers_of(message_id: int) -> None:
     """Scheduled for when a message's first automatic retry is due."""
     resending.retry_due_receivers(message_id)
 
 
+@queue.runs("retry_blocked_message")
 @db_task()
 def retry_blocked_message(message_id: int) -> None:
     """Scheduled for when a blocked message's mail server is to be tried again."""
     maintenance.retry_blocked(message_id)
 
 
+@queue.runs("start_scheduled_message")
 @db_task()
 def start_scheduled_message(message_id: int) -> None:
     """Scheduled for a message's send_at (the sweeper starts it should this task be lost)."""
@@ -52,12 +61,14 @@ def start_scheduled_message(message_id: int) -> None:
         sending.start_scheduled(message)
 
 
+@queue.runs("report_to_sender")
 @db_task()
 def report_to_sender(message_id: int, event: str) -> None:
     reporting.report_to_sender(message_id, event)
 
 
 # Read once, when the consumer starts: huey's periodic schedule is fixed at import.
+@queue.runs("sweep")
 @db_periodic_task(crontab(minute=f"*/{conf.sweep_minutes()}"))
 def sweep() -> None:
     maintenance.sweep()

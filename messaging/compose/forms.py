@@ -280,8 +280,8 @@ class MessageForm(ComposedContentForm):
             reply_to = cls.REPLY_TO_KEPT
         return {
             **cls.content_initial(message.context_type, message.composed_content),
-            "users": composing.chosen_user_ids(message),
-            "groups": composing.chosen_group_ids(message),
+            "users": recipients.chosen_user_ids(message),
+            "groups": recipients.chosen_group_ids(message),
             "from_email": message.from_email or settings.DEFAULT_FROM_EMAIL,
             "reply_to": reply_to,
             "ignore_preferences": message.ignore_preferences,

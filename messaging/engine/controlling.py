@@ -4,10 +4,9 @@ and changes nothing."""
 
 from __future__ import annotations
 
-from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
-from messaging.engine import transitions
+from messaging.engine import queue, transitions
 from messaging.models import AuditEvent, Message
 from messaging.operations.audit import record
 
@@ -38,13 +37,11 @@ def pause(message: Message, actor=None) -> Message:
 
 
 def resume(message: Message, actor=None) -> Message:
-    from messaging import tasks
-
     if not transitions.resume(message.pk):
         _refuse(_current(message), _("Only a paused message can be resumed; this one is %(status)s."))
     record(message, AuditEvent.Action.RESUMED, actor)
     # robust: the sweeper delivers a sending message anyway, should the queue be down.
-    transaction.on_commit(lambda: tasks.deliver_message(message.pk), robust=True)
+    queue.after_commit(queue.deliver_message, message.pk)
     return _current(message)
 
 

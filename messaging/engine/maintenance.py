@@ -1,6 +1,6 @@
 """The sweeper: finds work whose worker or task is gone and sets it going again.
 
-Runs every MESSAGING_SWEEP_MINUTES (and when a consumer starts; tasks.sweep); it also starts
+Runs every MESSAGING_SWEEP_MINUTES (and when a consumer starts; queue.sweep); it also starts
 scheduled messages whose time has come and expires what is past its expiry, so neither depends
 on huey's in-memory schedule surviving a restart. Every step is a guarded
 transition, so sweepers on several hosts at once do no harm. Liveness is decided by facts, not
@@ -18,7 +18,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from messaging import conf
-from messaging.engine import controlling, resending, sending, transitions
+from messaging.engine import controlling, queue, resending, sending, transitions
 from messaging.engine.status import error_entry
 from messaging.models import Message, MessageReceiver
 
@@ -26,7 +26,6 @@ logger = logging.getLogger(__name__)
 
 
 def sweep() -> None:
-    from messaging import tasks
     from messaging.operations import heartbeats
 
     for message_id in Message.objects.past_expiry().values_list("pk", flat=True):
@@ -39,19 +38,19 @@ def sweep() -> None:
         sending.start_scheduled(message)
     resending.retry_due_receivers()
     for message_id in messages_needing_delivery():
-        tasks.deliver_message(message_id)
+        queue.deliver_message(message_id)
     for message_id in due_blocked_messages():
-        tasks.retry_blocked_message(message_id)
+        queue.retry_blocked_message(message_id)
     for message_id in unfinished_roll_ups():
         transitions.roll_up(message_id)
     for message_id in Message.objects.filter(status=Message.Status.PREPARING).values_list("pk", flat=True):
         recovered = recover_dead_preparation(message_id)
         if recovered == Message.Status.QUEUED:
-            tasks.send_composed_message(message_id)
+            queue.send_composed_message(message_id)
         elif recovered == Message.Status.SENDING:
-            tasks.deliver_message(message_id)
+            queue.deliver_message(message_id)
     for message_id in lost_queued_messages():
-        tasks.send_composed_message(message_id)
+        queue.send_composed_message(message_id)
     heartbeats.record_sweep()
 
 

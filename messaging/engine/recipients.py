@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import Prefetch, QuerySet
 
-from messaging.models import UserEmail
+from messaging.models import Message, UserEmail
 
 User = get_user_model()
 
@@ -77,3 +77,20 @@ def resolve_user_ids(user_ids: Iterable[int] = (), group_ids: Iterable[int] = ()
             ).values_list("pk", flat=True)
         )
     return sorted(ids)
+
+
+# A staff-composed message keeps who was chosen (users, groups) until it is queued, when they
+# are resolved to user ids (again when a scheduled one starts: a group may have changed).
+
+
+def chosen_user_ids(message: Message) -> list[int]:
+    return list(message.virtual_message_receivers.get("chosen_user_ids", []))
+
+
+def chosen_group_ids(message: Message) -> list[int]:
+    return list(message.virtual_message_receivers.get("group_ids", []))
+
+
+def resolved_user_ids(message: Message) -> list[int]:
+    """The active users a composed message goes to now: those chosen and the groups' members."""
+    return resolve_user_ids(chosen_user_ids(message), chosen_group_ids(message))

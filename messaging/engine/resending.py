@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from messaging.engine import transitions
+from messaging.engine import queue, transitions
 from messaging.engine.recipients import notification_address, users_with_recipient_data
 from messaging.feedback import suppressions
 from messaging.models import AuditEvent, Message, MessageReceiver
@@ -70,13 +70,11 @@ def resend_plan(message: Message) -> ResendPlan:
 
 
 def _queue_delivery(message_ids) -> None:
-    from messaging import tasks
-
     for message_id in set(message_ids):
         transitions.roll_up(message_id)
-        # robust: if the queue is down the receivers still wait as not_sent, and the sweeper
-        # (tasks.sweep) delivers them once it is back.
-        transaction.on_commit(lambda mid=message_id: tasks.deliver_message(mid), robust=True)
+        # after_commit is robust: if the queue is down the receivers still wait as not_sent,
+        # and the sweeper delivers them once it is back.
+        queue.after_commit(queue.deliver_message, message_id)
 
 
 def resend_allowed(message: Message) -> bool:

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from messaging import conf
-from messaging.engine import delivery, transitions
+from messaging.engine import delivery, queue, recipients, transitions
 from messaging.engine.status import exception_entry
 from messaging.models import AuditEvent, Message
 from messaging.operations import audit
@@ -126,30 +126,23 @@ def prepare_and_send(
 def schedule_start(message: Message) -> None:
     """Ask huey to start the message on time; the sweeper starts it anyway should the
     consumer's schedule be lost (a restart of Redis, a flushed queue)."""
-    from messaging import tasks
-
-    transaction.on_commit(
-        lambda: tasks.start_scheduled_message.schedule((message.pk,), eta=message.send_at), robust=True
-    )
+    queue.after_commit(queue.start_scheduled_message_at, message.pk, message.send_at)
 
 
 def start_scheduled(message: Message) -> str | None:
     """A scheduled message whose time has come: a staff-composed one is queued (its recipients
     resolved now) and prepared; one prepared through the API starts delivering. Returns the
     new status, or None if it was not due (rescheduled, taken back, already started)."""
-    from messaging import tasks
-    from messaging.compose import composing
-
     if message.receivers.exists():
         if not transitions.start_scheduled_delivery(message.pk):
             return None
         queue_deliveries(message, 1 + conf.delivery_helpers())
         new_status = Message.Status.SENDING
     else:
-        user_ids = composing.resolved_user_ids(message)
+        user_ids = recipients.resolved_user_ids(message)
         if not transitions.queue_scheduled(message, user_ids):
             return None
-        transaction.on_commit(lambda: tasks.send_composed_message(message.pk), robust=True)
+        queue.after_commit(queue.send_composed_message, message.pk)
         new_status = Message.Status.QUEUED
     audit.record(message, AuditEvent.Action.STARTED)
     return new_status
@@ -158,7 +151,5 @@ def start_scheduled(message: Message) -> str | None:
 def queue_deliveries(message: Message, count: int) -> None:
     """Queue `count` delivery tasks after commit. robust: the sweeper delivers a sending
     message anyway, should the queue be unreachable."""
-    from messaging import tasks
-
     for _task in range(count):
-        transaction.on_commit(lambda: tasks.deliver_message(message.pk), robust=True)
+        queue.after_commit(queue.deliver_message, message.pk)

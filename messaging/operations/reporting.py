@@ -3,7 +3,7 @@ expires, the staff member who sent it gets an email through this same engine, in
 language, with the counts, the top failure reasons and a link to the status page.
 
 `on_status_changed` listens to every message transition (messaging.signals) and queues
-`tasks.report_to_sender` after commit; the task decides again from the committed state, and
+`queue.report_to_sender` after commit; the task decides again from the committed state, and
 `transitions.mark_reported` makes sure each event is reported once per message.
 """
 
@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 
-from django.db import transaction
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
 from messaging import conf
-from messaging.engine import recipients, transitions
+from messaging.engine import queue, recipients, transitions
 from messaging.engine.rendering import PLACEHOLDER_RE
 from messaging.engine.status import cancelled_counts, published_counts
 from messaging.models import AuditEvent, Message, MessageReceiver
@@ -62,10 +61,8 @@ def on_status_changed(sender, message_id: int, old: str, new: str, status_data: 
     event = event_for(old, new, status_data)
     if event is None or not conf.notify_sender():
         return
-    from messaging import tasks
-
     # robust: a report is never worth failing the transition that caused it.
-    transaction.on_commit(lambda: tasks.report_to_sender(message_id, event), robust=True)
+    queue.after_commit(queue.report_to_sender, message_id, event)
 
 
 class ReportSubject(SubjectTextGenerator):

@@ -294,8 +294,8 @@ def recipient_summary(
 
 def message_recipient_summary(message: Message) -> RecipientSummary:
     return recipient_summary(
-        composing.chosen_user_ids(message),
-        composing.chosen_group_ids(message),
+        recipients.chosen_user_ids(message),
+        recipients.chosen_group_ids(message),
         message.context_type,
         message.ignore_preferences,
     )
@@ -319,7 +319,7 @@ def _users_per_language(message: Message) -> dict[str, list]:
     grouped: dict[str, list] = {code: [] for code in recipients.supported_languages()}
     counts: Counter = Counter()
     no_address: Counter = Counter()
-    for batch in recipients.iter_users_in_batches(composing.resolved_user_ids(message), 500):
+    for batch in recipients.iter_users_in_batches(recipients.resolved_user_ids(message), 500):
         for user in batch:
             language = recipients.preferred_language(user)
             counts[language] += 1

@@ -39,9 +39,8 @@ def main() -> None:
         django.setup()
         from django.contrib.auth import get_user_model
 
-        from messaging import tasks
         from messaging.compose import composing
-        from messaging.engine import sending
+        from messaging.engine import queue, sending
         from messaging.models import Message
         from tests.benchmarks.content import CONTENT
 
@@ -56,7 +55,7 @@ def main() -> None:
         message = Message.objects.create(
             composed_content=CONTENT, virtual_message_receivers={"chosen_user_ids": ids, "user_ids": ids}
         )
-        tasks.deliver_message = lambda message_id: None  # no helpers: everything in this process
+        queue.deliver_message = lambda message_id: None  # no helpers: everything in this process
         arguments = composing.prepare_arguments(message)
         started = time.perf_counter()
         if args.cprofile:

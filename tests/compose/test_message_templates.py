@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from messaging.compose import composing, message_templates
+from messaging.engine import recipients
 from messaging.engine.rendering import template_syntax_problems, validate_subject
 from messaging.models import AuditEvent, Message, MessageTemplate
 from tests.compose.test_hostile_forms import HOSTILE_TEXT, fuzz
@@ -121,7 +122,7 @@ class TestService:
         assert message.status == Message.Status.DRAFT
         assert message.context_type == Message.ContextType.DEADLINE_MOVED
         assert message.composed_content == {"en": EN, "nb": NB}
-        assert composing.resolved_user_ids(message) == []
+        assert recipients.resolved_user_ids(message) == []
         assert message.created_by == staff
         assert message.message_type == ["email"]
         event = message.audit_events.get()

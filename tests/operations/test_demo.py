@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.test import RequestFactory
 
 from messaging.compose import composing
+from messaging.engine import recipients
 from messaging.engine.recipients import notification_address
 from messaging.models import (
     DeliveryMode,
@@ -208,7 +209,7 @@ def test_drafts_have_content_and_recipients(demo):
         receivers = message.virtual_message_receivers
         assert set(receivers) == {"chosen_user_ids", "group_ids"}
         assert receivers["group_ids"]
-        assert composing.resolved_user_ids(message)
+        assert recipients.resolved_user_ids(message)
         message.full_clean()
     welcome = Message.objects.get(metadata__demo_sample="inf1000-welcome")
     assert set(welcome.composed_content) == {"en", "nb"}

@@ -15,7 +15,7 @@ from django.conf import settings
 from huey.contrib.djhuey import HUEY
 from huey.contrib.djhuey.management.commands import run_huey
 
-from messaging.engine import worker_shutdown
+from messaging.engine import queue, worker_shutdown
 from messaging.operations import heartbeats
 
 
@@ -41,9 +41,7 @@ class Command(run_huey.Command):
                 heartbeat.start()
                 # Sweep at once rather than at the next minute: what fell due while no
                 # consumer ran (scheduled messages, retries, expiries) starts now.
-                from messaging import tasks
-
-                tasks.sweep()
+                queue.sweep()
 
             consumer.start = start_with_heartbeat
             return consumer
