@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from messaging import conf
 from messaging.compose import attachments
-from messaging.engine import channels, controlling, recipients, sending, transitions
+from messaging.engine import channels, controlling, queue, recipients, sending, transitions
 from messaging.engine.channels import ChannelUnavailable, DeliveryResult
+from messaging.engine.outgoing import deliver_now
 from messaging.engine.rendering import ContentRenderer, RenderedContent
 from messaging.engine.status import exception_entry
 from messaging.models import AuditEvent, Message, MessageReceiver
@@ -20,18 +21,6 @@ from messaging.operations.audit import record
 from messaging.subject_generator import ComposedSubjectGenerator
 
 COMPOSED_TEMPLATE = "messaging/email/composed.html"
-
-
-def chosen_user_ids(message: Message) -> list[int]:
-    return list(message.virtual_message_receivers.get("chosen_user_ids", []))
-
-
-def chosen_group_ids(message: Message) -> list[int]:
-    return list(message.virtual_message_receivers.get("group_ids", []))
-
-
-def resolved_user_ids(message: Message) -> list[int]:
-    return recipients.resolve_user_ids(chosen_user_ids(message), chosen_group_ids(message))
 
 
 def languages_with_content(message: Message) -> list[str]:
@@ -168,8 +157,8 @@ def duplicate(message: Message, actor=None) -> Message:
         from_email=message.from_email,
         reply_to=message.reply_to,
         virtual_message_receivers={
-            "chosen_user_ids": chosen_user_ids(message),
-            "group_ids": chosen_group_ids(message),
+            "chosen_user_ids": recipients.chosen_user_ids(message),
+            "group_ids": recipients.chosen_group_ids(message),
         },
     )
     with transaction.atomic():
@@ -199,7 +188,7 @@ def queue_send(message: Message, actor=None, *, send_at=None, expires_at=None) -
     if not sender_of(message).is_allowed:
         raise SenderNotAllowed(message.from_email)
     sending.validate_schedule(send_at, expires_at)
-    user_ids = resolved_user_ids(message)
+    user_ids = recipients.resolved_user_ids(message)
     if send_at is not None and send_at > timezone.now():
         return _schedule(message, actor, send_at, expires_at, len(user_ids))
     if message.is_scheduled:
@@ -213,13 +202,11 @@ def queue_send(message: Message, actor=None, *, send_at=None, expires_at=None) -
 
 
 def _start_now(message: Message, actor, user_ids: list[int], expected: list[str]) -> int:
-    from messaging import tasks
-
     if not transitions.queue(message, user_ids, expected=expected):
         raise ValueError(f"Message #{message.pk} is {message.status}; it has already been sent.")
 
     def enqueue() -> None:
-        tasks.send_composed_message(message.pk)
+        queue.send_composed_message(message.pk)
         record(message, AuditEvent.Action.SENT, actor, receivers=len(user_ids), **sender_details(message))
 
     try:
@@ -368,7 +355,7 @@ def send_test(message: Message, actor, address: str = "", language: str = "") ->
         receiver.subject = content.subject
         receiver.message_content_html = content.html
         receiver.message_content_plain = content.plain
-        _receiver, result = next(iter(channels.get_channel("email").deliver([receiver])))
+        result = deliver_now(channels.get_channel("email"), receiver)
     except ChannelUnavailable as exc:
         result = DeliveryResult(delivered=False, reason=str(exc))
     except ValueError as exc:

@@ -28,12 +28,13 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import connection, connections, transaction
+from django.db import connection, connections
 from django.utils import timezone
 
 from messaging import conf
-from messaging.engine import channels, controlling, rate_limits, transitions, worker_shutdown
+from messaging.engine import channels, controlling, queue, rate_limits, transitions, worker_shutdown
 from messaging.engine.channels import ChannelUnavailable, DeliveryResult
+from messaging.engine.outgoing import deliver_now, prepared
 from messaging.engine.status import FailureWatch
 from messaging.engine.transitions import Claim
 from messaging.feedback import suppressions
@@ -251,8 +252,14 @@ def deliver_claim(claim: Claim, run: DeliveryRun) -> None:
             group = _skip_suppressed(claim, group)
             budget = channel.seconds_per_receiver() + safety_margin()
             limiter = rate_limits.Limiter.for_channel(channel, hold_seconds=budget)
-            for receiver, result in channel.deliver(_under_lease(claim, run, group, budget, limiter)):
-                _record_and_watch(claim, run, receiver, result)
+            # Each receiver is prepared as the channel takes it; one that cannot be sent (its
+            # message's attachment is unreadable) is recorded without reaching the channel.
+            items = prepared(
+                _under_lease(claim, run, group, budget, limiter),
+                unsendable=lambda receiver, result: _record_and_watch(claim, run, receiver, result),
+            )
+            for item, result in channel.deliver(items):
+                _record_and_watch(claim, run, item.ref, result)
     finally:
         # Everything recorded has claimed_by cleared, so this releases only what was not sent.
         transitions.release(claim.ids, claim.worker_id)
@@ -324,8 +331,8 @@ def _under_lease(
                 continue
             yield receiver
         finally:
-            # Runs when the channel asks for the next receiver (this one's result is recorded)
-            # or stops asking.
+            # Runs when the channel asks for the next item (this one's result is recorded, or
+            # it was recorded unsendable without reaching the channel) or stops asking.
             slot.release()
 
 
@@ -354,13 +361,9 @@ def _block(message_id: int, reason: str, until: datetime | None = None) -> None:
         logger.warning("Message %s: delivery blocked: %s", message_id, reason)
     blocked = transitions.block(message_id, reason, until=until)
     if blocked:
-        from messaging import tasks
-
         eta = datetime.fromisoformat(blocked["next_attempt"])
         # robust: the sweeper retries blocked messages too, should the queue be unreachable.
-        transaction.on_commit(
-            lambda: tasks.retry_blocked_message.schedule((message_id,), eta=eta), robust=True
-        )
+        queue.after_commit(queue.retry_blocked_message_at, message_id, eta)
     transitions.roll_up(message_id)
 
 
@@ -373,17 +376,13 @@ def _wait_for_quota(message_id: int, spent: rate_limits.QuotaSpent) -> None:
 
 def _hand_over(message_id: int) -> None:
     """This worker is stopping: queue the rest for another consumer (its claims are released)."""
-    from messaging import tasks
-
     transitions.roll_up(message_id)
-    transaction.on_commit(lambda: tasks.deliver_message(message_id), robust=True)
+    queue.after_commit(queue.deliver_message, message_id)
 
 
 def schedule_retries(message_id: int) -> None:
     """Queue the message's next automatic retry for when its backoff ends (the sweeper is
     only the safety net)."""
-    from messaging import tasks
-
     due = (
         MessageReceiver.objects.filter(message_id=message_id)
         .awaiting_retry()
@@ -392,9 +391,7 @@ def schedule_retries(message_id: int) -> None:
         .first()
     )
     if due is not None:
-        transaction.on_commit(
-            lambda: tasks.retry_failed_receivers_of.schedule((message_id,), eta=due), robust=True
-        )
+        queue.after_commit(queue.retry_failed_receivers_at, message_id, due)
 
 
 @contextlib.contextmanager
@@ -465,7 +462,7 @@ def _attempt_now(receiver: MessageReceiver) -> DeliveryResult:
         budget = channel.seconds_per_receiver() + safety_margin()
         slot = rate_limits.Limiter.for_channel(channel, budget).acquire(receiver.send_to, stop=lambda: False)
         try:
-            return next(iter(channel.deliver([receiver])))[1]
+            return deliver_now(channel, receiver)
         finally:
             slot.release()
     except ChannelUnavailable as exc:

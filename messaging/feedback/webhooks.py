@@ -27,7 +27,7 @@ from django.urls import URLPattern
 from django.utils import timezone
 
 from messaging import conf
-from messaging.engine.channels.email import RECEIVER_METADATA_KEY
+from messaging.engine.outgoing import RECEIVER_METADATA_KEY
 from messaging.feedback import reports as feedback
 from messaging.feedback import webhook_security
 from messaging.feedback.signatures import receiver_id_from_message_id

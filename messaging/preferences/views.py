@@ -22,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from messaging.engine import recipients, rendering
-from messaging.engine.channels.email import ONE_CLICK
+from messaging.engine.outgoing import ONE_CLICK
 from messaging.models import MessageReceiver
 from messaging.preferences import context_types, links
 from messaging.preferences import modes as preferences

@@ -27,7 +27,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from messaging.engine.channels.email import message_id_for
+from messaging.engine.outgoing import message_id_for
 from messaging.feedback.return_path import envelope_sender
 from messaging.models import AuditEvent, DeliveryEvent, Message, MessageReceiver, Suppression, UnmatchedBounce
 from tests.conftest import Consumer, wait_until

@@ -136,12 +136,12 @@ class SlowChannel(channels.Channel):
     def seconds_per_receiver(self) -> float:
         return self.delay
 
-    def deliver(self, receivers):
-        for receiver in receivers:
+    def deliver(self, items):
+        for item in items:
             time.sleep(self.delay)
             with self.lock:
-                self.sends[receiver.pk] += 1
-            yield receiver, DeliveryResult.ok()
+                self.sends[item.ref.pk] += 1
+            yield item, DeliveryResult.ok()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from messaging import tasks
-from messaging.engine.channels.email import message_id_for
+from messaging.engine.outgoing import message_id_for
 from messaging.feedback import bounces, return_path
 from messaging.feedback import reports as feedback
 from messaging.models import DeliveryEvent, Message, MessageReceiver, Suppression, UnmatchedBounce

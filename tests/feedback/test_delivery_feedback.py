@@ -17,6 +17,7 @@ from django.urls import reverse
 from messaging.checks import lease_covers_a_send, sending_settings
 from messaging.engine import resending
 from messaging.engine.channels.email import EmailChannel, build_email
+from messaging.engine.outgoing import OutgoingBuilder
 from messaging.feedback import reports as feedback
 from messaging.feedback import return_path, suppressions
 from messaging.feedback.signatures import message_id as signed_message_id
@@ -388,7 +389,7 @@ class TestAnymailSending:
             def close(self):
                 pass
 
-        return EmailChannel()._deliver_one(Raising(), receiver)
+        return EmailChannel()._deliver_one(Raising(), OutgoingBuilder().build(receiver))
 
     def test_a_refused_recipient_is_a_permanent_failure(self, sent_receiver):
         result = self.channel_result(sent_receiver, AnymailRecipientsRefused("All recipients were rejected"))
@@ -407,7 +408,7 @@ class TestAnymailSending:
             self.channel_result(sent_receiver, api_error(401))
 
     def test_an_smtp_email_carries_no_provider_id(self, sent_receiver):
-        email = build_email(sent_receiver)
+        email = build_email(OutgoingBuilder().build(sent_receiver))
         assert not hasattr(email, "anymail_status")
         assert sent_receiver.provider_message_id == ""
 

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from messaging.engine.channels.email import RECEIVER_METADATA_KEY, message_id_for
+from messaging.engine.outgoing import RECEIVER_METADATA_KEY, message_id_for
 from messaging.feedback import suppressions
 from messaging.models import DeliveryEvent, Message, MessageReceiver, Suppression, UnmatchedBounce
 

@@ -19,8 +19,9 @@ from django.core.mail import EmailMultiAlternatives
 from django.utils import timezone
 
 from messaging import conf
-from messaging.engine.channels.email import EmailChannel, PreferenceNotice
+from messaging.engine.channels.email import EmailChannel
 from messaging.engine.channels.fast_email import FastEmailMultiAlternatives, OneLineHeader
+from messaging.engine.outgoing import OutgoingBuilder, PreferenceNotice
 from messaging.models import DeliveryMode, Message, MessageReceiver, NotificationPreference
 from messaging.preferences import links
 from tests.engine_helpers import SEND_ARGS, LanguageSubject
@@ -141,7 +142,7 @@ class TestHeaders:
         unsaved = MessageReceiver(
             message=message, user=student, send_to=student.email, subject="Test", message_content_plain="x"
         )
-        ((_receiver, result),) = EmailChannel().deliver([unsaved])
+        ((_item, result),) = EmailChannel().deliver([OutgoingBuilder().build(unsaved)])
         assert result.delivered
         (received,) = received_by(smtp_mailer, student.email)
         assert received["List-Unsubscribe"] is None
@@ -159,7 +160,8 @@ class TestHeaders:
             message_content_html="<html><body><p>Two messages.</p></body></html>",
             metadata={"context_types": ["comment", "deadline_moved", "feedback", "comment", "no_such_type"]},
         )
-        ((_receiver, result),) = EmailChannel().deliver([MessageReceiver.objects.get(pk=receiver.pk)])
+        stored = MessageReceiver.objects.get(pk=receiver.pk)
+        ((_item, result),) = EmailChannel().deliver([OutgoingBuilder().build(stored)])
         assert result.delivered
         (received,) = received_by(smtp_mailer, student.email)
         token = one_click_path(received).removeprefix("/preferences/").removesuffix("/one-click/")
@@ -176,7 +178,7 @@ class TestHeaders:
             message_content_plain="x",
             metadata={"context_types": ["deadline_moved"]},
         )
-        list(EmailChannel().deliver([MessageReceiver.objects.get(pk=receiver.pk)]))
+        list(EmailChannel().deliver([OutgoingBuilder().build(MessageReceiver.objects.get(pk=receiver.pk))]))
         (received,) = received_by(smtp_mailer, student.email)
         assert received["List-Unsubscribe"] is None
 

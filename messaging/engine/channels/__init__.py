@@ -1,10 +1,12 @@
 """Delivery channels, one per message type ("email" today), behind a small registry.
 
-A channel gets a receiver's rendered content and address and answers with a DeliveryResult;
-it knows nothing of statuses, retries or the database.
+A channel gets what it sends, prepared by the engine (an Outgoing: rendered content, address,
+headers, attachments), and answers with a DeliveryResult: delivered, failed (temporary or
+permanent, and why) or uncertain. It knows nothing of statuses, retries or the database, and
+imports nothing of the engine (tests/engine/test_channel_boundary.py).
 """
 
-from messaging.engine.channels.base import Channel, ChannelUnavailable, DeliveryResult
+from messaging.engine.channels.base import Channel, ChannelUnavailable, DeliveryResult, Outgoing
 
 _registry: dict[str, Channel] = {}
 
@@ -33,6 +35,7 @@ __all__ = [
     "Channel",
     "ChannelUnavailable",
     "DeliveryResult",
+    "Outgoing",
     "get_channel",
     "register",
     "registered_types",

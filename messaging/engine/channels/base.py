@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 
@@ -21,6 +21,31 @@ class DeliveryResult:
         return cls(delivered=True, details=details)
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One email as the engine hands it to a channel: everything the channel sends, already
+    decided (content, addresses, headers, attachments), so that sending needs no database and
+    no knowledge of messages or receivers. The engine prepares it (messaging.engine.outgoing)
+    once it has taken the receiver under a live lease.
+    """
+
+    # Whatever the engine maps the result back to (a MessageReceiver); the channel never reads it.
+    ref: object
+    address: str  # "" when the recipient has none: the channel answers a permanent failure
+    subject: str
+    plain: str
+    html: str = ""  # "": no HTML alternative
+    from_email: str = ""  # the From the recipient sees
+    envelope_sender: str = ""  # where bounces go ("": the From address)
+    reply_to: str = ""  # "": none
+    # Final header values (Message-ID, List-Unsubscribe, ...), written as given.
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # Ready MIME parts, shared by the emails of one message (messaging.compose.attachments).
+    attachments: tuple = ()
+    # Sent along to a provider that returns it in its webhooks (anymail's metadata).
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
 class ChannelUnavailable(Exception):
     """The channel cannot deliver anything right now: the server is unreachable, refuses our
     login, fails TLS, or refuses our sender. The receiver being attempted was not delivered and
@@ -34,15 +59,17 @@ class Channel(abc.ABC):
     rate_limit_mailer: str = ""
 
     @abc.abstractmethod
-    def deliver(self, receivers: Iterable) -> Iterator[tuple[object, DeliveryResult]]:
-        """Attempt each receiver once, yielding (receiver, result) as soon as it is known.
+    def deliver(self, items: Iterable[Outgoing]) -> Iterator[tuple[Outgoing, DeliveryResult]]:
+        """Attempt each item once, yielding (item, result) as soon as the result is known.
 
-        `receivers` is consumed lazily: take the next receiver only when about to send it (the
-        engine checks its lease on each one as it is taken). Raises ChannelUnavailable when
-        nothing can be delivered; the receiver taken last is then not charged.
+        `items` is consumed lazily: take the next item only when about to send it (the engine
+        checks its lease on each receiver as it is taken, and prepares the item then). Raises
+        ChannelUnavailable when nothing can be delivered; the item taken last is then not charged.
+        Sends what it is given and nothing else: it neither reads the database nor knows the
+        engine (the engine records the results).
         """
 
     def seconds_per_receiver(self) -> float:
-        """The longest `deliver` may spend on one receiver, from taking it to yielding its
+        """The longest `deliver` may spend on one item, from taking it to yielding its
         result. Leases must cover it (messaging.checks)."""
         return 60.0

@@ -1,178 +1,49 @@
-"""The email channel: Django's configured mailer (MAILERS["default"]) is the transport."""
+"""The email channel: Django's configured mailer (MAILERS["default"]) is the transport.
+
+It sends the Outgoing items it is given (messaging.engine.outgoing prepares them) and reads no
+database: only messaging.conf and this package are imported from the project.
+"""
 
 from __future__ import annotations
 
 import smtplib
 import ssl
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 
 from anymail.exceptions import AnymailAPIError, AnymailError, AnymailRecipientsRefused
-from django.conf import settings
 from django.core import mail
-from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist
-from django.core.mail import make_msgid
+from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.handler import DEFAULT_MAILER_ALIAS
-from django.utils import translation
-from django.utils.html import escape
 from django.utils.translation import gettext as _
 
-from messaging import conf
-from messaging.compose import attachments as message_attachments
-from messaging.engine.channels.base import Channel, ChannelUnavailable, DeliveryResult
-from messaging.engine.channels.fast_email import FastEmailMultiAlternatives, OneLineHeader
+from messaging.engine.channels.base import Channel, ChannelUnavailable, DeliveryResult, Outgoing
+from messaging.engine.channels.fast_email import FastEmailMultiAlternatives
 from messaging.engine.channels.mailer_pool import MailerPool, close_mailer
-from messaging.feedback import return_path, signatures
-from messaging.models import Message, MessageReceiver
-from messaging.preferences import context_types, links
-
-# anymail sends metadata with the email and providers return it in their webhooks.
-RECEIVER_METADATA_KEY = "messaging_receiver"
-# RFC 8058 §3.1: the one value the List-Unsubscribe-Post header (and the POST's body) may have.
-ONE_CLICK = "List-Unsubscribe=One-Click"
 
 
-def message_id_for(receiver) -> str:
-    """A Message-ID stable per receiver, so a re-send is recognisable as the same email."""
-    domain = conf.message_id_domain()
-    if receiver.pk is None:  # a test send, not a stored receiver
-        return make_msgid(domain=domain)
-    return signatures.message_id(receiver.pk, receiver.message_id, domain)
-
-
-def sender_of(receiver) -> tuple[str, str]:
-    """(From, Reply-To) of a receiver's email: those chosen for its message, else
-    DEFAULT_FROM_EMAIL and none (so engine messages such as sending reports keep the default)."""
-    try:
-        message = receiver.message
-    except ObjectDoesNotExist:  # built without a message, or the message is gone
-        return settings.DEFAULT_FROM_EMAIL, ""
-    return message.from_address, message.reply_to
-
-
-@dataclass(frozen=True)
-class PreferenceNotice:
-    """What lets a recipient change how they get an email of a type they may turn off: the
-    one-click unsubscribe headers (RFC 8058) and a footer linking to their preference page
-    (none for a digest, whose body has that link already)."""
-
-    headers: dict[str, str]
-    footer_plain: str = ""
-    footer_html: str = ""
-
-    def plain(self, body: str) -> str:
-        return f"{body.rstrip()}\n\n-- \n{self.footer_plain}\n" if self.footer_plain else body
-
-    def html(self, body: str) -> str:
-        if not self.footer_html or not body:
-            return body
-        at = max(body.rfind("</body"), body.rfind("</BODY"))  # else after the end: still shown
-        if at < 0:
-            return body + self.footer_html
-        return body[:at] + self.footer_html + "\n" + body[at:]
-
-
-class PreferenceNotices:
-    """Each receiver's PreferenceNotice, with what it needs read once per delivery run: which
-    types are enforced (one query), each message's type (loaded with its sender) and the
-    footer's words per language. Signing the links is the only work done per receiver."""
-
-    def __init__(self):
-        self._enforced: dict[str, bool] | None = None
-        self._types: dict[int, tuple[str, ...]] = {}
-        self._footers: dict[str, tuple[str, str]] = {}
-        self._links: links.PreferenceLinks | None = None
-
-    def for_receiver(self, receiver) -> PreferenceNotice | None:
-        if receiver.pk is None or receiver.user_id is None:  # a test send, or nobody's
-            return None
-        try:
-            message = receiver.message
-        except ObjectDoesNotExist:
-            return None
-        digest = message.context_type == Message.ContextType.DIGEST
-        types = self._digest_types(receiver) if digest else self._message_types(message)
-        if not types:
-            return None
-        if self._links is None:
-            self._links = links.PreferenceLinks()
-        # Two tokens, each good for its own page only: the header's unsubscribes, the footer's manages.
-        unsubscribe = self._links.one_click_url(receiver.user_id, types)
-        headers = {
-            "List-Unsubscribe": OneLineHeader("List-Unsubscribe", f"<{unsubscribe}>"),
-            "List-Unsubscribe-Post": ONE_CLICK,
-        }
-        if digest:
-            return PreferenceNotice(headers)
-        plain, html = self._footer(receiver.language)
-        url = self._links.preferences_url(receiver.user_id)
-        return PreferenceNotice(headers, plain.format(url=url), html.format(url=escape(url)))
-
-    def _optional(self, context_type: str) -> bool:
-        if self._enforced is None:
-            self._enforced = {config.key: config.enforced for config in context_types.all_configs()}
-        return not self._enforced.get(context_type, True)  # an unregistered type is enforced
-
-    def _message_types(self, message) -> tuple[str, ...]:
-        if message.pk not in self._types:
-            optional = self._optional(message.context_type)
-            self._types[message.pk] = (message.context_type,) if optional else ()
-        return self._types[message.pk]
-
-    def _digest_types(self, receiver) -> tuple[str, ...]:
-        listed = (receiver.metadata or {}).get("context_types") or []
-        return tuple(t for t in dict.fromkeys(listed) if isinstance(t, str) and self._optional(t))
-
-    def _footer(self, language: str) -> tuple[str, str]:
-        """The footer in `language` with "{url}" for the link (braces in translations doubled)."""
-        if language not in self._footers:
-            with translation.override(language or settings.LANGUAGE_CODE):
-                why = _("You get this email because you are registered as a recipient of these messages.")
-                change = _("Change how you get these messages (immediately, in a digest or not at all):")
-                link = _("Your email settings")
-            why, change, link = (text.replace("{", "{{").replace("}", "}}") for text in (why, change, link))
-            plain = f"{why}\n{change} {{url}}"
-            html = (
-                '<hr><p style="font-size:small;color:#555">'
-                f'{escape(why)}<br>{escape(change)} <a href="{{url}}">{escape(link)}</a></p>'
-            )
-            self._footers[language] = (plain, html)
-        return self._footers[language]
-
-
-def build_email(
-    receiver, connection=None, attachments: Sequence = (), notice: PreferenceNotice | None = None
-) -> FastEmailMultiAlternatives:
-    """The receiver's email; `notice` (PreferenceNotices.for_receiver) adds the unsubscribe
-    headers and footer. Built at send time, so what is stored stays what the sender wrote."""
+def build_email(outgoing: Outgoing, connection=None) -> FastEmailMultiAlternatives:
+    """The email of an Outgoing item, as the mailer sends it."""
     # Building the MIME message is the largest cost of sending with Django 6.1's generic
     # builder; the fast one writes the same bytes (tests/engine/test_fast_email.py) in a tenth of the time.
-    headers = {"Message-ID": message_id_for(receiver)}
-    if notice is not None:
-        headers.update(notice.headers)
-    from_email, reply_to = sender_of(receiver)
-    envelope_sender = return_path.envelope_sender(receiver)
-    if envelope_sender:
-        headers["From"] = from_email  # shown; bounces go to the envelope sender
-    plain, html = receiver.message_content_plain, receiver.message_content_html
-    if notice is not None:
-        plain, html = notice.plain(plain), notice.html(html)
+    headers = dict(outgoing.headers)
+    if outgoing.envelope_sender:
+        headers["From"] = outgoing.from_email  # shown; bounces go to the envelope sender
     email = FastEmailMultiAlternatives(
-        subject=receiver.subject,
-        body=plain,
-        from_email=envelope_sender or from_email,
-        to=[receiver.send_to],
-        reply_to=[reply_to] if reply_to else None,
+        subject=outgoing.subject,
+        body=outgoing.plain,
+        from_email=outgoing.envelope_sender or outgoing.from_email,
+        to=[outgoing.address],
+        reply_to=[outgoing.reply_to] if outgoing.reply_to else None,
         headers=headers,
         connection=connection,
     )
-    if receiver.pk is not None:
-        email.metadata = {RECEIVER_METADATA_KEY: str(receiver.pk)}  # read by anymail backends only
-    if html:
-        email.attach_alternative(html, "text/html")
+    if outgoing.metadata:
+        email.metadata = dict(outgoing.metadata)  # read by anymail backends only
+    if outgoing.html:
+        email.attach_alternative(outgoing.html, "text/html")
     # Ready MIME parts, shared by every receiver's email (messaging.compose.attachments).
-    for part in attachments:
+    for part in outgoing.attachments:
         email.attach(part)
     return email
 
@@ -292,39 +163,25 @@ class EmailChannel(Channel):
         # One attempt, and one more on a fresh connection if the first one's connection dropped.
         return 2 * attempt_seconds(mail.mailers.default)
 
-    def deliver(self, receivers: Iterable) -> Iterator[tuple[object, DeliveryResult]]:
-        senders: dict[int, Message | None] = {}
-        attachments: dict[int, list | DeliveryResult] = {}
-        notices = PreferenceNotices()
+    def deliver(self, items: Iterable[Outgoing]) -> Iterator[tuple[Outgoing, DeliveryResult]]:
         with self.pool.mailer() as mailer:
-            for receiver in receivers:
-                _load_sender(receiver, senders)
-                parts = _attachment_parts(receiver, attachments)
-                yield receiver, self._deliver_one(mailer, receiver, parts, notices)
+            for item in items:
+                yield item, self._deliver_one(mailer, item)
 
-    def _deliver_one(
-        self,
-        mailer,
-        receiver,
-        attachments: Sequence | DeliveryResult = (),
-        notices: PreferenceNotices | None = None,
-    ) -> DeliveryResult:
-        if not receiver.send_to:
+    def _deliver_one(self, mailer, item: Outgoing) -> DeliveryResult:
+        if not item.address:
             return DeliveryResult(delivered=False, permanent=True, reason=_("The user has no email address."))
-        if isinstance(attachments, DeliveryResult):
-            return attachments  # a file of the message cannot be read
         try:
-            notice = (notices or PreferenceNotices()).for_receiver(receiver)
-            email = build_email(receiver, mailer, attachments, notice)
+            email = build_email(item, mailer)
         except ValueError as exc:  # a header that cannot be written (e.g. a line break)
-            return classify_exception(exc, receiver.send_to)
+            return classify_exception(exc, item.address)
         for retry in (False, True):
             _begin_attempt(mailer)
             _open(mailer)
             try:
                 sent = mailer.send_messages([email])
             except Exception as exc:  # every failure is a result or ChannelUnavailable, never a crash
-                outcome = self._after_failure(mailer, exc, receiver, retry)
+                outcome = self._after_failure(mailer, exc, item.address, retry)
                 if outcome is None:
                     continue
                 return outcome
@@ -333,7 +190,7 @@ class EmailChannel(Channel):
             return DeliveryResult.ok(provider_message_id=provider_message_id(email))
         raise AssertionError("unreachable")  # the retry's failure always returns or raises
 
-    def _after_failure(self, mailer, exc, receiver, retried: bool) -> DeliveryResult | None:
+    def _after_failure(self, mailer, exc, address: str, retried: bool) -> DeliveryResult | None:
         """The result for a failed send, or None to reconnect and try once more."""
         if is_server_problem(exc):
             close_mailer(mailer)
@@ -354,37 +211,7 @@ class EmailChannel(Channel):
                 return None
             # A fresh connection failed too: the server is the problem, not this receiver.
             raise ChannelUnavailable(describe_server_problem(exc)) from exc
-        return classify_exception(exc, receiver.send_to)
-
-
-def _load_sender(receiver, loaded: dict[int, Message | None]) -> None:
-    """Give a receiver its message's From, Reply-To and context type (for the unsubscribe
-    headers), read once per message per batch: the engine claims receivers without their
-    message, and reading it for each email would cost a query per receiver."""
-    if receiver.message_id is None or MessageReceiver.message.is_cached(receiver):
-        return
-    if receiver.message_id not in loaded:
-        loaded[receiver.message_id] = (
-            Message.objects.only("from_email", "reply_to", "context_type")
-            .filter(pk=receiver.message_id)
-            .first()
-        )
-    if loaded[receiver.message_id] is not None:
-        receiver.message = loaded[receiver.message_id]
-
-
-def _attachment_parts(receiver, loaded: dict[int, list | DeliveryResult]) -> list | DeliveryResult:
-    """The MIME parts of the receiver's message's attachments, looked up once per message in a
-    batch (the receivers of a batch share their message); a file that cannot be read fails each
-    receiver of the message with the reason."""
-    if receiver.message_id is None:
-        return []
-    if receiver.message_id not in loaded:
-        try:
-            loaded[receiver.message_id] = message_attachments.email_parts(receiver.message_id)
-        except message_attachments.AttachmentUnavailable as exc:
-            loaded[receiver.message_id] = DeliveryResult(delivered=False, permanent=True, reason=str(exc))
-    return loaded[receiver.message_id]
+        return classify_exception(exc, address)
 
 
 def _begin_attempt(mailer) -> None:
