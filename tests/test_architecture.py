@@ -1,5 +1,6 @@
-"""The import graph of messaging/: no import loops, the queue module a leaf, the tasks imported
-by nobody but the composition root (ARCHITECTURE.md, "Dependency direction").
+"""The import graph of messaging/: no import loops, the queue module a leaf, channels that import
+nothing of the engine, the tasks imported by nobody but the composition root (ARCHITECTURE.md,
+"Dependency direction").
 
 Every module under messaging/ (migrations aside) is parsed with `ast`, imports inside
 functions included: a function-level import only postpones a loop, it does not remove it.
@@ -36,6 +37,10 @@ QUEUE_MAY_IMPORT = {"messaging.conf"}
 TASKS = "messaging.tasks"
 # The composition root (AppConfig.ready imports the tasks so they register with the queue).
 MAY_IMPORT_TASKS = {"messaging.apps"}
+# A channel gets what it sends (an Outgoing) and answers: it imports settings and its own
+# package, never the engine, the models or anything that reads the database.
+CHANNELS = "messaging.engine.channels"
+CHANNELS_MAY_IMPORT = {"messaging.conf"}
 
 
 def module_files() -> dict[str, Path]:
@@ -207,6 +212,36 @@ def test_the_queue_module_is_a_leaf(graph):
     assert QUEUE in graph, "messaging/engine/queue.py is where services queue work"
     extra = graph[QUEUE] - QUEUE_MAY_IMPORT
     assert not extra, f"{QUEUE} may import nothing from messaging but conf; it imports {sorted(extra)}"
+
+
+def channel_imports_out_of_bounds(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if module == CHANNELS or module.startswith(CHANNELS + ".")
+        for target in targets
+        if target not in CHANNELS_MAY_IMPORT and not (target == CHANNELS or target.startswith(CHANNELS + "."))
+    )
+
+
+def test_channels_import_nothing_but_settings_and_their_own_package(graph):
+    assert {f"{CHANNELS}.email", f"{CHANNELS}.base"} <= set(graph)
+    assert channel_imports_out_of_bounds(graph) == [], (
+        "A channel gets what it sends (Outgoing, prepared by messaging.engine.outgoing); "
+        "it must not import the engine, the models or the services."
+    )
+
+
+def test_the_channel_rule_sees_a_channel_reaching_into_the_engine():
+    graph = {
+        f"{CHANNELS}.email": {"messaging.conf", f"{CHANNELS}.base", "messaging.models"},
+        f"{CHANNELS}.sms": {"messaging.engine.outgoing"},
+        "messaging.engine.delivery": {"messaging.models", CHANNELS},
+    }
+    assert channel_imports_out_of_bounds(graph) == [
+        f"{CHANNELS}.email imports messaging.models",
+        f"{CHANNELS}.sms imports messaging.engine.outgoing",
+    ]
 
 
 def test_only_the_composition_root_imports_the_tasks(graph):

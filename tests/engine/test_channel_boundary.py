@@ -1,10 +1,8 @@
 """The channel boundary: a channel gets what it sends (an Outgoing the engine prepared) and
-answers with a result; it imports nothing of the engine and reads no database."""
+answers with a result, reading no database (that it imports nothing of the engine is checked
+with the import graph, tests/test_architecture.py)."""
 
 from __future__ import annotations
-
-import ast
-from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -15,70 +13,6 @@ from messaging.engine.channels.email import EmailChannel
 from messaging.engine.outgoing import RECEIVER_METADATA_KEY, OutgoingBuilder, message_id_for
 from messaging.feedback import return_path
 from messaging.models import Message, MessageReceiver
-
-CHANNELS = Path(__file__).resolve().parents[2] / "messaging" / "engine" / "channels"
-CHANNELS_PACKAGE = "messaging.engine.channels"
-
-
-def project_imports(source: str, package: str = CHANNELS_PACKAGE) -> list[tuple[int, str]]:
-    """(line, module) of every import of a project module in `source`, wherever it is (in a
-    function too), relative imports resolved against `package`; `from messaging import conf`
-    counts as messaging.conf."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                module = ".".join([*base, node.module] if node.module else base)
-            else:
-                module = node.module or ""
-            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names]
-    return [
-        (line, module) for line, module in found if module == "messaging" or module.startswith("messaging.")
-    ]
-
-
-def allowed(module: str) -> bool:
-    return (
-        module == "messaging.conf"
-        or module.startswith("messaging.conf.")
-        or module == CHANNELS_PACKAGE
-        or module.startswith(f"{CHANNELS_PACKAGE}.")
-    )
-
-
-def test_channels_import_nothing_of_the_project_but_settings_and_each_other():
-    modules = sorted(CHANNELS.glob("*.py"))
-    assert {p.name for p in modules} >= {"__init__.py", "base.py", "email.py"}
-    wrong = [
-        f"{path.name}:{line} imports {module}"
-        for path in modules
-        for line, module in project_imports(path.read_text())
-        if not allowed(module)
-    ]
-    assert wrong == [], "A channel gets what it sends (Outgoing); it must not import the engine."
-
-
-@pytest.mark.parametrize(
-    ("source", "bad"),
-    [
-        ("from messaging.models import MessageReceiver", True),
-        ("import messaging.engine.delivery", True),
-        ("from messaging import models", True),
-        ("def f():\n    from messaging.feedback import signatures", True),
-        ("from .. import outgoing", True),
-        ("from ...compose import attachments", True),
-        ("from messaging import conf", False),
-        ("from messaging.engine.channels.base import Outgoing", False),
-        ("from . import fast_email", False),
-        ("from .mailer_pool import MailerPool", False),
-        ("import smtplib\nfrom django.core import mail", False),
-    ],
-)
-def test_the_import_check_tells_the_engine_from_the_channels_own(source, bad):
-    assert any(not allowed(module) for _line, module in project_imports(source)) is bad
 
 
 @pytest.fixture
