@@ -391,6 +391,10 @@ class MessageReceiver(models.Model):
     # a held receiver goes into its user's digest once next_attempt_datetime has come.
     lease_expires_datetime = models.DateTimeField(null=True, blank=True, editable=False)
     claimed_by = models.CharField(max_length=64, blank=True, editable=False)
+    # Set (durably) just before the receiver is handed to the channel and cleared with its
+    # result: a receiver that has it but no owner may have reached the server or provider, so
+    # whoever takes it over flags it "delivery_uncertain" (engine/transitions/ownership.py).
+    in_flight_since = models.DateTimeField(null=True, blank=True, editable=False)
     next_attempt_datetime = models.DateTimeField(null=True, blank=True, editable=False)
     permanent_failure = models.BooleanField(_("permanent failure"), default=False)
     # The newest error's message, as a column so the status page can group failures in SQL.
