@@ -1,21 +1,24 @@
-"""Delivering receivers: claim → hand to the channel under a live lease → record → next.
+"""Delivering receivers: claim → mark in flight → hand to the channel → record → next.
 
 Order per receiver, so that a worker killed at any point loses nothing and sends nothing twice
 unflagged: the claim (with its lease) is committed; a receiver is handed to the channel only if
 the lease outlasts the longest that one send can take (`Channel.seconds_per_receiver`), renewing
-it first when needed; its result is committed before the channel takes the next one. A claim
-whose lease ran out without results was abandoned by a dead worker: its receivers are claimable
-again, and the first of them is flagged "delivery_uncertain" (transitions.claim_batch).
+it first when needed, and only after `mark_in_flight` committed that it is about to go (the mark
+checks ownership and the lease on the database's clock, and says whether the message was paused
+or cancelled meanwhile); its result, which clears the mark, is committed before the channel takes
+the next one. Whoever takes over a receiver that is still marked (its worker died, or could not
+record the result) flags it "delivery_uncertain": exactly the receivers that may have reached
+the server, and no others. Every commit is durable (no relaxed synchronous_commit).
 
 A worker delivers over several lanes at once (MESSAGING_SMTP_CONNECTIONS), each a thread with its
 own SMTP session, database connection, worker id and claims, running exactly that loop: so a
 crash leaves at most one receiver in flight per lane. Before each send a lane takes a slot from
-the sending limits (messaging.engine.rate_limits).
+the sending limits (messaging.engine.rate_limits). A database that is briefly unavailable is
+waited for (messaging.engine.database_outages), so results are recorded, not dropped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import os
@@ -26,7 +29,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import connection, connections
 from django.utils import timezone
@@ -34,6 +37,7 @@ from django.utils import timezone
 from messaging import conf
 from messaging.engine import channels, controlling, queue, rate_limits, transitions, worker_shutdown
 from messaging.engine.channels import ChannelUnavailable, DeliveryResult
+from messaging.engine.database_outages import persistently
 from messaging.engine.outgoing import deliver_now, prepared
 from messaging.engine.status import FailureWatch
 from messaging.engine.transitions import Claim
@@ -127,8 +131,7 @@ def deliver_message(message_id: int, *, wait_for_others: bool = False) -> bool:
     run = DeliveryRun.start(message_id)
     lanes = lane_count()
     if lanes == 1:
-        with relaxed_commit_durability():
-            outcomes = [_deliver_lane(run, wait_for_others, transitions.CLAIM_BATCH_SIZE)]
+        outcomes = [_deliver_lane(run, wait_for_others, transitions.CLAIM_BATCH_SIZE)]
     else:
         outcomes = _run_lanes(run, lanes, wait_for_others)
     if Lane.SHUTDOWN in outcomes:
@@ -151,8 +154,7 @@ def _run_lanes(run: DeliveryRun, most: int, wait_for_others: bool) -> list[Lane]
 
     def lane(index: int) -> Lane:
         try:
-            with relaxed_commit_durability():
-                return _deliver_lane(run, wait_for_others, LANE_CLAIM_SIZE, index)
+            return _deliver_lane(run, wait_for_others, LANE_CLAIM_SIZE, index)
         finally:
             connections.close_all()  # this thread's own; the next delivery opens fresh ones
 
@@ -201,11 +203,13 @@ def _deliver_lane(run: DeliveryRun, wait_for_others: bool, claim_size: int, inde
         if index >= run.lane_cap:
             return Lane.DONE  # retired: the other lanes deliver the rest
         if run.progress_due():
-            transitions.roll_up(message_id)
+            persistently(lambda: transitions.roll_up(message_id), "Publishing progress")
         if run.expired():
             controlling.expire(message_id)
             return Lane.STOPPED
-        claim = transitions.claim_batch(message_id, worker_id, claim_size)
+        claim = persistently(
+            lambda: transitions.claim_batch(message_id, worker_id, claim_size), "Claiming receivers"
+        )
         if claim is None:
             if wait_for_others and _others_in_flight(message_id):
                 time.sleep(0.2)
@@ -261,8 +265,9 @@ def deliver_claim(claim: Claim, run: DeliveryRun) -> None:
             for item, result in channel.deliver(items):
                 _record_and_watch(claim, run, item.ref, result)
     finally:
-        # Everything recorded has claimed_by cleared, so this releases only what was not sent.
-        transitions.release(claim.ids, claim.worker_id)
+        # Everything recorded has claimed_by cleared, so this releases only what was not sent
+        # (one in flight stays marked, so its next claimer flags it).
+        persistently(lambda: transitions.release(claim.ids, claim.worker_id), "Releasing receivers")
 
 
 def suppressed_result(suppression) -> DeliveryResult:
@@ -312,28 +317,62 @@ def _under_lease(
     """Yield each receiver only once the rate limits grant it a slot and while this worker's
     lease on it outlasts one send; renew the lease first when it would not; skip receivers lost
     meanwhile; stop when the worker stops, the message stopped being `sending` or its expiry
-    passed. A slot counts against the limits until a window after the send's result came."""
+    passed. A slot counts against the limits until a window after the send's result came.
+    When a recipient domain's limit is used up for longer than a lane sleeps, the claim's
+    receivers to that domain wait until it frees (_defer_for_quota); the rest go on."""
+    deferred: set[int] = set()
     for index, receiver in enumerate(receivers):
-        slot = limiter.acquire(receiver.send_to, stop=lambda: _should_stop(claim, run))
+        if receiver.pk in deferred:
+            continue
+        try:
+            slot = limiter.acquire(receiver.send_to, stop=lambda: _should_stop(claim, run))
+        except rate_limits.QuotaSpent as spent:
+            if not spent.rule.domain:
+                raise  # the mailer's own limit: nothing else may go either; the message waits
+            deferred |= _defer_for_quota(claim, run, receivers[index:], spent)
+            continue
         if slot is None:
             return
         try:
             if claim.seconds_left() < budget:
-                remaining = [r.pk for r in receivers[index:] if r.pk not in claim.lost]
-                transitions.renew_leases(claim, remaining)
-                if claim.seconds_left() < budget:
-                    lease = conf.lease_seconds()
-                    raise LeaseTooShort(
-                        f"MESSAGING_LEASE_SECONDS ({lease}) cannot cover one send ({budget:.0f} s)."
-                    )
-            if receiver.pk in claim.lost:
+                _renew(claim, [r.pk for r in receivers[index:] if r.pk not in claim.lost], budget)
+            message_status = "" if receiver.pk in claim.lost else _mark_in_flight(claim, receiver, budget)
+            if not message_status:
                 logger.warning("Receiver %s was claimed by another worker; not sending it.", receiver.pk)
                 continue
+            if message_status != Message.Status.SENDING:
+                claim.halted = message_status  # paused, cancelled or expired meanwhile: not marked
+                return
             yield receiver
         finally:
             # Runs when the channel asks for the next item (this one's result is recorded, or
             # it was recorded unsendable without reaching the channel) or stops asking.
             slot.release()
+
+
+def _renew(claim: Claim, ids: list[int], budget: float) -> None:
+    persistently(lambda: transitions.renew_leases(claim, ids), "Renewing leases")
+    if claim.seconds_left() < budget:
+        lease = conf.lease_seconds()
+        raise LeaseTooShort(f"MESSAGING_LEASE_SECONDS ({lease}) cannot cover one send ({budget:.0f} s).")
+
+
+def _mark_in_flight(claim: Claim, receiver: MessageReceiver, budget: float) -> str:
+    """The message's status once `receiver` is marked in flight, or "" if it is not ours to
+    send. A lease that this host's clock thought long enough but the database's does not (the
+    clocks differ) is renewed once on the database's clock and the mark tried again."""
+
+    def mark() -> str:
+        return transitions.mark_in_flight(receiver, claim.worker_id, budget)
+
+    message_status = persistently(mark, "Marking a receiver in flight")
+    if not message_status and receiver.pk in persistently(
+        lambda: transitions.renew_leases(claim, [receiver.pk]), "Renewing a lease"
+    ):
+        message_status = persistently(mark, "Marking a receiver in flight")
+    if not message_status:
+        claim.lost.add(receiver.pk)
+    return message_status
 
 
 def _should_stop(claim: Claim, run: DeliveryRun) -> bool:
@@ -348,9 +387,13 @@ def _should_stop(claim: Claim, run: DeliveryRun) -> bool:
 def record(receiver: MessageReceiver, result: DeliveryResult, worker_id: str) -> str:
     """Record one attempt; returns the message's status, or "" if the receiver was not ours."""
     if result.uncertain:
-        message_status = transitions.record_uncertain(receiver, result.reason, worker_id)
+        message_status = persistently(
+            lambda: transitions.record_uncertain(receiver, result.reason, worker_id), "Recording a result"
+        )
     else:
-        message_status = transitions.record_result(receiver, result, worker_id)
+        message_status = persistently(
+            lambda: transitions.record_result(receiver, result, worker_id), "Recording a result"
+        )
     if not message_status:
         logger.warning("Receiver %s is no longer ours; its result was not recorded.", receiver.pk)
     return message_status
@@ -368,10 +411,37 @@ def _block(message_id: int, reason: str, until: datetime | None = None) -> None:
 
 
 def _wait_for_quota(message_id: int, spent: rate_limits.QuotaSpent) -> None:
-    """A sending limit is used up for longer than a worker should sleep: the message waits
-    (shown as blocked, with the time it resumes) and is taken up again then."""
+    """The mailer's own sending limit is used up for longer than a worker should sleep: the
+    message waits (shown as blocked, with the time it resumes) and is taken up again then. (A
+    recipient domain's limit defers only the receivers to that domain: _defer_for_quota.)"""
     logger.info("Message %s: %s", message_id, spent)
     _block(message_id, str(spent), until=spent.until)
+
+
+def _defer_for_quota(
+    claim: Claim, run: DeliveryRun, receivers: list[MessageReceiver], spent: rate_limits.QuotaSpent
+) -> set[int]:
+    """A recipient domain's sending limit is used up for longer than a lane should sleep: the
+    claim's receivers to that domain are given back, unclaimable until it frees (not sent, not
+    charged), and the lane goes on with the others. A delivery is queued for that time; should
+    the task be lost, the sweeper finds them claimable then. Returns the deferred ids."""
+    ids = {receiver.pk for receiver in receivers if spent.rule.limits(receiver.send_to)}
+    deferred = transitions.defer(ids, claim.worker_id, spent.until)
+    logger.info("Message %s: %s receivers wait: %s", run.message_id, deferred, spent)
+    with _resumes_lock:
+        now = timezone.now()
+        _resumes_queued.difference_update({resume for resume in _resumes_queued if resume[1] < now})
+        first = (run.message_id, spent.until) not in _resumes_queued
+        _resumes_queued.add((run.message_id, spent.until))
+    if first:  # every later claim of the message meets the same spent limit: one task will do
+        # A second late: they are claimable once their lease (`until`) is in the past.
+        queue.after_commit(queue.deliver_message_at, run.message_id, spent.until + timedelta(seconds=1))
+    return ids
+
+
+# (message id, time) of the deliveries this process queued for when a domain's limit frees.
+_resumes_queued: set[tuple[int, datetime]] = set()
+_resumes_lock = threading.Lock()
 
 
 def _hand_over(message_id: int) -> None:
@@ -392,27 +462,6 @@ def schedule_retries(message_id: int) -> None:
     )
     if due is not None:
         queue.after_commit(queue.retry_failed_receivers_at, message_id, due)
-
-
-@contextlib.contextmanager
-def relaxed_commit_durability():
-    """On PostgreSQL, don't wait for the WAL flush on each per-receiver commit while delivering.
-
-    A killed worker loses nothing by this (the server still writes the WAL); only a crash of
-    the database server itself could lose the last fraction of a second of results, and those
-    receivers are claimed again and flagged like any abandoned claim. Scoped: the connection
-    goes back to the server's setting afterwards, so later work on it commits durably.
-    """
-    if connection.vendor != "postgresql":
-        yield
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SET synchronous_commit TO OFF")
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("RESET synchronous_commit")
 
 
 def _on_hold(message_id: int) -> bool:

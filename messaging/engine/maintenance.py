@@ -34,6 +34,7 @@ def sweep() -> None:
     # out (or was cancelled) since: the digest task does the same, the sweeper in case it is late.
     transitions.expire_held()
     transitions.settle_digests()
+    transitions.settle_stopped()
     for message in Message.objects.due_to_start():
         sending.start_scheduled(message)
     resending.retry_due_receivers()

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Lower
+from django.db.models.functions import Lower, Now
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -310,15 +310,15 @@ class MessageReceiverQuerySet(models.QuerySet):
             .exclude(message__status__in=(Message.Status.CANCELLED, Message.Status.EXPIRED))
         )
 
-    def claimable(self, now: datetime | None = None) -> MessageReceiverQuerySet:
-        now = now or timezone.now()
+    # Leases are compared on the database's clock (messaging.engine.transitions.ownership).
+    def claimable(self) -> MessageReceiverQuerySet:
         return self.filter(status=MessageReceiver.Status.NOT_SENT).filter(
-            Q(lease_expires_datetime__isnull=True) | Q(lease_expires_datetime__lt=now)
+            Q(lease_expires_datetime__isnull=True) | Q(lease_expires_datetime__lt=Now())
         )
 
-    def leased(self, now: datetime | None = None) -> MessageReceiverQuerySet:
+    def leased(self) -> MessageReceiverQuerySet:
         """Receivers a worker holds a live claim on."""
-        return self.filter(lease_expires_datetime__gte=now or timezone.now())
+        return self.filter(lease_expires_datetime__gte=Now())
 
 
 class MessageReceiver(models.Model):
@@ -440,6 +440,12 @@ class MessageReceiver(models.Model):
             ),
             # "N sent in digests" on the status page: a message without any reads no row.
             models.Index(fields=["message"], name="receiver_digested", condition=Q(digest__isnull=False)),
+            # Few rows each: receivers handed over without a result yet, and owned ones (the
+            # sweeper settles those of cancelled messages: engine.transitions.settle_stopped).
+            models.Index(
+                fields=["message"], name="receiver_in_flight", condition=Q(in_flight_since__isnull=False)
+            ),
+            models.Index(fields=["message"], name="receiver_owned", condition=~Q(claimed_by="")),
         ]
 
     def __str__(self) -> str:

@@ -150,8 +150,9 @@ class TestPrepareAndSend:
         assert published_counts(message)["sent"] == 1
 
     def test_queries_grow_by_batches_not_per_receiver(self, make_user, scripted_channel):
-        """Reads are per batch; the only per-receiver statement is the one UPDATE that records
-        each result (committed before the next is sent, for crash safety)."""
+        """Reads are per batch; the only per-receiver statements are the two UPDATEs that mark
+        each receiver in flight and record its result (each committed before the channel takes
+        the receiver, or the next one, for crash safety)."""
 
         def count_queries(n):
             users = [make_user() for _ in range(n)]
@@ -165,11 +166,13 @@ class TestPrepareAndSend:
                 for s in sql
                 if s.startswith("UPDATE") and '"status" = ' in s and "sending_success_count" in s
             ]
-            return len(sql) - len(per_receiver_records), len(per_receiver_records)
+            marks = [s for s in sql if s.startswith('UPDATE') and 'SET "in_flight_since" = CASE' in s]
+            return len(sql) - len(per_receiver_records) - len(marks), len(per_receiver_records), len(marks)
 
-        other_50, records_50 = count_queries(50)
-        other_500, records_500 = count_queries(500)
+        other_50, records_50, marks_50 = count_queries(50)
+        other_500, records_500, marks_500 = count_queries(500)
         assert (records_50, records_500) == (50, 500)
+        assert (marks_50, marks_500) == (50, 500)
         # 450 more receivers: one more prepare batch and 5 more claim batches of 100 (about six
         # statements each: savepoint, select, update, release, load, the channel's own read).
         assert other_500 - other_50 <= 10 * 7, (other_50, other_500)

@@ -338,8 +338,11 @@ def test_kill_after_the_last_result_is_rolled_up(make_user, client):
 def test_kill_mid_batch_flags_the_one_in_flight_and_sends_nothing_twice(make_user):
     message = sending_message([make_user() for _ in range(5)])
     claim = transitions.claim_batch(message.pk, "dead-worker")
+    for receiver in claim.receivers[:3]:
+        assert transitions.mark_in_flight(receiver, "dead-worker", 1) == Status.SENDING
     for receiver in claim.receivers[:2]:
         transitions.record_result(receiver, DeliveryResult.ok(), "dead-worker")
+    # The worker dies with the third handed over (marked) and two more claimed, not marked.
     MessageReceiver.objects.filter(claimed_by="dead-worker").update(
         lease_expires_datetime=timezone.now() - timedelta(seconds=1)
     )
@@ -348,7 +351,8 @@ def test_kill_mid_batch_flags_the_one_in_flight_and_sends_nothing_twice(make_use
     assert message.status == Status.SENT
     assert len(mail.outbox) == 3  # the two recorded ones are not sent again
     flagged = [r.pk for r in message.receivers.all() if "delivery_uncertain" in r.status_data]
-    assert flagged == [claim.receivers[2].pk]
+    assert flagged == [claim.receivers[2].pk]  # exactly the one that may have gone out
+    assert not message.receivers.exclude(in_flight_since=None).exists()
 
 
 # --- Failures that belong to the server --------------------------------------------------------

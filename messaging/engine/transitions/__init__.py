@@ -34,14 +34,18 @@ Receiver (status not_sent → sent | failed | error | cancelled; ownership via c
     held in a digest ─settle_digests→ sent once the digest was sent; error if it failed for good;
                                       back to waiting if it was cancelled
     held ─expire_held→ cancelled (expired) when its message's expiry passed first
-    not_sent ─claim_batch→ owned by a worker until its lease runs out (renew_leases extends it)
-    owned ─record_result→ sent | failed | error  (released)
-    owned ─record_uncertain→ not_sent, flagged delivery_uncertain (released)
-    owned ─release→ not_sent (unowned)
+    not_sent ─claim_batch→ owned by a worker until its lease runs out (renew_leases extends it;
+                           one its dead owner had in flight is flagged delivery_uncertain)
+    owned ─mark_in_flight→ in flight (committed just before the channel gets it)
+    in flight ─record_result→ sent | failed | error  (released)
+    in flight ─record_uncertain→ not_sent, flagged delivery_uncertain (released)
+    owned ─release→ not_sent (unowned; one in flight stays marked, flagged by its next claimer)
+    owned ─defer→ not_sent, unowned and unclaimable until its domain's sending limit frees
     failed|error|sent but undelivered ─reset_for_resend→ not_sent (delivery outcome cleared)
     any ─record_outcome→ delivery outcome from feedback (the newest event wins; a complaint stays)
-    not_sent|failed awaiting retry|held ─cancel/expire→ cancelled  (a claimed one keeps its owner, whose
-                                                   result, if it was in flight, overwrites this)
+    not_sent|failed awaiting retry|held ─cancel/expire→ cancelled  (one in flight is left to its
+                                                   live owner; a dead owner's is cancelled flagged,
+                                                   then or by settle_stopped once its lease ends)
 """
 
 from messaging.engine.transitions.digests import (
@@ -67,6 +71,7 @@ from messaging.engine.transitions.messages import (
     resume,
     roll_up,
     schedule,
+    settle_stopped,
     start_preparing,
     start_scheduled_delivery,
     unblock,
@@ -81,7 +86,10 @@ from messaging.engine.transitions.ownership import (
     Claim,
     claim_batch,
     claim_one,
+    defer,
+    flag_uncertain,
     lease_seconds,
+    mark_in_flight,
     release,
     renew_leases,
 )
@@ -101,13 +109,16 @@ __all__ = [
     "cancel",
     "claim_batch",
     "claim_one",
+    "defer",
     "expire",
     "expire_held",
     "fail",
     "finish_preparing",
+    "flag_uncertain",
     "initial_status",
     "lease_seconds",
     "lock_preparation",
+    "mark_in_flight",
     "mark_reported",
     "pause",
     "queue",
@@ -125,6 +136,7 @@ __all__ = [
     "roll_up",
     "schedule",
     "settle_digests",
+    "settle_stopped",
     "start_preparing",
     "start_scheduled_delivery",
     "unblock",

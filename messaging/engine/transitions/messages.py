@@ -8,6 +8,7 @@ from datetime import datetime
 
 from django.db import connection, transaction
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from messaging.engine.status import (
@@ -18,11 +19,13 @@ from messaging.engine.status import (
     status_from_counts,
     with_error,
 )
+from messaging.engine.transitions.ownership import flag_uncertain
 from messaging.models import Message, MessageReceiver
 from messaging.signals import message_status_changed
 
 Status = Message.Status
 ReceiverStatus = MessageReceiver.Status
+CancelReason = MessageReceiver.CancelReason
 
 
 def _move(
@@ -326,19 +329,20 @@ def resume(message_id: int) -> bool:
 def cancel(message_id: int, reason: str = MessageReceiver.CancelReason.CANCELLED) -> dict | None:
     """CANCELLABLE → cancelled (reason "cancelled") or EXPIRABLE → expired (reason "expired"),
     and every receiver not yet handed to the server → cancelled, in one transaction. A worker
-    that holds a cancelled receiver stops before handing it over (record_result tells it the
-    message's status); the one in flight (at most one per worker) is recorded with its real
-    outcome. Returns {"receivers": cancelled, "in_flight_at_most": workers holding some}, or
-    None if the message was not in a status that allows it."""
+    that holds a cancelled receiver stops before handing it over (mark_in_flight tells it the
+    message's status). A receiver in flight is left to its worker, which records its real
+    outcome; one whose worker is dead (lease over) may have been delivered: it is cancelled
+    flagged "delivery_uncertain" (settle_stopped does the same once a live lease runs out).
+    Returns {"receivers": cancelled, "in_flight_at_most": workers with one in flight}, or None
+    if the message was not in a status that allows it."""
     expiring = reason == MessageReceiver.CancelReason.EXPIRED
     new_status = Status.EXPIRED if expiring else Status.CANCELLED
-    now = timezone.now()
     with transaction.atomic():
         data = _move(
             message_id,
             Message.EXPIRABLE if expiring else Message.CANCELLABLE,
             new_status,
-            lambda d: {**d, new_status: now.isoformat()},
+            lambda d: {**d, new_status: timezone.now().isoformat()},
         )
         if data is None:
             return None
@@ -347,14 +351,71 @@ def cancel(message_id: int, reason: str = MessageReceiver.CancelReason.CANCELLED
             | Q(status=ReceiverStatus.FAILED, permanent_failure=False, next_attempt_datetime__isnull=False)
             | Q(status=ReceiverStatus.HELD, digest__isnull=True)
         )
-        workers = (
-            undelivered.leased(now).exclude(claimed_by="").order_by().values("claimed_by").distinct().count()
-        )
-        cancelled = undelivered.update(
+        in_flight = undelivered.filter(in_flight_since__isnull=False)
+        workers = in_flight.leased().order_by().values("claimed_by").distinct().count()
+        abandoned = _cancel_abandoned_in_flight(message_id, reason)
+        cancelled = undelivered.filter(in_flight_since__isnull=True).update(
             status=ReceiverStatus.CANCELLED, cancel_reason=reason, next_attempt_datetime=None
         )
+        _clear_dead_owners(message_id)
     roll_up(message_id)
-    return {"receivers": cancelled, "in_flight_at_most": workers}
+    return {"receivers": cancelled + abandoned, "in_flight_at_most": workers}
+
+
+def settle_stopped() -> int:
+    """Finish what a cancel or expiry had to leave to live workers, once they are gone: a
+    receiver still in flight when its lease ran out → cancelled, flagged; a cancelled receiver
+    whose dead owner never released it → unowned; a failure recorded after the cancel (retries
+    never come) → cancelled. Returns the receivers changed (the sweeper runs this)."""
+    changed = 0
+    stopped = Message.objects.filter(status__in=(Status.CANCELLED, Status.EXPIRED))
+    unsettled = MessageReceiver.objects.filter(message__in=stopped).exclude(status=ReceiverStatus.SENT)
+    message_ids = {  # three small sets, each read through its own index
+        *unsettled.filter(in_flight_since__isnull=False).values_list("message_id", flat=True),
+        *unsettled.exclude(claimed_by="").values_list("message_id", flat=True),
+        *unsettled.awaiting_retry().values_list("message_id", flat=True),
+    }
+    for message_id, status in stopped.filter(pk__in=message_ids).values_list("pk", "status"):
+        reason = CancelReason.CANCELLED if status == Status.CANCELLED else CancelReason.EXPIRED
+        with transaction.atomic():
+            changed += _cancel_abandoned_in_flight(message_id, reason)
+            changed += (
+                MessageReceiver.objects.filter(message_id=message_id)
+                .awaiting_retry()
+                .update(status=ReceiverStatus.CANCELLED, cancel_reason=reason, next_attempt_datetime=None)
+            )
+            changed += _clear_dead_owners(message_id)
+        roll_up(message_id)
+    return changed
+
+
+def _cancel_abandoned_in_flight(message_id: int, reason: str) -> int:
+    abandoned = dict(
+        MessageReceiver.objects.filter(
+            message_id=message_id, status=ReceiverStatus.NOT_SENT, in_flight_since__isnull=False
+        )
+        .exclude(lease_expires_datetime__gte=Now())
+        .values_list("pk", "claimed_by")
+    )
+    flag_uncertain(
+        abandoned,
+        status=ReceiverStatus.CANCELLED,
+        cancel_reason=reason,
+        claimed_by="",
+        lease_expires_datetime=None,
+        next_attempt_datetime=None,
+    )
+    return len(abandoned)
+
+
+def _clear_dead_owners(message_id: int) -> int:
+    """Cancelled receivers whose owner died before releasing them: nobody owns them now."""
+    return (
+        MessageReceiver.objects.filter(message_id=message_id, status=ReceiverStatus.CANCELLED)
+        .exclude(claimed_by="")
+        .exclude(lease_expires_datetime__gte=Now())
+        .update(claimed_by="", lease_expires_datetime=None)
+    )
 
 
 def expire(message_id: int) -> dict | None:

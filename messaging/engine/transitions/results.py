@@ -24,7 +24,12 @@ def result_fields(receiver: MessageReceiver, result: DeliveryResult) -> dict:
     now = timezone.now()
     # cancel_reason is cleared: a receiver in flight when its message was cancelled was marked
     # cancelled, and its real outcome replaces that mark.
-    fields: dict = {"claimed_by": "", "lease_expires_datetime": None, "cancel_reason": ""}
+    fields: dict = {
+        "claimed_by": "",
+        "lease_expires_datetime": None,
+        "in_flight_since": None,
+        "cancel_reason": "",
+    }
     if result.details.get("provider_message_id"):
         fields["provider_message_id"] = result.details["provider_message_id"][:255]
     if result.delivered:
@@ -88,6 +93,7 @@ def record_uncertain(receiver: MessageReceiver, reason: str, worker_id: str) -> 
     fields = {
         "claimed_by": "",
         "lease_expires_datetime": timezone.now() + retry_delay(times),
+        "in_flight_since": None,  # the flag in status_data says it from now on
         "status_data": status_data,
     }
     message_status = _update_owned(receiver.pk, worker_id, fields)
