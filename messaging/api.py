@@ -4,7 +4,8 @@ resume, cancel), resend failed receivers, and register a context type of their o
 Everything else in `messaging` is private to the app and may move; the SPEC's model names
 (`messaging.models.Message`, …) and `messaging.subject_generator.SubjectTextGenerator` stay too.
 Bad input raises ValueError (ValidationError for a message type no channel sends) with a clear
-message and changes nothing; a refused pause, resume or cancel raises ControlRefused.
+message and changes nothing; a refused pause, resume or cancel raises ControlRefused; a send
+started inside an open database transaction raises InsideTransaction.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.utils.functional import Promise
 
 from messaging.engine import controlling, resending, sending
 from messaging.engine.controlling import ControlRefused
+from messaging.engine.sending import InsideTransaction
 from messaging.models import Message, MessageReceiver
 from messaging.preferences import context_types
 from messaging.preferences.context_types import ContextTypeConfig, DeliveryMode
@@ -25,6 +27,7 @@ __all__ = [
     "ContextTypeConfig",
     "ControlRefused",
     "DeliveryMode",
+    "InsideTransaction",
     "Message",
     "SubjectTextGenerator",
     "cancel",
@@ -54,7 +57,9 @@ def send(
     """Create a message for these users and send it: each gets the subject and the template
     rendered in their own language. Returns when every receiver was attempted (call it from a
     huey task for large sends). With `send_at` in the future the receivers are prepared now
-    and the message waits as `scheduled`; nothing is delivered after `expires_at`."""
+    and the message waits as `scheduled`; nothing is delivered after `expires_at`. Not inside
+    a database transaction (it commits as it goes): raises InsideTransaction there."""
+    sending.refuse_inside_transaction()
     if not isinstance(context_type, str) or not 1 <= len(context_type) <= 30:
         raise ValueError(f"A context type is 1-30 characters, got {context_type!r}.")
     sending.validate_schedule(send_at, expires_at)

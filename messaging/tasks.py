@@ -16,9 +16,16 @@ from messaging.models import Message
 from messaging.operations import reporting, retention
 from messaging.preferences import digests
 
+# A delivery task that failed (the database was unavailable for longer than a worker rides
+# out: messaging.engine.database_outages) runs again a few seconds later, so sending resumes
+# soon after the database is back rather than at the next sweep. Every task is idempotent.
+# Read once, when the consumer starts.
+_RETRIES, _RETRY_SECONDS = conf.task_retries()
+retried = db_task(retries=_RETRIES, retry_delay=_RETRY_SECONDS)
+
 
 @queue.runs("send_composed_message")
-@db_task()
+@retried
 def send_composed_message(message_id: int) -> None:
     message = Message.objects.filter(pk=message_id).first()
     if message is not None:
@@ -26,7 +33,7 @@ def send_composed_message(message_id: int) -> None:
 
 
 @queue.runs("deliver_message")
-@db_task()
+@retried
 def deliver_message(message_id: int) -> None:
     delivery.deliver_message(message_id)
 
@@ -39,21 +46,21 @@ def resend_failed_receivers(message_id: int) -> None:
 
 
 @queue.runs("retry_failed_receivers_of")
-@db_task()
+@retried
 def retry_failed_receivers_of(message_id: int) -> None:
     """Scheduled for when a message's first automatic retry is due."""
     resending.retry_due_receivers(message_id)
 
 
 @queue.runs("retry_blocked_message")
-@db_task()
+@retried
 def retry_blocked_message(message_id: int) -> None:
     """Scheduled for when a blocked message's mail server is to be tried again."""
     maintenance.retry_blocked(message_id)
 
 
 @queue.runs("start_scheduled_message")
-@db_task()
+@retried
 def start_scheduled_message(message_id: int) -> None:
     """Scheduled for a message's send_at (the sweeper starts it should this task be lost)."""
     message = Message.objects.due_to_start().filter(pk=message_id).first()

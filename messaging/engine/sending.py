@@ -1,8 +1,10 @@
 """prepare_and_send: draft → preparing → sending → sent/error, each status committed.
 
-The receivers and the move to `sending` are committed in one transaction, which also holds a
-lock on the message row for as long as preparing runs: that lock is how the sweeper tells a
-slow preparation (never touched) from a dead one (recovered; transitions.lock_preparation).
+Receivers are committed batch by batch (engine/preparing.py), each batch renewing the
+preparation's lease; the move to `sending` comes once the last batch is in. Until then no
+receiver can be claimed (claims take only a sending message's receivers). A preparation whose
+worker died is found by its lease running out and taken over by the sweeper
+(maintenance.recover_dead_preparation); one that raised discards its receivers and is `error`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from messaging import conf
-from messaging.engine import delivery, queue, recipients, transitions
+from messaging.engine import delivery, preparing, queue, recipients, transitions
+from messaging.engine.preparing import PreparationTakenOver
 from messaging.engine.status import exception_entry
 from messaging.models import AuditEvent, Message
 from messaging.operations import audit
@@ -22,12 +25,29 @@ from messaging.operations import audit
 logger = logging.getLogger(__name__)
 
 
-class PreparationTakenOver(Exception):
-    """The sweeper recovered this preparation (it looked dead); its work is rolled back."""
-
-
 class NothingToSend(ValueError):
     pass
+
+
+class InsideTransaction(RuntimeError):
+    """prepare_and_send was called inside an open transaction (see refuse_inside_transaction)."""
+
+
+def refuse_inside_transaction() -> None:
+    """prepare_and_send commits each status, each batch of receivers and each result as it
+    goes: that is what lets the status page follow a send and a crash lose nothing. Inside the
+    caller's transaction none of it would hold (and other workers could not see the receivers),
+    so it refuses, by Django's own rule for durable blocks (a test case's transaction is allowed)."""
+    try:
+        with transaction.atomic(durable=True):
+            pass
+    except RuntimeError:
+        raise InsideTransaction(
+            "prepare_and_send() cannot run inside a database transaction "
+            "(transaction.atomic or ATOMIC_REQUESTS): it commits each step as it goes. Call it once "
+            "the transaction has committed, e.g. transaction.on_commit(lambda: "
+            "message.prepare_and_send(...)), or from a huey task."
+        ) from None
 
 
 def start_preparing(message: Message, preparer: str) -> None:
@@ -44,37 +64,48 @@ def start_preparing(message: Message, preparer: str) -> None:
 
 
 def prepare(message: Message, preparer: str, subject_generator, template_name, template_context) -> bool:
-    """Create every receiver and move to sending in one transaction, or create none: an
-    exception sets error and is recorded, not raised."""
+    """Create the receivers batch by batch (each batch committed), then move to sending (or
+    scheduled); True if it got there. An exception discards the receivers created and sets
+    error, recorded, not raised; a preparation taken over by the sweeper just stops."""
     started = timezone.now()
     try:
-        with transaction.atomic():
-            if not transitions.lock_preparation(message, preparer):
-                raise PreparationTakenOver
-            count = message.create_message_receivers(
-                subject_generator=subject_generator,
-                template_name=template_name,
-                template_context=template_context,
-            )
-            if not count:
-                raise NothingToSend("None of the message's users exist; nothing to send.")
-            summary = {
-                "receiver_count": count,
-                "prepared_seconds": round((timezone.now() - started).total_seconds(), 3),
-            }
-            if "skipped_user_ids" in message.status_data:
-                summary["skipped_user_ids"] = message.status_data["skipped_user_ids"]
-            if not transitions.finish_preparing(message, preparer, **summary):
-                raise PreparationTakenOver
+        message.create_message_receivers(
+            subject_generator=subject_generator,
+            template_name=template_name,
+            template_context=template_context,
+        )
+        # Counted, not summed: a resumed preparation keeps what an earlier one committed.
+        count = message.receivers.count()
+        if not count:
+            raise NothingToSend("None of the message's users exist; nothing to send.")
+        summary = {
+            "receiver_count": count,
+            "prepared_seconds": round((timezone.now() - started).total_seconds(), 3),
+        }
+        if "skipped_user_ids" in message.status_data:
+            summary["skipped_user_ids"] = message.status_data["skipped_user_ids"]
+        if not transitions.finish_preparing(message, preparer, **summary):
+            raise PreparationTakenOver
     except PreparationTakenOver:
         logger.warning("Message %s: preparation was taken over by the sweeper; stopping.", message.pk)
         return False
     except Exception as exc:  # recorded on the message; the caller's process must go on
         logger.exception("Preparing message %s failed", message.pk)
-        transitions.fail(message, exception_entry(exc))
+        fail_preparation(message, preparer, exc)
         return False
     transitions.roll_up(message.pk)  # publish the counts the status page shows
     return True
+
+
+def fail_preparation(message: Message, preparer: str, exc: Exception) -> None:
+    """A preparation that raised leaves no receivers (bad input loses nothing: the message keeps
+    its content and recipients, and says why in its errors). Should the database fail here too,
+    the message stays `preparing`, and the sweeper finishes the job once the lease runs out."""
+    try:
+        if preparing.discard_receivers(message, preparer):
+            transitions.fail_preparation(message, preparer, exception_entry(exc))
+    except Exception:
+        logger.exception("Message %s: the failed preparation is left to the sweeper", message.pk)
 
 
 def validate_schedule(
@@ -103,7 +134,9 @@ def prepare_and_send(
 ) -> None:
     """Prepare every receiver and deliver them; with `send_at` in the future the prepared
     message waits as `scheduled` (the sweeper starts it); `expires_at`: nothing is delivered
-    after it. A send_at in the past means now."""
+    after it. A send_at in the past means now. Raises InsideTransaction, changing nothing,
+    inside an open transaction."""
+    refuse_inside_transaction()
     if send_at is not None or expires_at is not None:
         validate_schedule(send_at, expires_at)
         message.send_at = send_at or message.send_at

@@ -311,10 +311,13 @@ class MessageReceiverQuerySet(models.QuerySet):
         )
 
     # Leases are compared on the database's clock (messaging.engine.transitions.ownership).
-    def claimable(self) -> MessageReceiverQuerySet:
-        return self.filter(status=MessageReceiver.Status.NOT_SENT).filter(
-            Q(lease_expires_datetime__isnull=True) | Q(lease_expires_datetime__lt=Now())
-        )
+    def claimable(self, worker_id: str = "") -> MessageReceiverQuerySet:
+        """Not sent, and owned by nobody (no lease, or it ran out) or already by `worker_id`
+        (its claim committed but the answer was lost)."""
+        free = Q(lease_expires_datetime__isnull=True) | Q(lease_expires_datetime__lt=Now())
+        if worker_id:
+            free |= Q(claimed_by=worker_id)
+        return self.filter(free, status=MessageReceiver.Status.NOT_SENT)
 
     def leased(self) -> MessageReceiverQuerySet:
         """Receivers a worker holds a live claim on."""

@@ -63,7 +63,7 @@ def claim_batch(message_id: int, worker_id: str, limit: int = CLAIM_BATCH_SIZE) 
         rows = list(
             MessageReceiver.objects.filter(message_id=message_id, message__status=Status.SENDING)
             .exclude(message__expires_at__lte=timezone.now())
-            .claimable()
+            .claimable(worker_id)
             .select_for_update(skip_locked=True, of=("self",))
             .order_by("id")
             .values_list("id", "claimed_by", "in_flight_since")[:limit]
@@ -71,7 +71,7 @@ def claim_batch(message_id: int, worker_id: str, limit: int = CLAIM_BATCH_SIZE) 
         if not rows:
             return None
         ids = [pk for pk, _owner, _since in rows]
-        flag_uncertain({pk: owner for pk, owner, since in rows if since is not None})
+        flag_uncertain({pk: owner for pk, owner, since in rows if since is not None})  # owner died
         MessageReceiver.objects.filter(id__in=ids).update(
             claimed_by=worker_id, lease_expires_datetime=lease_from_now(lease_seconds())
         )
