@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from email.utils import getaddresses
 
+from django.conf import settings
 from django.core import checks, mail
 from django.core.exceptions import ValidationError
 from django.core.mail.handler import DEFAULT_MAILER_ALIAS
 from django.core.validators import validate_email
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 from messaging import conf
 from messaging.engine import channels
@@ -224,3 +227,143 @@ def digest_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     return problems + _every_few_minutes(
         "MESSAGING_DIGEST_POLL_MINUTES", conf.digest_poll_minutes(), "messaging.E008"
     )
+
+
+@checks.register()
+def connection_budget_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """The settings that bound and describe the database connections must be counts."""
+    counts = (
+        ("MESSAGING_DB_CONNECTIONS_PER_WORKER", conf.db_connections_per_worker(), 1),
+        ("MESSAGING_WORKER_HOSTS", conf.worker_hosts(), 1),
+        ("MESSAGING_WEB_DB_CONNECTIONS", conf.web_db_connections(), 0),
+    )
+    return [
+        checks.Error(
+            f"{name} must be a whole number of at least {least} (is {value!r}).", id="messaging.E010"
+        )
+        for name, value, least in counts
+        if not _whole_at_least(value, least)
+    ]
+
+
+def _whole_at_least(value, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+@dataclass(frozen=True)
+class ConnectionBudget:
+    """The database connections the deployment may hold at once: every worker on every host
+    delivering (a large send keeps them all busy), each consumer's heartbeat, and the rest."""
+
+    hosts: int
+    workers: int
+    lanes: int
+    web: int
+
+    @classmethod
+    def from_settings(cls) -> ConnectionBudget | None:
+        """None while a setting is invalid (connection_budget_settings and E003 say which)."""
+        counts = (
+            conf.worker_hosts(),
+            huey_workers(),
+            conf.smtp_connections(),
+            conf.db_connections_per_worker(),
+        )
+        if not all(_whole_at_least(count, 1) for count in counts):
+            return None
+        if not _whole_at_least(conf.web_db_connections(), 0):
+            return None
+        return cls(conf.worker_hosts(), huey_workers(), conf.delivery_lanes(), conf.web_db_connections())
+
+    @property
+    def per_worker(self) -> int:
+        # One per lane besides the worker's own (messaging.engine.delivery); a single lane
+        # runs on the worker's own connection.
+        return self.lanes + 1 if self.lanes > 1 else 1
+
+    @property
+    def total(self) -> int:
+        # + 1 per host: the consumer's heartbeat thread (messaging.operations.heartbeats).
+        return self.hosts * (self.workers * self.per_worker + 1) + self.web
+
+    def formula(self) -> str:
+        per_worker = f"({self.lanes} lanes + 1)" if self.lanes > 1 else "1 (one lane)"
+        return (
+            f"{self.hosts} worker hosts x ({self.workers} huey workers x {per_worker} + 1 heartbeat) "
+            f"+ {self.web} web = {self.total}"
+        )
+
+    def largest_fitting_per_worker(self, available: int) -> int:
+        """The largest MESSAGING_DB_CONNECTIONS_PER_WORKER within `available` (0: none fits)."""
+        return max(0, (available - self.web - self.hosts) // (self.hosts * self.workers))
+
+
+def huey_workers() -> int:
+    """Workers per consumer, as settings.HUEY gives them (huey's default is one)."""
+    huey = getattr(settings, "HUEY", None)
+    consumer = huey.get("consumer", {}) if isinstance(huey, dict) else {}
+    return consumer.get("workers", 1)
+
+
+@checks.register(checks.Tags.database)
+def database_connection_budget(app_configs=None, databases=None, **kwargs) -> list[checks.CheckMessage]:
+    """Warn when the deployment may open more connections than PostgreSQL accepts: a worker
+    that cannot connect fails its delivery task mid-send, and so may the web site. A database
+    check, as it reads the server's live max_connections: Django runs it at `migrate` and with
+    `manage.py check --database default`, never at commands that need no database."""
+    if DEFAULT_DB_ALIAS not in (databases or ()):
+        return []
+    budget = ConnectionBudget.from_settings()
+    if budget is None:
+        return []
+    return connection_budget_problems(connections[DEFAULT_DB_ALIAS], budget)
+
+
+def connection_budget_problems(database, budget: ConnectionBudget) -> list[checks.CheckMessage]:
+    if database.vendor != "postgresql":
+        return []  # SQLite has no connection limit
+    try:
+        max_connections, reserved = postgresql_connection_limits(database)
+    except DatabaseError as exc:
+        # Said, not raised: `check --database` must report the rest, and an unreachable
+        # database is not a reason to call the budget fine either.
+        return [
+            checks.Warning(
+                f"Could not read PostgreSQL's max_connections to check the database connections "
+                f"workers may open: {' '.join(str(exc).split())}",
+                hint="Run `manage.py check --database default` again once the database is reachable.",
+                id="messaging.W002",
+            )
+        ]
+    available = max_connections - reserved
+    if budget.total <= available:
+        return []
+    fitting = budget.largest_fitting_per_worker(available)
+    advice = (
+        f"Set MESSAGING_DB_CONNECTIONS_PER_WORKER to {fitting} or less (now "
+        f"{conf.db_connections_per_worker()}: the worker's own connection and one per lane)"
+        if fitting >= 1
+        else "Not even one connection per worker fits: run fewer huey workers (HUEY_WORKERS)"
+    )
+    return [
+        checks.Warning(
+            f"Workers may open more database connections than PostgreSQL accepts: {budget.formula()}, "
+            f"but it accepts {available} (max_connections {max_connections} - {reserved} reserved).",
+            hint=f"{advice}, or raise max_connections on the server. MESSAGING_WORKER_HOSTS and "
+            "MESSAGING_WEB_DB_CONNECTIONS describe the deployment (see README, Running at scale).",
+            id="messaging.W001",
+        )
+    ]
+
+
+def postgresql_connection_limits(database) -> tuple[int, int]:
+    """(max_connections, connections reserved for superusers and, from PostgreSQL 16, for
+    pg_use_reserved_connections), read from the running server."""
+    with database.cursor() as cursor:
+        cursor.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('max_connections', 'superuser_reserved_connections', 'reserved_connections')"
+        )
+        limits = {name: int(setting) for name, setting in cursor.fetchall()}
+    reserved = limits.get("superuser_reserved_connections", 0) + limits.get("reserved_connections", 0)
+    return limits["max_connections"], reserved

@@ -99,14 +99,19 @@ class SinkHandler:
         with self._lock:
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        if self.data_delay:
-            await asyncio.sleep(self.data_delay)
-        with self._lock:
-            self.in_flight -= 1
         mail = SunkMail(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(envelope.content), arrived_at)
-        with self._lock:
-            self.received.append(mail)
-            number = len(self.received)
+        try:
+            if self.data_delay:
+                await asyncio.sleep(self.data_delay)
+        except asyncio.CancelledError:
+            # The client went away before our answer; like a real relay, we have the mail all
+            # the same (the sender cannot know: exactly its "uncertain" case).
+            self._keep(mail)
+            raise
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+        number = self._keep(mail)
         if self.mail_dir:
             for rcpt in mail.rcpt_tos:
                 self.store(mail, rcpt, number)
@@ -115,6 +120,11 @@ class SinkHandler:
             with self._lock:
                 self.bounces.add(delivery_report(mail, bounced))
         return "250 Message accepted for delivery"
+
+    def _keep(self, mail: SunkMail) -> int:
+        with self._lock:
+            self.received.append(mail)
+            return len(self.received)
 
     def store(self, mail: SunkMail, rcpt: str, number: int) -> None:
         """Write one .eml file. The name starts with the arrival time (so names sort by arrival

@@ -241,6 +241,76 @@ def test_cancel_mid_send_stops_after_the_receivers_in_flight(
 
 
 # ---------------------------------------------------------------------------------------------
+# 2b. Cancel or expiry landing while a killed worker's lease is still live.
+
+KILLED_RECEIVERS = 60
+
+
+@pytest.mark.parametrize("stop", ["cancel", "expire"])
+def test_cancel_or_expiry_after_a_kill_flags_what_the_dead_worker_had_in_flight(
+    stop, engine_settings, huey_queue, django_user_model, capsys
+):
+    """The reported bug: receivers the dead worker had handed to the server, still under its
+    lease, were turned `cancelled` unflagged (the page said "not sent" for mail that arrived)
+    and kept their owner forever."""
+    from messaging.engine import maintenance
+
+    with MailSink(data_delay=0.3) as sink:
+        message = queue_message(django_user_model, KILLED_RECEIVERS, f"killed{stop}")
+        consumer = Consumer(email_url(sink), workers=WORKERS, **ENGINE_ENV).start()
+        try:
+            wait_until(lambda: len(sink.received) >= 5, timeout=60, interval=0.02, message="5 deliveries")
+            time.sleep(0.15)  # mid-DATA: the server has the mail and has not answered yet
+            consumer.kill()
+        finally:
+            consumer.stop()
+        receivers = MessageReceiver.objects.filter(message=message)
+        in_flight_at_kill = set(receivers.exclude(in_flight_since=None).values_list("pk", flat=True))
+        if stop == "cancel":
+            controlling.cancel(message, None)
+        else:
+            Message.objects.filter(pk=message.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+            maintenance.sweep()  # what the periodic sweeper does: expires it
+        live_lease_at_stop = set(
+            MessageReceiver.objects.filter(message=message, status=MessageReceiver.Status.NOT_SENT)
+            .exclude(in_flight_since=None)
+            .values_list("pk", flat=True)
+        )
+        time.sleep(ENGINE_ENV["MESSAGING_LEASE_SECONDS"] + 0.5)  # the dead worker's lease runs out
+        maintenance.sweep()
+        counted = deliveries(sink)
+
+    expected = message_ids(message)
+    receivers = list(expected.values())
+    flagged = {mid for mid, r in expected.items() if "delivery_uncertain" in r.status_data}
+    delivered_but_cancelled = {
+        mid for mid in counted if expected[mid].status == MessageReceiver.Status.CANCELLED
+    }
+    with capsys.disabled():
+        print(
+            f"\n{stop} after a kill: receivers={len(receivers)} delivered={len(counted)} "
+            f"in_flight_at_kill={len(in_flight_at_kill)} left_to_a_live_lease={len(live_lease_at_stop)} "
+            f"delivered_but_cancelled={len(delivered_but_cancelled)} flagged={len(flagged)} "
+            f"statuses={dict(statuses(message))}"
+        )
+
+    assert in_flight_at_kill, "nothing was in flight at the kill: nothing was tested"
+    assert live_lease_at_stop == in_flight_at_kill  # not cancelled under the dead worker's lease
+    assert {r.status for r in receivers} <= {MessageReceiver.Status.SENT, MessageReceiver.Status.CANCELLED}
+    assert delivered_but_cancelled <= flagged, "mail that arrived is shown as not sent, unflagged"
+    assert {r.pk for r in receivers if "delivery_uncertain" in r.status_data} == in_flight_at_kill
+    assert len(flagged) <= IN_FLIGHT
+    assert [r.pk for r in receivers if r.claimed_by or r.lease_expires_datetime or r.in_flight_since] == []
+    reasons = {
+        "cancel": MessageReceiver.CancelReason.CANCELLED,
+        "expire": MessageReceiver.CancelReason.EXPIRED,
+    }
+    assert {r.cancel_reason for r in receivers if r.status == MessageReceiver.Status.CANCELLED} == {
+        reasons[stop]
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # 3. Pause and resume with two consumers.
 
 PAUSE_RECEIVERS = 150

@@ -11,6 +11,8 @@ import ssl
 import traceback
 from collections.abc import Iterable, Iterator
 
+import requests
+import urllib3
 from anymail.exceptions import AnymailAPIError, AnymailError, AnymailRecipientsRefused
 from django.core import mail
 from django.core.exceptions import ImproperlyConfigured
@@ -121,14 +123,89 @@ def is_server_problem(exc: BaseException) -> bool:
 def is_connection_problem(exc: BaseException) -> bool:
     """The connection failed (dropped, reset, timed out, 421 closing): no answer about this
     receiver was given. (smtplib reports a socket error while reading a reply as
-    SMTPServerDisconnected.)"""
+    SMTPServerDisconnected.) For a provider's HTTP API only a failure before the request went
+    out counts: after that the provider may have the email (provider_may_have_it)."""
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return True
-    if isinstance(exc, AnymailError):  # its HTTP errors are OSErrors too (requests' IOError)
-        return isinstance(exc, OSError) and getattr(exc, "status_code", None) is None
+    if isinstance(exc, AnymailError):
+        return is_provider_transport_failure(exc) and provider_request_not_sent(exc)
     if isinstance(exc, smtplib.SMTPResponseException):
         return exc.smtp_code == 421
     return isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
+
+
+# requests raises these before a connection is up: an unusable URL, or connecting timed out.
+_FAILED_BEFORE_SENDING = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.ConnectTimeout,
+)
+
+
+def is_provider_transport_failure(exc: BaseException) -> bool:
+    """An anymail backend's HTTP call failed without an HTTP answer (no status code): anymail
+    raises a class that is both AnymailRequestsAPIError and requests' own exception."""
+    return (
+        isinstance(exc, AnymailError)
+        and isinstance(exc, requests.RequestException)
+        and getattr(exc, "status_code", None) is None
+    )
+
+
+def provider_request_not_sent(exc: BaseException) -> bool:
+    """The HTTP request certainly never reached the provider: the URL was unusable, or the
+    failure came while connecting (refused, unresolvable name, connect timeout) or in the TLS
+    handshake, both of which end before the first byte of the request is written. Anything
+    else (a read timeout, a connection aborted or reset, a broken chunked answer, a failure we
+    do not know) may have come after the provider took the request."""
+    if isinstance(exc, _FAILED_BEFORE_SENDING):
+        return True
+    return any(
+        isinstance(cause, urllib3.exceptions.ConnectTimeoutError) or _raised_in_tls_handshake(cause)
+        for cause in _causes(exc)
+    )
+
+
+def provider_may_have_it(exc: BaseException) -> bool:
+    """The provider's API call failed after the request may have reached it: no answer came
+    (timed out or dropped after the request was written), or it answered 2xx in a form anymail
+    could not read. Retrying at once could deliver twice; the receiver is uncertain."""
+    if not isinstance(exc, AnymailError):
+        return False
+    if is_provider_transport_failure(exc):
+        return not provider_request_not_sent(exc)
+    status = getattr(exc, "status_code", None)
+    return status is not None and 200 <= status < 300
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """exc and everything it wraps: chained exceptions, urllib3's MaxRetryError.reason and
+    ProxyError.original_error, and requests' exceptions, which carry urllib3's in args."""
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        wrapped = [
+            current.__cause__,
+            current.__context__,
+            getattr(current, "reason", None),
+            getattr(current, "original_error", None),
+            *current.args,
+        ]
+        pending += [item for item in wrapped if isinstance(item, BaseException)]
+
+
+def _raised_in_tls_handshake(exc: BaseException) -> bool:
+    """Whether exc came out of ssl's handshake (refused certificate, wrong protocol, a server
+    silent until the timeout). urllib3 reports a handshake timeout as a ReadTimeoutError, so
+    the frame is what tells it apart from a timeout waiting for the answer."""
+    return any(
+        frame.f_code.co_name == "do_handshake" for frame, _line in traceback.walk_tb(exc.__traceback__)
+    )
 
 
 def describe_server_problem(exc: BaseException) -> str:
@@ -198,13 +275,16 @@ class EmailChannel(Channel):
         connection_lost = is_connection_problem(exc)
         if connection_lost and getattr(mailer, "payload_sent", False):
             close_mailer(mailer)
-            return DeliveryResult(
-                delivered=False,
-                uncertain=True,
-                reason=_("Connection lost after the message was sent, before the server answered: %(error)s")
-                % {"error": f"{type(exc).__name__}: {exc}"},
-                traceback="".join(traceback.format_exception(exc)),
+            reason = _("Connection lost after the message was sent, before the server answered: %(error)s")
+            return _uncertain(reason, exc)
+        if provider_may_have_it(exc):
+            # Not retried at once: if the provider took the first request, a second would be
+            # a second copy, unflagged. The engine flags the receiver and sends it again later.
+            close_mailer(mailer)
+            reason = _(
+                "The email provider may have accepted the message but gave no answer we could read: %(error)s"
             )
+            return _uncertain(reason, exc)
         if connection_lost:
             close_mailer(mailer)
             if not retried:
@@ -212,6 +292,17 @@ class EmailChannel(Channel):
             # A fresh connection failed too: the server is the problem, not this receiver.
             raise ChannelUnavailable(describe_server_problem(exc)) from exc
         return classify_exception(exc, address)
+
+
+def _uncertain(reason: str, exc: BaseException) -> DeliveryResult:
+    """The message may have reached the server or provider: not charged, flagged, resent later."""
+    error = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return DeliveryResult(
+        delivered=False,
+        uncertain=True,
+        reason=reason % {"error": error},
+        traceback="".join(traceback.format_exception(exc)),
+    )
 
 
 def _begin_attempt(mailer) -> None:
