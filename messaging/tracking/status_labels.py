@@ -115,3 +115,16 @@ def _receiver_label(receiver: MessageReceiver) -> Label:
 
 def receiver_badge(receiver: MessageReceiver) -> str:
     return receiver_label(receiver).badge()
+
+
+def uncertain_note(receiver: MessageReceiver) -> str:
+    """What staff should know of a receiver flagged "delivery_uncertain": an attempt was handed
+    to the server and no answer came back (a worker, connection, database or provider failed),
+    so the person may have that email, whatever the status says."""
+    if "delivery_uncertain" not in receiver.status_data:
+        return ""
+    if receiver.status == MessageReceiver.Status.CANCELLED:
+        return _("may have arrived before it was stopped")
+    if receiver.status == MessageReceiver.Status.SENT:
+        return _("an earlier attempt may have arrived too")
+    return _("may have arrived; any new attempt has the same Message-ID")

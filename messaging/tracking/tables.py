@@ -161,6 +161,10 @@ class ReceiverTable(tables.Table):
 
     def render_status(self, record: MessageReceiver) -> str:
         badge = status_labels.receiver_badge(record)
+        if note := status_labels.uncertain_note(record):
+            badge = format_html(
+                '{} <span class="small text-warning-emphasis" data-testid="uncertain">{}</span>', badge, note
+            )
         if record.delivery_outcome:
             return format_html("{} {}", badge, outcome_badge(record))
         if record.next_attempt_datetime and record.status == MessageReceiver.Status.FAILED:

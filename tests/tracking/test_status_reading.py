@@ -334,3 +334,31 @@ class TestFormatting:
     def test_language_name(self):
         assert language_label("nb") == "Norwegian Bokmål" and language_label("xx") == "xx"
         assert language_label("") == "—"
+
+
+class TestUncertainDelivery:
+    """A receiver flagged "delivery_uncertain" (handed over, no answer) says so wherever staff
+    read its status: the person may have the email whatever the status says."""
+
+    @pytest.mark.parametrize(
+        ("receiver_status", "note"),
+        [
+            (R.CANCELLED, "may have arrived before it was stopped"),
+            (R.SENT, "an earlier attempt may have arrived too"),
+            (R.NOT_SENT, "may have arrived; any new attempt has the same Message-ID"),
+        ],
+    )
+    def test_the_status_page_and_the_receiver_page_say_it_may_have_arrived(
+        self, staff_client, make_user, receiver_status, note
+    ):
+        message = make_send(make_user, SENT, (receiver_status, False, ""), status=M.CANCELLED)
+        plain, flagged = message.receivers.order_by("id")
+        flagged.status_data = {"delivery_uncertain": {"timestamp": "2026-12-05T10:00:00+00:00"}}
+        flagged.save()
+
+        table = staff_client.get(reverse("messaging:message_status", args=[message.pk])).content.decode()
+        assert table.count('data-testid="uncertain"') == 1 and note in table
+        detail = staff_client.get(reverse("messaging:receiver_detail", args=[flagged.pk])).content.decode()
+        assert 'id="uncertain-note"' in detail and note in detail
+        other = staff_client.get(reverse("messaging:receiver_detail", args=[plain.pk])).content.decode()
+        assert 'id="uncertain-note"' not in other

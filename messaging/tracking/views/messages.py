@@ -221,6 +221,7 @@ def receiver_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "receiver": receiver,
         "label": status_labels.receiver_label(receiver),
+        "uncertain_note": status_labels.uncertain_note(receiver),
         "message": receiver.message,
         "can_resend": can_resend,
         "resend_refusal": resending.resend_refusal(receiver) if can_resend else "",
