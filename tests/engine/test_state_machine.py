@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from messaging.checks import lease_covers_a_send
 from messaging.compose import composing
-from messaging.engine import channels, delivery, maintenance, sending, transitions
+from messaging.engine import channels, delivery, maintenance, preparing, sending, transitions
 from messaging.engine.channels import DeliveryResult
 from messaging.feedback import signatures
 from messaging.models import Message, MessageReceiver
@@ -72,7 +72,7 @@ def message_ids(sink) -> collections.Counter:
 
 WRITE_CALLS = {"update", "create", "get_or_create", "update_or_create", "bulk_update", "bulk_create"}
 # A receiver's owner, lease and delivery outcome are state too: only a transition changes them.
-GUARDED_FIELDS = {"status", "claimed_by", "lease_expires_datetime", "delivery_outcome"}
+GUARDED_FIELDS = {"status", "claimed_by", "lease_expires_datetime", "in_flight_since", "delivery_outcome"}
 TRANSITIONS = ROOT / "messaging" / "engine" / "transitions"
 
 
@@ -235,29 +235,47 @@ def test_system_check_refuses_a_sweep_interval_crontab_cannot_take(settings, min
     assert problem.id == "messaging.E002" and "MESSAGING_SWEEP_MINUTES" in problem.msg
 
 
-# --- Preparation: liveness by fact -----------------------------------------------------------
+# --- Preparation: liveness by lease -----------------------------------------------------------
 
 
-class SlowSubject(LanguageSubject):
-    def get_subject_text(self) -> str:
-        time.sleep(2)
-        return super().get_subject_text()
+class RenderGate:
+    """Stops a preparation before it renders its `at`-th receiver (outside any transaction, its
+    earlier batches committed) until the test opens the gate."""
+
+    def __init__(self, monkeypatch, at: int):
+        self.at, self.rendered = at, 0
+        self.waiting, self.opened = threading.Event(), threading.Event()
+        build = preparing.build_receiver
+
+        def build_at_the_gate(*args, **kwargs):
+            self.rendered += 1
+            if self.rendered == self.at:
+                self.waiting.set()
+                assert self.opened.wait(30), "the test never opened the gate"
+            return build(*args, **kwargs)
+
+        monkeypatch.setattr(preparing, "build_receiver", build_at_the_gate)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_slow_preparation_is_never_recovered_while_it_runs(make_user, settings, slow_channel):
-    """The preparation takes ~4 s with a lease of 2 s while the sweeper runs. Before: the
-    sweeper sent the message again and every user got two receivers."""
-    settings.MESSAGING_LEASE_SECONDS = 2
+def test_a_slow_preparation_is_left_alone_while_its_lease_runs(
+    make_user, settings, slow_channel, monkeypatch
+):
+    """Before leases: a preparation held the message row locked for as long as it ran; now it
+    commits batch by batch and renews its lease with each, so a sweep meanwhile finds it alive."""
+    settings.MESSAGING_PREPARATION_BATCH_SIZE = 1
     users = [make_user(language="en"), make_user(language="nb")]
     message = Message.objects.create(
         composed_content={"en": {"subject": "S", "body": "<p>B</p>"}},
         virtual_message_receivers={"user_ids": [u.pk for u in users]},
     )
-    worker = in_thread(send, message, SlowSubject())
-    time.sleep(2.3)  # past the lease: only the row lock says it is alive
+    gate = RenderGate(monkeypatch, at=2)
+    worker = in_thread(send, message)
+    assert gate.waiting.wait(30)
     assert Message.objects.get(pk=message.pk).status == Status.PREPARING
+    assert message.receivers.count() == 1  # the first batch is committed; nothing holds a lock
     assert maintenance.recover_dead_preparation(message.pk) is None
+    gate.opened.set()
     worker.join(30)
     message.refresh_from_db()
     assert message.status == Status.SENT
@@ -266,9 +284,10 @@ def test_a_slow_preparation_is_never_recovered_while_it_runs(make_user, settings
 
 
 @pytest.mark.django_db
-def test_receivers_and_sending_are_committed_together(make_user, monkeypatch):
-    """A worker dying between the two can no longer leave receivers under `preparing`."""
-    message = draft_for([make_user()])
+def test_receivers_of_an_unfinished_preparation_cannot_be_claimed(make_user, monkeypatch):
+    """A worker dying after its last batch and before the move to sending leaves receivers
+    under `preparing`: committed, counted on the status page, and claimed by nobody."""
+    message = draft_for([make_user(), make_user()])
 
     def die(*args, **kwargs):
         raise KeyboardInterrupt  # not an Exception: as if the process were stopping
@@ -278,15 +297,21 @@ def test_receivers_and_sending_are_committed_together(make_user, monkeypatch):
         send(message)
     message.refresh_from_db()
     assert message.status == Status.PREPARING
-    assert not message.receivers.exists()
+    assert message.receivers.count() == 2
+    assert transitions.claim_batch(message.pk, "eager-worker") is None
+    assert message.pk not in maintenance.messages_needing_delivery()
 
 
 # --- Kill points: the sweeper brings every message to a final status ---------------------------
 
 
 def age_preparation(message: Message, seconds: int = 3600) -> None:
+    """As if the preparation's worker had died `seconds` ago: its lease ran out long since."""
     started = (timezone.now() - timedelta(seconds=seconds)).isoformat()
-    Message.objects.filter(pk=message.pk).update(status_data={"preparing_started": started})
+    data = Message.objects.get(pk=message.pk).status_data
+    Message.objects.filter(pk=message.pk).update(
+        status_data={**data, "preparing_started": started, "preparing_until": started}
+    )
 
 
 @pytest.mark.django_db
@@ -315,13 +340,16 @@ def test_kill_during_preparation_of_an_api_message_ends_in_error(make_user):
 
 
 @pytest.mark.django_db
-def test_receivers_left_under_preparing_are_delivered(make_user):
-    """Receivers committed without the status change (an older version's kill point)."""
+def test_receivers_left_by_a_dead_preparation_of_an_api_message_are_discarded(make_user):
+    """Its subject generator and template lived only in the dead process, so nobody can render
+    the rest: the receivers it committed go, and the message says why (it never looked sendable)."""
     message = sending_message([make_user(), make_user()], status=Status.PREPARING)
     age_preparation(message)
     maintenance.sweep()
     message.refresh_from_db()
-    assert message.status == Status.SENT and len(mail.outbox) == 2
+    assert message.status == Status.ERROR
+    assert "Preparing was interrupted" in message.status_data["errors"][-1]["error_message"]
+    assert not message.receivers.exists() and mail.outbox == []
 
 
 @pytest.mark.django_db
