@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -128,3 +129,16 @@ def uncertain_note(receiver: MessageReceiver) -> str:
     if receiver.status == MessageReceiver.Status.SENT:
         return _("an earlier attempt may have arrived too")
     return _("may have arrived; any new attempt has the same Message-ID")
+
+
+def resumes_at(receiver: MessageReceiver):
+    """When a receiver that is set aside (its domain's sending limit is used up, or it waits
+    after an uncertain attempt) may be sent again; None if it is not waiting for a time."""
+    if (
+        receiver.status == MessageReceiver.Status.NOT_SENT
+        and not receiver.claimed_by
+        and receiver.lease_expires_datetime is not None
+        and receiver.lease_expires_datetime > timezone.now()
+    ):
+        return receiver.lease_expires_datetime
+    return None

@@ -167,6 +167,11 @@ class ReceiverTable(tables.Table):
             )
         if record.delivery_outcome:
             return format_html("{} {}", badge, outcome_badge(record))
+        if resumes := status_labels.resumes_at(record):
+            note = format_html(_("waiting, resumes at {time}"), time=when(resumes, "TIME_FORMAT"))
+            return format_html(
+                '{} <span class="small text-body-secondary" data-testid="resumes">{}</span>', badge, note
+            )
         if record.next_attempt_datetime and record.status == MessageReceiver.Status.FAILED:
             note = format_html(
                 _("next try at {time}"), time=when(record.next_attempt_datetime, "TIME_FORMAT")

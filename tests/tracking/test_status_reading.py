@@ -362,3 +362,30 @@ class TestUncertainDelivery:
         assert 'id="uncertain-note"' in detail and note in detail
         other = staff_client.get(reverse("messaging:receiver_detail", args=[plain.pk])).content.decode()
         assert 'id="uncertain-note"' not in other
+
+
+class TestWaitingReceivers:
+    """A receiver set aside until a time (its domain's sending limit is used up, or a pause
+    after an uncertain attempt) says when it goes out again; an owned or free one does not."""
+
+    def test_the_time_it_resumes_is_shown(self, staff_client, make_user):
+        message = make_send(make_user, (R.NOT_SENT, False, ""), (R.NOT_SENT, False, ""), status=M.SENDING)
+        waiting, free = message.receivers.order_by("id")
+        MessageReceiver.objects.filter(pk=waiting.pk).update(
+            lease_expires_datetime=timezone.now() + timedelta(minutes=5)
+        )
+        table = staff_client.get(reverse("messaging:message_status", args=[message.pk])).content.decode()
+        assert table.count('data-testid="resumes"') == 1 and "waiting, resumes at" in table
+        detail = staff_client.get(reverse("messaging:receiver_detail", args=[waiting.pk])).content.decode()
+        assert 'id="resumes-at"' in detail
+        other = staff_client.get(reverse("messaging:receiver_detail", args=[free.pk])).content.decode()
+        assert 'id="resumes-at"' not in other
+
+    def test_a_receiver_a_worker_owns_is_not_waiting(self, make_user):
+        message = make_send(make_user, (R.NOT_SENT, False, ""), status=M.SENDING)
+        receiver = message.receivers.get()
+        receiver.claimed_by = "worker"
+        receiver.lease_expires_datetime = timezone.now() + timedelta(minutes=5)
+        assert status_labels.resumes_at(receiver) is None
+        receiver.claimed_by = ""
+        assert status_labels.resumes_at(receiver) == receiver.lease_expires_datetime

@@ -222,6 +222,7 @@ def receiver_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "receiver": receiver,
         "label": status_labels.receiver_label(receiver),
         "uncertain_note": status_labels.uncertain_note(receiver),
+        "resumes_at": status_labels.resumes_at(receiver),
         "message": receiver.message,
         "can_resend": can_resend,
         "resend_refusal": resending.resend_refusal(receiver) if can_resend else "",
