@@ -118,9 +118,10 @@ class Lane(enum.Enum):
 
 
 def lane_count() -> int:
-    """Lanes (each its own SMTP session, database connection and claims) for one delivery.
+    """Lanes (each its own SMTP session, database connection and claims) for one delivery:
+    MESSAGING_SMTP_CONNECTIONS within MESSAGING_DB_CONNECTIONS_PER_WORKER (conf.delivery_lanes).
     One when the caller is inside a transaction: other threads could not see its receivers."""
-    return 1 if connection.in_atomic_block else max(1, conf.smtp_connections())
+    return 1 if connection.in_atomic_block else conf.delivery_lanes()
 
 
 def deliver_message(message_id: int, *, wait_for_others: bool = False) -> bool:
@@ -426,8 +427,8 @@ def _defer_for_quota(
     charged), and the lane goes on with the others. A delivery is queued for that time; should
     the task be lost, the sweeper finds them claimable then. Returns the deferred ids."""
     ids = {receiver.pk for receiver in receivers if spent.rule.limits(receiver.send_to)}
-    deferred = transitions.defer(ids, claim.worker_id, spent.until)
-    logger.info("Message %s: %s receivers wait: %s", run.message_id, deferred, spent)
+    deferred = persistently(lambda: transitions.defer(ids, claim.worker_id, spent.until), "Deferring")
+    logger.info("Message %s: %s receiver(s) wait: %s", run.message_id, deferred, spent)
     with _resumes_lock:
         now = timezone.now()
         _resumes_queued.difference_update({resume for resume in _resumes_queued if resume[1] < now})

@@ -104,3 +104,8 @@ def retry_blocked_message_at(message_id: int, eta: datetime) -> None:
 
 def retry_failed_receivers_at(message_id: int, eta: datetime) -> None:
     _task("retry_failed_receivers_of").schedule((message_id,), eta=eta)
+
+
+def deliver_message_at(message_id: int, eta: datetime) -> None:
+    """Deliver receivers that wait until `eta` (their domain's sending limit frees then)."""
+    _task("deliver_message").schedule((message_id,), eta=eta)

@@ -10,12 +10,22 @@ until the longest a send may take, plus the window, has passed.)
 
 The slots are shared state: Redis when MESSAGING_RATE_LIMIT_REDIS_URL is set (the project
 sets it from REDIS_URL), else the database. Times are Unix times from each host's clock, which
-must agree (NTP), as the leases already require.
+must agree (NTP), as the leases already require. That guarantee rests on the store's atomic
+reservation alone; what follows only saves the store work and the lanes time.
+
+Within a process, one lane per mailer asks the store at a time (`_gate`), for as long as one
+round trip takes. A lane told to wait for a full rule sleeps without the gate, holding that
+rule's turn (`_turns`): lanes that need the same rule queue behind it without asking the store,
+so one lane per rule polls while it is full, and lanes whose receivers need only other rules
+(another recipient domain) keep getting slots meanwhile. A wait longer than LONGEST_SLEEP is
+QuotaSpent: for a per-domain rule only the receivers to that domain wait (delivery defers them
+until it frees); a mailer-wide rule makes the whole message wait.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 import random
 import threading
 import time
@@ -44,6 +54,8 @@ WINDOW_NAMES = {
 LONGEST_SLEEP = 30.0
 # While slots are in flight nobody knows when they free up: look again this soon.
 POLL_SECONDS = 0.02
+# How often a lane that sleeps or queues for a slot checks whether it should stop instead.
+STOP_CHECK_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,15 @@ class Rule:
     limit: int
     window: float
     label: str  # for people: "14 per second (mailer default)"
+    domain: str = ""  # a per-domain rule's recipient domain; "" for the mailer as a whole
+
+    def limits(self, address: str) -> bool:
+        """Whether a send to `address` takes a slot in this rule (its mailer's, assumed)."""
+        return not self.domain or domain_of(address) == self.domain
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
 
 
 def _rule(mailer: str, name: str, limit: int, domain: str = "") -> Rule:
@@ -60,13 +81,14 @@ def _rule(mailer: str, name: str, limit: int, domain: str = "") -> Rule:
         label = _("%(limit)s %(window)s to %(domain)s (mailer %(mailer)s)") % values
     else:
         label = _("%(limit)s %(window)s (mailer %(mailer)s)") % values
-    return Rule(f"{mailer}@{domain}:{name}" if domain else f"{mailer}:{name}", limit, WINDOWS[name], label)
+    key = f"{mailer}@{domain}:{name}" if domain else f"{mailer}:{name}"
+    return Rule(key, limit, WINDOWS[name], label, domain)
 
 
 def rules_for(mailer: str, address: str) -> list[Rule]:
     config = conf.rate_limits().get(mailer) or {}
     rules = [_rule(mailer, name, limit) for name, limit in config.items() if name in WINDOWS]
-    domain = address.rpartition("@")[2].lower()
+    domain = domain_of(address)
     if domain:
         per_domain = config.get("per_domain") or {}
         rules += [_rule(mailer, name, limit, domain) for name, limit in per_domain.items() if name in WINDOWS]
@@ -74,7 +96,8 @@ def rules_for(mailer: str, address: str) -> list[Rule]:
 
 
 class QuotaSpent(Exception):
-    """A limit is used up for longer than a worker should sleep."""
+    """A limit is used up for longer than a worker should sleep: until `until`, for every send
+    `rule` limits (`rule.domain`: only those to that domain)."""
 
     def __init__(self, until: datetime, rule: Rule):
         self.until, self.rule = until, rule
@@ -124,33 +147,94 @@ class Limiter:
             return None
         if self.store is None:
             return UNLIMITED
-        rules = rules_for(self.mailer, address)
-        # One lane per process asks the store at a time; the others wait here without polling.
-        with _gate(self.mailer):
-            return self._reserve(rules, stop)
+        turn = _Turn(stop)
+        try:
+            return self._reserve(rules_for(self.mailer, address), turn, stop)
+        finally:
+            turn.give_back()
 
-    def _reserve(self, rules: list[Rule], stop: Callable[[], bool]) -> Slot | None:
-        while True:
-            if stop():
-                return None
+    def _reserve(self, rules: list[Rule], turn: _Turn, stop: Callable[[], bool]) -> Slot | None:
+        # A lane already waits for one of these rules: queue behind it rather than ask too.
+        busy = _waited_for(rules)
+        if busy is not None and not turn.take(busy):
+            return None
+        while not stop():
             token = uuid.uuid4().hex
             now = time.time()
-            wait = self.store.reserve(rules, token, now, self.hold)
+            with _gate(self.mailer):  # the round trip only, never a sleep
+                wait = self.store.reserve(rules, token, now, self.hold)
             if wait is None:
                 return Slot(self.store, rules, token)
             if wait.seconds > LONGEST_SLEEP:
-                raise QuotaSpent(datetime.fromtimestamp(now + wait.seconds, tz=UTC), wait.rule)
-            # A little jitter, so that workers waiting for the same slot do not all ask at once.
-            time.sleep(wait.seconds + random.uniform(0, POLL_SECONDS))
+                # Whole seconds: every lane told of the same spent rule names the same time.
+                until = datetime.fromtimestamp(math.ceil(now + wait.seconds), tz=UTC)
+                raise QuotaSpent(until, wait.rule)
+            if not turn.take(wait.rule.key):
+                return None
+            # A little jitter, so that workers (processes, hosts) waiting for the same slot do
+            # not all ask at once.
+            if not _sleep(wait.seconds + random.uniform(0, POLL_SECONDS), stop):
+                return None
+        return None
 
 
 _gates: dict[str, threading.Lock] = {}
-_gates_lock = threading.Lock()
+_turns: dict[str, threading.Lock] = {}
+_locks_lock = threading.Lock()
 
 
 def _gate(mailer: str) -> threading.Lock:
-    with _gates_lock:
+    """Held while a lane of this process asks the store for a slot of `mailer`'s rules."""
+    with _locks_lock:
         return _gates.setdefault(mailer, threading.Lock())
+
+
+def _turn_lock(rule_key: str) -> threading.Lock:
+    """Held by the lane of this process that waits for a slot in a full rule."""
+    with _locks_lock:
+        return _turns.setdefault(rule_key, threading.Lock())
+
+
+def _waited_for(rules: list[Rule]) -> str | None:
+    """The key of a rule some lane of this process holds the turn of, if any."""
+    with _locks_lock:
+        return next((rule.key for rule in rules if (lock := _turns.get(rule.key)) and lock.locked()), None)
+
+
+class _Turn:
+    """The one rule a lane holds the turn of while it waits (at most one at a time, and the gate
+    is never asked for while taking one, so lanes cannot deadlock)."""
+
+    def __init__(self, stop: Callable[[], bool]):
+        self.stop = stop
+        self.key, self.lock = "", None
+
+    def take(self, rule_key: str) -> bool:
+        """Hold `rule_key`'s turn, queueing behind its holder; False if `stop()` came first."""
+        if rule_key == self.key:
+            return True
+        self.give_back()
+        lock = _turn_lock(rule_key)
+        while not lock.acquire(timeout=STOP_CHECK_SECONDS):
+            if self.stop():
+                return False
+        self.key, self.lock = rule_key, lock
+        return True
+
+    def give_back(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.key, self.lock = "", None
+
+
+def _sleep(seconds: float, stop: Callable[[], bool]) -> bool:
+    """Sleep, or less if `stop()` became true (then False)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if stop():
+            return False
+        time.sleep(min(left, STOP_CHECK_SECONDS))
+    return True
 
 
 class Store(abc.ABC):

@@ -5,16 +5,31 @@ resume by itself; and the system check that refuses settings that cannot work.""
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+import threading
+import time
+from collections import Counter
+from datetime import UTC, timedelta
 
 import pytest
 import time_machine
 from django.core import checks
+from django.db import connections
+from django.db.models import F
 from django.utils import timezone
+from huey.contrib.djhuey import HUEY
 
-from messaging.engine import maintenance, rate_limits
-from messaging.engine.rate_limits import DatabaseStore, Limiter, QuotaSpent, RedisStore, Rule, rules_for
-from messaging.models import Message, MessageReceiver
+from messaging import conf
+from messaging.engine import delivery, maintenance, rate_limits
+from messaging.engine.rate_limits import (
+    DatabaseStore,
+    Limiter,
+    QuotaSpent,
+    RedisStore,
+    Rule,
+    Store,
+    rules_for,
+)
+from messaging.models import Message, MessageReceiver, RateLimitSlot
 from tests.engine_helpers import SEND_ARGS, LanguageSubject
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -131,6 +146,8 @@ def test_the_daily_quota_makes_a_send_wait_and_it_resumes_by_itself(
         assert start + timedelta(days=1) <= resumes <= start + timedelta(days=1, minutes=2)
         not_sent = MessageReceiver.objects.filter(message=message, status=MessageReceiver.Status.NOT_SENT)
         assert not_sent.count() == 2 and not not_sent.exclude(sending_failed_count=0).exists()
+        # The mailer's own limit holds the whole message; no receiver is set aside on its own.
+        assert not not_sent.filter(lease_expires_datetime__isnull=False).exists()
 
         client.force_login(django_user_model.objects.create_superuser("boss", "boss@uni.example", "pw"))
         page = client.get(f"/messages/{message.pk}/").content.decode()
@@ -141,6 +158,229 @@ def test_the_daily_quota_makes_a_send_wait_and_it_resumes_by_itself(
     message.refresh_from_db()
     assert len(smtp_mailer.received) == 5
     assert message.status == Message.Status.SENT
+
+
+# A recipient domain's spent quota ---------------------------------------------------------------
+
+LIMITED, OTHER = "uio.example", "ntnu.example"
+# In id order: the limited domain's quota (3 a minute) runs out at its fourth receiver, which
+# shares its claims (3 receivers each here) with mail to the other domain.
+DOMAIN_ORDER = [LIMITED] * 3 + [LIMITED, OTHER, OTHER] + [LIMITED, OTHER, LIMITED]
+
+
+def deliveries_scheduled(message: Message) -> list:
+    return [
+        task
+        for task in HUEY.scheduled()
+        if task.name.endswith("deliver_message") and tuple(task.args) == (message.pk,)
+    ]
+
+
+def let_time_pass(seconds: float) -> None:
+    """What `seconds` passing does to what is stored: every slot counted against the limits
+    frees that much sooner, every lease ends that much sooner. (Leases are compared on the
+    database's clock, which a test cannot move.)"""
+    RateLimitSlot.objects.update(frees_at=F("frees_at") - seconds)
+    if url := conf.rate_limit_redis_url():
+        client = rate_limits._redis_store(url).client
+        for key in client.scan_iter(f"{RedisStore.prefix}*"):
+            client.zadd(
+                key, {member: score - seconds for member, score in client.zrange(key, 0, -1, withscores=True)}
+            )
+    MessageReceiver.objects.exclude(lease_expires_datetime=None).update(
+        lease_expires_datetime=F("lease_expires_datetime") - timedelta(seconds=seconds)
+    )
+
+
+def test_a_spent_domain_quota_defers_only_its_receivers_and_they_go_out_when_it_frees(
+    settings, smtp_mailer, django_user_model, client, monkeypatch
+):
+    settings.MESSAGING_RATE_LIMITS = {"default": {"per_second": 100, "per_domain": {"per_minute": 3}}}
+    settings.MESSAGING_SMTP_CONNECTIONS = 2
+    monkeypatch.setattr(delivery, "LANE_CLAIM_SIZE", 3)  # the deferred receivers span two claims
+    HUEY.flush()
+    users = [
+        django_user_model.objects.create(username=f"dom{i}", email=f"dom{i}@{domain}")
+        for i, domain in enumerate(DOMAIN_ORDER)
+    ]
+    message = Message.objects.create(virtual_message_receivers={"user_ids": [u.pk for u in users]})
+    receivers = MessageReceiver.objects.filter(message=message)
+    waiting = receivers.filter(send_to__in=[u.email for u in users[3:] if u.email.endswith(LIMITED)])
+    start = timezone.now()
+    message.prepare_and_send(LanguageSubject(), **SEND_ARGS)
+
+    message.refresh_from_db()
+    sent_to = sorted(rcpt for mail in smtp_mailer.received for rcpt in mail.rcpt_tos)
+    # Everything to the other domain went out at once, and the limited one's quota's worth.
+    assert sent_to == sorted(u.email for u in users if u.email.endswith(OTHER) or u in users[:3])
+    assert message.status == Message.Status.SENDING
+    assert "blocked" not in message.status_data
+    # The rest wait, unowned and unclaimable until the minute is over: not sent, not charged,
+    # not flagged, not in flight.
+    assert waiting.count() == 3
+    resumes = {r.lease_expires_datetime for r in waiting}
+    assert len(resumes) == 1  # the lanes were told the same time for each of their claims
+    (resumes,) = resumes
+    assert start + timedelta(seconds=59) <= resumes <= start + timedelta(seconds=62)
+    for receiver in waiting:
+        assert receiver.status == MessageReceiver.Status.NOT_SENT
+        assert (receiver.claimed_by, receiver.in_flight_since) == ("", None)
+        assert (receiver.sending_success_count, receiver.sending_failed_count) == (0, 0)
+        assert "delivery_uncertain" not in receiver.status_data
+    # One delivery is queued for when they are due; the sweeper leaves them alone till then.
+    (task,) = deliveries_scheduled(message)
+    assert task.eta == (resumes + timedelta(seconds=1)).astimezone(UTC).replace(tzinfo=None)
+    assert not HUEY.ready_to_run(task)
+    assert message.pk not in maintenance.messages_needing_delivery()
+    client.force_login(django_user_model.objects.create_superuser("boss", "boss@uni.example", "pw"))
+    page = client.get(f"/messages/{message.pk}/").content.decode()
+    assert 'id="quota-note"' not in page  # the message is not shown as held up
+
+    let_time_pass(62)
+    assert message.pk in maintenance.messages_needing_delivery()  # the safety net
+    HUEY.execute(task, timestamp=task.eta)  # what the consumer does when the task is due
+    message.refresh_from_db()
+    assert len(smtp_mailer.received) == len(users)
+    assert message.status == Message.Status.SENT
+    assert all(r.sending_success_count == 1 and r.sending_failed_count == 0 for r in receivers)
+
+
+def test_receivers_waiting_for_their_domain_are_found_by_the_sweeper_should_the_task_be_lost(
+    settings, smtp_mailer, django_user_model
+):
+    settings.MESSAGING_RATE_LIMITS = {"default": {"per_domain": {"per_hour": 1}}}
+    users = [
+        django_user_model.objects.create(username=f"sw{i}", email=f"sw{i}@{domain}")
+        for i, domain in enumerate([LIMITED, LIMITED, OTHER])
+    ]
+    message = Message.objects.create(virtual_message_receivers={"user_ids": [u.pk for u in users]})
+    message.prepare_and_send(LanguageSubject(), **SEND_ARGS)
+    assert len(smtp_mailer.received) == 2
+    HUEY.flush()  # the queued delivery is lost (the broker restarted empty)
+    maintenance.sweep()  # nothing is due: the sweeper starts no delivery that would wait again
+    assert len(smtp_mailer.received) == 2
+
+    let_time_pass(3601)
+    maintenance.sweep()
+    message.refresh_from_db()
+    assert len(smtp_mailer.received) == 3
+    assert message.status == Message.Status.SENT
+
+
+def counting(store) -> tuple[Store, list[str]]:
+    """`store`, noting the thread of each round trip to it."""
+    asked: list[str] = []
+
+    class CountingStore(type(store)):
+        def reserve(self, rules, token, now, hold):
+            asked.append(threading.current_thread().name)
+            return super().reserve(rules, token, now, hold)
+
+    if isinstance(store, RedisStore):
+        return CountingStore(os.environ["REDIS_URL"]), asked
+    return CountingStore(), asked
+
+
+def wait_for(predicate) -> None:
+    deadline = time.monotonic() + 30
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_lane_waiting_for_one_domain_does_not_hold_up_another(settings, store):
+    """One lane waits for a per-second slot for its domain (another send there is still in
+    flight); meanwhile a second lane of the same process and mailer keeps getting slots for
+    other domains. (Before, the waiting lane held the mailer's gate while it slept, and the
+    other lane waited with it.)"""
+    settings.MESSAGING_RATE_LIMITS = {"default": {"per_second": 100, "per_domain": {"per_second": 1}}}
+    store, asked = counting(store)
+    order: list[str] = []
+    first = Limiter("default", HOLD, store).acquire(f"a@{LIMITED}", stop=lambda: False)
+    # Released once the other lane has its slots, or after a while should it never get them
+    # (then the test fails on the order, instead of hanging).
+    fallback = threading.Timer(10, first.release)
+
+    def waiting_lane():
+        try:
+            Limiter("default", HOLD, store).acquire(f"b@{LIMITED}", stop=lambda: False).release()
+            order.append("waiting lane got its slot")
+        finally:
+            connections.close_all()
+
+    def other_lane():
+        try:
+            for domain in ("ntnu.example", "uib.example", "uit.example"):
+                Limiter("default", HOLD, store).acquire(f"c@{domain}", stop=lambda: False).release()
+            order.append("other lane got 3 slots")
+            first.release()
+        finally:
+            connections.close_all()
+
+    waiter = threading.Thread(target=waiting_lane, name="waiting")
+    waiter.start()
+    wait_for(lambda: asked.count("waiting") >= 2)  # it was refused, and is waiting
+    other = threading.Thread(target=other_lane)
+    fallback.start()
+    other.start()
+    other.join(60)
+    waiter.join(60)
+    fallback.cancel()
+    assert order == ["other lane got 3 slots", "waiting lane got its slot"]
+
+
+def test_lanes_needing_a_full_rule_queue_behind_the_one_waiting_for_it(settings, store):
+    """While a rule is full, one lane per process polls the store for it; the others that need
+    it queue behind that lane instead of polling too. All get their slot in the end."""
+    settings.MESSAGING_RATE_LIMITS = {"default": {"per_second": 1}}
+    store, asked = counting(store)
+    held = Limiter("default", HOLD, store).acquire("a@uni.example", stop=lambda: False)
+    got = []
+
+    def lane():
+        try:
+            slot = Limiter("default", HOLD, store).acquire("b@uni.example", stop=lambda: False)
+            got.append(threading.current_thread().name)
+            slot.release()
+        finally:
+            connections.close_all()
+
+    lanes = [threading.Thread(target=lane, name=f"lane{n}") for n in range(4)]
+    for thread in lanes:
+        thread.start()
+    wait_for(lambda: max(Counter(asked).values()) >= 2)  # one of them is polling
+    time.sleep(0.5)  # it polls every POLL_SECONDS meanwhile, while the slot is in flight
+    polls = Counter(asked)
+    held.release()
+    for thread in lanes:
+        thread.join(60)
+    assert sorted(got) == [f"lane{n}" for n in range(4)]
+    print(f"store round trips per lane while one slot was in flight: {sorted(polls.values())}")
+    # One lane polled; each of the others asked at most once (before it saw the turn taken).
+    (_poller, most), *others = polls.most_common()
+    assert most > 1
+    assert all(count <= 1 for _name, count in others)
+
+
+def test_deferring_gives_back_only_what_the_worker_owns(make_user):
+    from messaging.engine import transitions
+
+    message = Message.objects.create(status=Message.Status.SENDING)
+    mine, theirs = (
+        MessageReceiver.objects.create(message=message, user=make_user(), send_to=f"x{i}@{LIMITED}")
+        for i in range(2)
+    )
+    until = timezone.now() + timedelta(minutes=1)
+    MessageReceiver.objects.filter(pk=mine.pk).update(claimed_by="me", in_flight_since=timezone.now())
+    MessageReceiver.objects.filter(pk=theirs.pk).update(claimed_by="them")
+    assert transitions.defer([mine.pk, theirs.pk], "me", until) == 1
+    mine.refresh_from_db()
+    theirs.refresh_from_db()
+    assert (mine.claimed_by, mine.lease_expires_datetime, mine.in_flight_since) == ("", until, None)
+    assert mine.status == MessageReceiver.Status.NOT_SENT
+    assert theirs.claimed_by == "them"
+    assert not MessageReceiver.objects.filter(pk=mine.pk).claimable().exists()
+    let_time_pass(61)
+    assert MessageReceiver.objects.filter(pk=mine.pk).claimable().exists()
 
 
 @pytest.mark.parametrize(
