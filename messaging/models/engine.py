@@ -310,6 +310,15 @@ class MessageReceiverQuerySet(models.QuerySet):
             .exclude(message__status__in=(Message.Status.CANCELLED, Message.Status.EXPIRED))
         )
 
+    def with_uncertain_flag(self) -> MessageReceiverQuerySet:
+        """Annotate `uncertain_flag`: whether status_data holds "delivery_uncertain" (for pages
+        that defer status_data, which holds every error)."""
+        return self.annotate(
+            uncertain_flag=models.ExpressionWrapper(
+                Q(status_data__has_key="delivery_uncertain"), output_field=models.BooleanField()
+            )
+        )
+
     # Leases are compared on the database's clock (messaging.engine.transitions.ownership).
     def claimable(self, worker_id: str = "") -> MessageReceiverQuerySet:
         """Not sent, and owned by nobody (no lease, or it ran out) or already by `worker_id`

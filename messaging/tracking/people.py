@@ -171,6 +171,7 @@ def person_receiver_filter(user, params) -> PersonReceiverFilter:
             "message__status_data",
             "message__metadata",
         )
+        .with_uncertain_flag()
         .order_by("-created_datetime", "-id")
     )
     return PersonReceiverFilter(params, queryset=receivers)

@@ -90,6 +90,7 @@ def receiver_filter(message: Message, params) -> ReceiverFilter:
     queryset = (
         receivers.select_related("user")
         .defer("message_content_html", "message_content_plain", "status_data", "metadata")
+        .with_uncertain_flag()
         .annotate(address_suppressed=is_suppressed())  # a row offers Resend only if it can work
     )
     return ReceiverFilter(params, queryset=queryset)

@@ -122,7 +122,8 @@ def uncertain_note(receiver: MessageReceiver) -> str:
     """What staff should know of a receiver flagged "delivery_uncertain": an attempt was handed
     to the server and no answer came back (a worker, connection, database or provider failed),
     so the person may have that email, whatever the status says."""
-    if "delivery_uncertain" not in receiver.status_data:
+    flagged = getattr(receiver, "uncertain_flag", None)  # MessageReceiverQuerySet.with_uncertain_flag
+    if not (flagged if flagged is not None else "delivery_uncertain" in receiver.status_data):
         return ""
     if receiver.status == MessageReceiver.Status.CANCELLED:
         return _("may have arrived before it was stopped")
