@@ -15,6 +15,20 @@ ATTACHMENT_EXTENSIONS = (
 )  # fmt: skip
 
 DEFAULTS = {
+    # How long a delivering worker keeps trying a write while the database is unavailable
+    # (locked, restarting, unreachable) before its delivery task fails and huey runs it again.
+    "MESSAGING_DATABASE_OUTAGE_SECONDS": 60,
+    # A delivery task that failed (the database was gone for longer than the above) is run
+    # again after this many seconds, up to this many times; then the sweeper takes over.
+    "MESSAGING_TASK_RETRY_SECONDS": 5,
+    "MESSAGING_TASK_RETRIES": 60,
+    # Preparing creates receivers in batches of this many, each committed on its own, so no
+    # writer waits for more than one batch (SQLite has one write lock for the whole database).
+    "MESSAGING_PREPARATION_BATCH_SIZE": 500,
+    # A preparation (or digest assembly) renews its lease with every batch it commits; the
+    # sweeper takes over one whose lease ran out (its worker died). Must exceed the time one
+    # batch takes to render, or a slow preparation is taken over again and again.
+    "MESSAGING_PREPARATION_LEASE_SECONDS": 300,
     # Failures after which a receiver is `error` instead of `failed` (SPEC §2).
     "MESSAGING_RESEND_LIMIT": 2,
     # How long a worker owns the receivers it claimed. Must cover at least two sends
@@ -54,6 +68,18 @@ DEFAULTS = {
     # taking 100 ms per message does not serialise a send. Relays cap connections per client:
     # keep (workers x this) below your relay's cap.
     "MESSAGING_SMTP_CONNECTIONS": 16,
+    # Database connections one huey worker may hold while it delivers: its own, and one per
+    # lane, so it delivers over min(MESSAGING_SMTP_CONNECTIONS, this - 1) lanes (at least one).
+    # The default gives each of the default 16 lanes its connection.
+    "MESSAGING_DB_CONNECTIONS_PER_WORKER": 17,
+    # The deployment's shape, for the system check that compares the database connections it
+    # may open with PostgreSQL's max_connections (messaging.checks, `manage.py check --database
+    # default`, and at every `migrate`): how many run_huey consumers share the database (one per
+    # worker host; count each if a host runs several), each with HUEY["consumer"]["workers"]
+    # workers; and how many connections everything else may hold at once: the web server's
+    # processes x threads on every web host, cron jobs, backups, psql.
+    "MESSAGING_WORKER_HOSTS": 1,
+    "MESSAGING_WEB_DB_CONNECTIONS": 10,
     # Sending limits per mailer (a key of MAILERS), held across every consumer and host, e.g.
     # {"default": {"per_second": 14, "per_day": 50000, "per_domain": {"per_minute": 100}}}.
     # Windows: per_second, per_minute, per_hour, per_day; per_domain applies to each recipient
@@ -118,6 +144,23 @@ def lease_seconds() -> int:
     return get("MESSAGING_LEASE_SECONDS")
 
 
+def database_outage_seconds() -> float:
+    return get("MESSAGING_DATABASE_OUTAGE_SECONDS")
+
+
+def task_retries() -> tuple[int, int]:
+    """(times, seconds apart) for huey's retries of a failed delivery task."""
+    return get("MESSAGING_TASK_RETRIES"), get("MESSAGING_TASK_RETRY_SECONDS")
+
+
+def preparation_batch_size() -> int:
+    return get("MESSAGING_PREPARATION_BATCH_SIZE")
+
+
+def preparation_lease_seconds() -> int:
+    return get("MESSAGING_PREPARATION_LEASE_SECONDS")
+
+
 def retry_base_seconds() -> int:
     return get("MESSAGING_RETRY_BASE_SECONDS")
 
@@ -180,6 +223,24 @@ def health_max_wait_seconds() -> int:
 
 def smtp_connections() -> int:
     return get("MESSAGING_SMTP_CONNECTIONS")
+
+
+def db_connections_per_worker() -> int:
+    return get("MESSAGING_DB_CONNECTIONS_PER_WORKER")
+
+
+def delivery_lanes() -> int:
+    """Lanes one worker delivers a message over: an SMTP session and a database connection
+    each, besides the worker's own connection, within MESSAGING_DB_CONNECTIONS_PER_WORKER."""
+    return max(1, min(smtp_connections(), db_connections_per_worker() - 1))
+
+
+def worker_hosts() -> int:
+    return get("MESSAGING_WORKER_HOSTS")
+
+
+def web_db_connections() -> int:
+    return get("MESSAGING_WEB_DB_CONNECTIONS")
 
 
 def rate_limits() -> dict:

@@ -17,7 +17,7 @@ from messaging.operations import reporting, retention
 from messaging.preferences import digests
 
 # A delivery task that failed (the database was unavailable for longer than a worker rides
-# out: messaging.engine.database_outages) runs again a few seconds later, so sending resumes
+# out: messaging.engine.outages) runs again a few seconds later, so sending resumes
 # soon after the database is back rather than at the next sweep. Every task is idempotent.
 # Read once, when the consumer starts.
 _RETRIES, _RETRY_SECONDS = conf.task_retries()

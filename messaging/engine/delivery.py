@@ -14,7 +14,7 @@ A worker delivers over several lanes at once (MESSAGING_SMTP_CONNECTIONS), each 
 own SMTP session, database connection, worker id and claims, running exactly that loop: so a
 crash leaves at most one receiver in flight per lane. Before each send a lane takes a slot from
 the sending limits (messaging.engine.rate_limits). A database that is briefly unavailable is
-waited for (messaging.engine.database_outages), so results are recorded, not dropped.
+waited for (messaging.engine.outages), so results are recorded, not dropped.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from django.utils import timezone
 from messaging import conf
 from messaging.engine import channels, controlling, queue, rate_limits, transitions, worker_shutdown
 from messaging.engine.channels import ChannelUnavailable, DeliveryResult
-from messaging.engine.database_outages import persistently
+from messaging.engine.outages import persistently
 from messaging.engine.outgoing import deliver_now, prepared
 from messaging.engine.status import FailureWatch
 from messaging.engine.transitions import Claim

@@ -3,9 +3,9 @@
 Runs every MESSAGING_SWEEP_MINUTES (and when a consumer starts; queue.sweep); it also starts
 scheduled messages whose time has come and expires what is past its expiry, so neither depends
 on huey's in-memory schedule surviving a restart. Every step is a guarded
-transition, so sweepers on several hosts at once do no harm. Liveness is decided by facts, not
-clocks, where a fact exists: a claim is live while its lease runs (workers renew it while they
-send), a preparation while its transaction holds the message row's lock.
+transition, so sweepers on several hosts at once do no harm. Liveness is decided by leases on the
+database's clock: a claim is live while its lease runs (workers renew it while they send), a
+preparation while its lease runs (it renews it with every batch of receivers it commits).
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from messaging import conf
-from messaging.engine import controlling, queue, resending, sending, transitions
+from messaging.engine import controlling, delivery, preparing, queue, resending, sending, transitions
 from messaging.engine.status import error_entry
 from messaging.models import Message, MessageReceiver
 
@@ -96,29 +95,38 @@ def retry_blocked(message_id: int) -> bool:
 
 
 def recover_dead_preparation(message_id: int) -> str | None:
-    """Recover a preparation whose worker died; leave a live one alone, however long it runs.
+    """Take over a preparation whose lease ran out (a live one renews it with every batch it
+    commits, so this means its worker died or stalled for a whole lease), and carry it on:
 
-    A live preparation holds its message row locked (PostgreSQL: SKIP LOCKED passes it by;
-    SQLite: its transaction holds the write lock, so this waits and then finds it `sending`).
-    A preparation is also left alone during its first lease, the moment between committing
-    `preparing` and taking the lock. Returns the status it moved the message to, if any."""
-    cutoff = timezone.now() - timedelta(seconds=conf.lease_seconds())
-    with transaction.atomic():
-        message = (
-            Message.objects.select_for_update(skip_locked=True)
-            .filter(pk=message_id, status=Message.Status.PREPARING)
-            .first()
-        )
-        if message is None or _preparing_since(message) >= cutoff:
-            return None
-        if message.receivers.exists():  # receivers committed without the status (older versions)
-            return Message.Status.SENDING if transitions.adopt_prepared(message_id) else None
-        if message.composed_content:
-            # Prepared again from its stored content.
-            return Message.Status.QUEUED if transitions.requeue_preparation(message) else None
-        # Created by another app: its subject generator and template lived only in that process.
-        entry = error_entry("Preparing was interrupted (the worker stopped); send the message again.")
-        return Message.Status.ERROR if transitions.fail(message, entry) else None
+    - a staff-composed message is queued again; its next preparation keeps the receivers
+      already committed and adds the missing ones (nobody gets two, nobody is left out);
+    - a digest being assembled is discarded; its items wait for the next digest;
+    - a message from another app (its subject generator and template lived only in the dead
+      process) has its receivers discarded and ends in error, with the reason.
+
+    A preparation that was only slow commits nothing more once taken over (its next batch
+    finds it is not its own). Returns the status it moved the message to, if any (None for a
+    discarded digest: it is gone)."""
+    message = Message.objects.filter(pk=message_id, status=Message.Status.PREPARING).first()
+    if message is None or not transitions.preparation_lease_ran_out(message):
+        return None
+    sweeper = f"sweeper:{delivery.new_worker_id()}"
+    if not transitions.take_over_preparation(message, sweeper):
+        return None
+    logger.warning(
+        "Message %s: preparation by %s stopped renewing its lease; taken over",
+        message_id,
+        message.status_data.get("preparing_taken_over_from"),
+    )
+    if message.context_type == Message.ContextType.DIGEST:
+        transitions.discard_digest_assembly(message_id, sweeper)
+        return None
+    if message.composed_content:
+        return Message.Status.QUEUED if transitions.requeue_preparation(message, sweeper) else None
+    if not preparing.discard_receivers(message, sweeper):
+        return None
+    entry = error_entry("Preparing was interrupted (the worker stopped); send the message again.")
+    return Message.Status.ERROR if transitions.fail_preparation(message, sweeper, entry) else None
 
 
 def lost_queued_messages() -> list[int]:
@@ -130,8 +138,3 @@ def lost_queued_messages() -> list[int]:
         for pk, data in Message.objects.filter(status=Message.Status.QUEUED).values_list("pk", "status_data")
         if datetime.fromisoformat(data.get("queued_datetime", cutoff.isoformat())) <= cutoff
     ]
-
-
-def _preparing_since(message: Message) -> datetime:
-    started = message.status_data.get("preparing_started")
-    return datetime.fromisoformat(started) if started else message.created_datetime

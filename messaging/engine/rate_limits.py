@@ -42,6 +42,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from messaging import conf
+from messaging.engine.outages import persistently
 
 WINDOWS = {"per_second": 1, "per_minute": 60, "per_hour": 3600, "per_day": 86400}
 WINDOW_NAMES = {
@@ -121,8 +122,8 @@ class Slot:
 
     def release(self) -> None:
         if self.store is not None:
-            self.store.release(self.rules, self.token, time.time())
-            self.store = None
+            store, self.store = self.store, None
+            persistently(lambda: store.release(self.rules, self.token, time.time()), "Releasing a slot")
 
 
 UNLIMITED = Slot()  # releasing it does nothing
@@ -153,16 +154,20 @@ class Limiter:
         finally:
             turn.give_back()
 
+    def _ask(self, rules: list[Rule]) -> tuple[str, float, Wait | None]:
+        """One reservation under a fresh token (one asked again after a lost answer may leave
+        an extra slot counted until it expires: fewer sends, never more)."""
+        token, now = uuid.uuid4().hex, time.time()
+        with _gate(self.mailer):  # the round trip only, never a sleep
+            return token, now, self.store.reserve(rules, token, now, self.hold)
+
     def _reserve(self, rules: list[Rule], turn: _Turn, stop: Callable[[], bool]) -> Slot | None:
         # A lane already waits for one of these rules: queue behind it rather than ask too.
         busy = _waited_for(rules)
         if busy is not None and not turn.take(busy):
             return None
         while not stop():
-            token = uuid.uuid4().hex
-            now = time.time()
-            with _gate(self.mailer):  # the round trip only, never a sleep
-                wait = self.store.reserve(rules, token, now, self.hold)
+            token, now, wait = persistently(lambda: self._ask(rules), "Reserving a sending slot")
             if wait is None:
                 return Slot(self.store, rules, token)
             if wait.seconds > LONGEST_SLEEP:

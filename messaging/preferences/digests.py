@@ -2,12 +2,21 @@
 time (MESSAGING_DIGEST_TIME in the user's time zone; weekly ones on MESSAGING_DIGEST_WEEKDAY).
 
 A digest is an ordinary message of the engine (context type "digest", one receiver per user), so
-it is claimed, leased, retried and recovered exactly like any other: `assemble_due` makes it and
-its receivers, and points each held receiver at its user's digest receiver, in one transaction
-(a worker killed meanwhile leaves nothing half made, and no held receiver can go into two
-digests: the held receivers are locked, SKIP LOCKED on PostgreSQL, SQLite's IMMEDIATE
-transaction on SQLite). Once a digest receiver is sent, `transitions.settle_digests` marks its
-held receivers sent (the sweeper, the periodic task and the end of a digest's delivery run do).
+it is claimed, leased, retried and recovered exactly like any other. `assemble_due` makes one in
+two steps, so that no writer waits while digests render:
+
+1. Claim (one short transaction): a digest message, `preparing` under the assembler's lease, one
+   empty receiver per user, and each user's due held receivers attached to it. Concurrent
+   assemblers claim different users: on PostgreSQL each skips the users another is claiming (an
+   advisory lock per user, SKIP LOCKED style); on SQLite the IMMEDIATE transaction runs claims
+   one after another, each seeing what the one before attached. No held receiver can be in two
+   digests: attaching is a conditional update (`digest IS NULL`).
+2. Render outside any transaction, and write the content in small committed steps, each
+   renewing the lease; then the digest becomes `sending`. An assembler that dies leaves a digest
+   whose lease runs out: the sweeper discards it, unsent, and its items wait for the next run.
+
+Once a digest receiver is sent, `transitions.settle_digests` marks its held receivers sent (the
+sweeper, the periodic task and the end of a digest's delivery run do).
 """
 
 from __future__ import annotations
@@ -19,22 +28,34 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import ngettext
 
 from messaging import conf
-from messaging.engine import delivery, recipients, sending, transitions
+from messaging.engine import delivery, queue, recipients, transitions
 from messaging.engine.rendering import body_of, validate_subject
 from messaging.models import DeliveryMode, Message, MessageReceiver
 from messaging.preferences import context_types, links
 from messaging.preferences import modes as preferences
 
-# Users per digest message: each one is made in one transaction, which holds SQLite's write lock
-# while it renders, so a large run becomes several digest messages rather than one long lock.
+# Users per digest message: one assembler claims this many users at a time.
 USERS_PER_DIGEST_MESSAGE = 500
+# Rendered digests written per transaction (each renews the assembler's lease).
+RENDERED_PER_COMMIT = 100
+RENDERED_FIELDS = [
+    "language",
+    "send_to",
+    "subject",
+    "message_content_html",
+    "message_content_plain",
+    "metadata",
+]
+# The advisory locks of users being claimed (PostgreSQL), apart from every other lock's key.
+CLAIM_LOCK_NAMESPACE = "messaging-digest-user"
 HTML_TEMPLATE = "messaging/email/digest.html"
 TEXT_TEMPLATE = "messaging/email/digest.txt"
 LAST_SPACE_RE = re.compile(r"\s\S*\Z")
@@ -85,60 +106,129 @@ def due_held(now: datetime):
 def assemble_due(now: datetime) -> Message | None:
     """One digest message for (up to USERS_PER_DIGEST_MESSAGE) users with due held receivers: one
     receiver per user carrying all of that user's due items, made sending, with its delivery
-    queued after commit. None when nothing is due (or every due receiver is being assembled by
-    someone else)."""
-    preparer = delivery.new_worker_id()
+    queued. None when nothing is left to claim (every due receiver is in a digest, or being
+    claimed by another assembler)."""
+    while (claim := claim_due_users(now)) is not None:
+        if (digest := compose_claimed(claim)) is not None:
+            return digest
+    return None
+
+
+@dataclass(frozen=True)
+class DigestClaim:
+    message: Message
+    assembler: str
+
+
+def claim_due_users(now: datetime) -> DigestClaim | None:
+    """Step 1 (see the module's docstring): claim up to USERS_PER_DIGEST_MESSAGE users, in one
+    short transaction. None when no user is left to claim."""
+    assembler = delivery.new_worker_id()
     with transaction.atomic():
-        user_ids = list(
-            due_held(now)
-            .order_by("user_id")
-            .values_list("user_id", flat=True)
-            .distinct()[:USERS_PER_DIGEST_MESSAGE]
-        )
-        held = list(
-            due_held(now)
-            .filter(user_id__in=user_ids)
-            .select_for_update(skip_locked=True, of=("self",))
-            .select_related("message")
-            .only(
-                "id",
-                "user_id",
-                "subject",
-                "message_content_html",
-                "message_content_plain",
-                "created_datetime",
-                "message__context_type",
-            )
-            .order_by("-created_datetime", "-id")
-        )
-        if not held:
+        user_ids = lock_due_users(now, USERS_PER_DIGEST_MESSAGE)
+        if not user_ids:
             return None
-        by_user: dict[int, list[MessageReceiver]] = defaultdict(list)
-        for receiver in held:
-            by_user[receiver.user_id].append(receiver)
         message = Message.objects.create(
             context_type=Message.ContextType.DIGEST,
             created_by=None,
             message_type=["email"],
-            virtual_message_receivers={"user_ids": sorted(by_user)},
-            metadata={"digest": {"items": len(held), "users": len(by_user), "due_by": now.isoformat()}},
+            virtual_message_receivers={"user_ids": user_ids},
         )
-        sending.start_preparing(message, preparer)
-        if not transitions.lock_preparation(message, preparer):
-            raise sending.PreparationTakenOver
-        composer = DigestComposer(held)
-        receivers = [
-            composer.receiver(message, user, by_user[user.pk])
-            for user in recipients.users_with_recipient_data(by_user)
-        ]
-        MessageReceiver.objects.bulk_create(receivers)
-        for receiver in receivers:
-            transitions.attach_to_digest([item.pk for item in by_user[receiver.user_id]], receiver.pk)
-        if not transitions.finish_preparing(message, preparer, receiver_count=len(receivers)):
-            raise sending.PreparationTakenOver
-        transitions.roll_up(message.pk)  # publish the counts the status page shows
-        sending.queue_deliveries(message, 1 + conf.delivery_helpers())
+        transitions.start_preparing(message, assembler)
+        MessageReceiver.objects.bulk_create(
+            MessageReceiver(message=message, user_id=user_id, message_type="email") for user_id in user_ids
+        )
+        items = transitions.attach_due_to_digest(message.pk, due_held(now).filter(user_id__in=user_ids))
+        message.metadata = {"digest": {"items": items, "users": len(user_ids), "due_by": now.isoformat()}}
+        Message.objects.filter(pk=message.pk).update(metadata=message.metadata)
+    return DigestClaim(message, assembler)
+
+
+def lock_due_users(now: datetime, limit: int) -> list[int]:
+    """Up to `limit` users with due held receivers that no other assembler is claiming, lowest
+    ids first, inside the caller's transaction."""
+    due_users = due_held(now).order_by("user_id").values_list("user_id", flat=True).distinct()
+    if connection.vendor != "postgresql":
+        return list(due_users[:limit])  # SQLite: this transaction holds the write lock
+    sql, params = due_users.query.sql_with_params()
+    with connection.cursor() as cursor:
+        # The outer filter runs row by row over the ordered users and stops at `limit`: users
+        # another assembler holds are skipped, not waited for (the lock is the transaction's).
+        cursor.execute(
+            f"SELECT due.user_id FROM ({sql}) AS due "
+            "WHERE pg_try_advisory_xact_lock(hashtext(%s), (due.user_id %% 2147483647)::int) LIMIT %s",
+            [*params, CLAIM_LOCK_NAMESPACE, limit],
+        )
+        locked = [user_id for (user_id,) in cursor.fetchall()]
+    # Read again under the locks: an assembler that committed its claim since our query began
+    # released its locks, and its users are no longer due.
+    return list(due_users.filter(user_id__in=locked))
+
+
+def compose_claimed(claim: DigestClaim) -> Message | None:
+    """Step 2: render each claimed user's digest outside any transaction, write them in small
+    committed steps, then make the digest sending and queue its delivery. None if the claim was
+    taken over meanwhile (the sweeper found its lease run out and discarded it). An exception
+    discards the claim, so its items wait for the next run, and is raised."""
+    message, assembler = claim.message, claim.assembler
+    try:
+        rendered = rendered_receivers(message)
+        for start in range(0, max(len(rendered), 1), RENDERED_PER_COMMIT):
+            if not write_rendered(message, assembler, rendered[start : start + RENDERED_PER_COMMIT]):
+                return None
+        if not rendered:  # every claimed user was deleted meanwhile: nothing to send
+            transitions.discard_digest_assembly(message.pk, assembler)
+            return None
+        if not transitions.finish_preparing(message, assembler, receiver_count=len(rendered)):
+            return None
+    except Exception:
+        transitions.discard_digest_assembly(message.pk, assembler)
+        raise
+    transitions.roll_up(message.pk)  # publish the counts the status page shows
+    for _task in range(1 + conf.delivery_helpers()):
+        queue.after_commit(queue.deliver_message, message.pk)
     return message
+
+
+def rendered_receivers(message: Message) -> list[MessageReceiver]:
+    """The claimed receivers of `message`, each with its user's digest rendered (not saved)."""
+    held = list(
+        MessageReceiver.objects.filter(digest__message=message)
+        .select_related("message")
+        .only(
+            "id",
+            "user_id",
+            "digest_id",
+            "subject",
+            "message_content_html",
+            "message_content_plain",
+            "created_datetime",
+            "message__context_type",
+        )
+        .order_by("-created_datetime", "-id")
+    )
+    by_user: dict[int, list[MessageReceiver]] = defaultdict(list)
+    for receiver in held:
+        by_user[receiver.user_id].append(receiver)
+    composer = DigestComposer(held)
+    rendered = []
+    for user in recipients.users_with_recipient_data(by_user):
+        receiver = composer.receiver(message, user, by_user[user.pk])
+        receiver.pk = by_user[user.pk][0].digest_id  # the empty receiver the claim made
+        rendered.append(receiver)
+    return rendered
+
+
+def write_rendered(message: Message, assembler: str, rendered: list[MessageReceiver]) -> bool:
+    """Write rendered digests in one short transaction that renews the assembler's lease; the
+    first also drops receivers left without items (a cancel took them between claim and render).
+    False if the assembly is no longer this assembler's."""
+    with transaction.atomic():
+        if not transitions.renew_preparation(message.pk, assembler):
+            return False
+        MessageReceiver.objects.bulk_update(rendered, RENDERED_FIELDS)
+        message.receivers.filter(~Exists(MessageReceiver.objects.filter(digest=OuterRef("pk")))).delete()
+    return True
 
 
 @dataclass(frozen=True)

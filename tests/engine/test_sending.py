@@ -166,7 +166,7 @@ class TestPrepareAndSend:
                 for s in sql
                 if s.startswith("UPDATE") and '"status" = ' in s and "sending_success_count" in s
             ]
-            marks = [s for s in sql if s.startswith('UPDATE') and 'SET "in_flight_since" = CASE' in s]
+            marks = [s for s in sql if s.startswith("UPDATE") and 'SET "in_flight_since" = CASE' in s]
             return len(sql) - len(per_receiver_records) - len(marks), len(per_receiver_records), len(marks)
 
         other_50, records_50, marks_50 = count_queries(50)

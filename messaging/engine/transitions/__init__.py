@@ -11,6 +11,8 @@ written by someone else is never lost.
 
 Message:
     draft ─queue→ queued ─start_preparing→ preparing ─finish_preparing→ sending
+        (preparing holds a lease that each committed batch of receivers renews: renew_preparation;
+        once it runs out, take_over_preparation hands it to the sweeper)
     draft ─schedule→ scheduled ─(re)schedule→ scheduled ─unschedule→ draft   (staff-composed)
     scheduled ─queue_scheduled→ queued            (its time came; prepared now)
     preparing ─finish_preparing→ scheduled ─start_scheduled_delivery→ sending   (API send_at)
@@ -20,8 +22,12 @@ Message:
                                                                     digest: cancelled, with the reason)
     queued ─unqueue→ draft                      (the task queue could not take it)
     draft|queued ─start_preparing→ preparing    (prepare_and_send from code: draft)
-    preparing ─requeue_preparation→ queued      (its worker died; staff-composed: sent again)
-    preparing|queued ─fail→ error                (preparing raised, nothing to send, worker died)
+    preparing ─requeue_preparation→ queued      (its worker died; staff-composed: prepared again,
+                                                keeping the receivers already committed)
+    preparing ─fail_preparation→ error           (preparing raised, nothing to send, worker died;
+                                                its receivers discarded first)
+    queued ─fail→ error                          (invalid recipients)
+    preparing ─discard_digest_assembly→ (deleted) (a digest whose assembler died; items wait)
     sending ─block→ blocked ─unblock→ sending   (the mail server refuses every delivery, or a
                                                 sending limit is used up for a while)
     DELIVERING ─roll_up→ from the receivers' counts (cancelled and expired are kept)
@@ -31,6 +37,7 @@ Every message transition sends `messaging.signals.message_status_changed` after 
 Receiver (status not_sent → sent | failed | error | cancelled; ownership via claimed_by + lease):
     (new) ─initial_status→ not_sent, or skipped (final: the user turned the type off), or held
     held ─attach_to_digest→ held in a digest (digest = that digest's receiver, not yet sent)
+    held and due ─attach_due_to_digest→ held in its user's receiver of a digest being assembled
     held in a digest ─settle_digests→ sent once the digest was sent; error if it failed for good;
                                       back to waiting if it was cancelled
     held ─expire_held→ cancelled (expired) when its message's expiry passed first
@@ -49,24 +56,27 @@ Receiver (status not_sent → sent | failed | error | cancelled; ownership via c
 """
 
 from messaging.engine.transitions.digests import (
+    attach_due_to_digest,
     attach_to_digest,
     expire_held,
     initial_status,
     settle_digests,
 )
 from messaging.engine.transitions.messages import (
-    adopt_prepared,
     block,
     cancel,
+    discard_digest_assembly,
     expire,
     fail,
+    fail_preparation,
     finish_preparing,
-    lock_preparation,
     mark_reported,
     pause,
+    preparation_lease_ran_out,
     queue,
     queue_scheduled,
     recount,
+    renew_preparation,
     requeue_preparation,
     resume,
     roll_up,
@@ -74,6 +84,7 @@ from messaging.engine.transitions.messages import (
     settle_stopped,
     start_preparing,
     start_scheduled_delivery,
+    take_over_preparation,
     unblock,
     unqueue,
     unschedule,
@@ -103,24 +114,26 @@ from messaging.engine.transitions.results import (
 __all__ = [
     "CLAIM_BATCH_SIZE",
     "Claim",
-    "adopt_prepared",
+    "attach_due_to_digest",
     "attach_to_digest",
     "block",
     "cancel",
     "claim_batch",
     "claim_one",
     "defer",
+    "discard_digest_assembly",
     "expire",
     "expire_held",
     "fail",
+    "fail_preparation",
     "finish_preparing",
     "flag_uncertain",
     "initial_status",
     "lease_seconds",
-    "lock_preparation",
     "mark_in_flight",
     "mark_reported",
     "pause",
+    "preparation_lease_ran_out",
     "queue",
     "queue_scheduled",
     "record_outcome",
@@ -129,6 +142,7 @@ __all__ = [
     "recount",
     "release",
     "renew_leases",
+    "renew_preparation",
     "requeue_preparation",
     "reset_for_resend",
     "result_fields",
@@ -139,6 +153,7 @@ __all__ = [
     "settle_stopped",
     "start_preparing",
     "start_scheduled_delivery",
+    "take_over_preparation",
     "unblock",
     "unqueue",
     "unschedule",

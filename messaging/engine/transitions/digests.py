@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import F, OuterRef, Q
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from messaging.engine.transitions.messages import roll_up
@@ -30,6 +30,18 @@ def attach_to_digest(held_ids: Iterable[int], digest_receiver_id: int) -> int:
     return MessageReceiver.objects.filter(
         pk__in=list(held_ids), status=ReceiverStatus.HELD, digest__isnull=True
     ).update(digest_id=digest_receiver_id)
+
+
+def attach_due_to_digest(digest_message_id: int, held: QuerySet) -> int:
+    """Held receivers of `held` not yet in a digest → each in its user's receiver of this digest
+    message (the caller made one per user, in its transaction). Returns how many: the claim of
+    the assembler that made the digest (no held receiver can be in two)."""
+    users_receiver = MessageReceiver.objects.filter(
+        message_id=digest_message_id, user_id=OuterRef("user_id")
+    ).values("pk")[:1]
+    return MessageReceiver.objects.filter(
+        pk__in=held.values("pk"), status=ReceiverStatus.HELD, digest__isnull=True
+    ).update(digest=Subquery(users_receiver))
 
 
 def settle_digests() -> set[int]:

@@ -4,13 +4,14 @@ from the receivers' counts."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from messaging import conf
 from messaging.engine.status import (
     cancelled_counts,
     progress_timeline,
@@ -146,35 +147,79 @@ def unqueue(message: Message) -> bool:
 
 
 def start_preparing(message: Message, preparer: str) -> bool:
-    """draft|queued → preparing, owned by `preparer` (only that preparation may finish it)."""
-    started = timezone.now().isoformat()
+    """draft|queued → preparing, owned by `preparer` under a lease it renews with every batch of
+    receivers it commits (renew_preparation); only that preparer may finish it."""
+    now = _database_now(message.pk)
     data = _move(
         message.pk,
         [Status.DRAFT, Status.QUEUED],
         Status.PREPARING,
-        lambda d: {**d, "preparing_started": started, "preparing_by": preparer},
+        lambda d: {
+            **d,
+            "preparing_started": now.isoformat(),
+            "preparing_by": preparer,
+            "preparing_until": _preparation_lease_from(now),
+        },
         message_type=message.message_type,
     )
     return _apply(message, Status.PREPARING, data)
 
 
-def lock_preparation(message: Message, preparer: str) -> bool:
-    """Inside the preparing transaction: lock the message row while it is this preparer's.
+def renew_preparation(message_id: int, preparer: str) -> bool:
+    """preparing → preparing with a fresh lease, while `preparer` still owns the preparation.
 
-    The lock is the preparation's proof of life: the sweeper recovers only preparations whose
-    row it can lock (SKIP LOCKED), so a running one is never recovered however long it takes,
-    and a dead worker's lock goes with its connection."""
-    assert connection.in_atomic_block, "lock_preparation must run inside the preparing transaction"
+    Called first in the transaction that commits each batch, so a preparation that was taken
+    over (its lease ran out: take_over_preparation) commits nothing more. On PostgreSQL the
+    message row stays locked until that batch is committed, so a take-over waits for it."""
+    until = _preparation_lease_from(_database_now(message_id))
     return (
-        Message.objects.select_for_update()
-        .filter(pk=message.pk, status=Status.PREPARING, status_data__preparing_by=preparer)
-        .exists()
+        _move(
+            message_id,
+            [Status.PREPARING],
+            Status.PREPARING,
+            lambda d: {**d, "preparing_until": until} if d.get("preparing_by") == preparer else None,
+        )
+        is not None
     )
 
 
+def preparation_lease_ran_out(message: Message) -> bool:
+    """Whether the preparation recorded on the instance has let its lease run out, by the
+    database's clock (a read, without a lock: take_over_preparation decides under one)."""
+    return _preparation_lease_end(message.status_data, message.created_datetime) <= _database_now(message.pk)
+
+
+def _preparation_lease_end(status_data: dict, created: datetime) -> datetime:
+    """When the preparation recorded in `status_data` stops counting as alive: its lease (renewed
+    with every batch); one recorded before leases existed, a lease after its start."""
+    if until := status_data.get("preparing_until"):
+        return datetime.fromisoformat(until)
+    started = status_data.get("preparing_started")
+    return (datetime.fromisoformat(started) if started else created) + _preparation_lease()
+
+
+def take_over_preparation(message: Message, preparer: str) -> bool:
+    """preparing → preparing, owned by `preparer` now, once its lease has run out by the
+    database's clock (its worker died, or stalled for longer than a lease). The previous
+    preparer commits nothing more: its next batch finds the preparation is not its own."""
+    now = _database_now(message.pk)
+
+    def take(data: dict) -> dict | None:
+        if _preparation_lease_end(data, message.created_datetime) > now:
+            return None  # alive: it renewed its lease meanwhile
+        return {
+            **data,
+            "preparing_by": preparer,
+            "preparing_until": _preparation_lease_from(now),
+            "preparing_taken_over_from": data.get("preparing_by", ""),
+        }
+
+    return _apply(message, Status.PREPARING, _move(message.pk, [Status.PREPARING], Status.PREPARING, take))
+
+
 def finish_preparing(message: Message, preparer: str, **summary) -> bool:
-    """preparing → sending (or scheduled, if its send_at is still ahead), in the same
-    transaction that created the receivers."""
+    """preparing → sending (or scheduled, if its send_at is still ahead), once `preparer` has
+    committed its last batch of receivers; never for a preparation taken over from it."""
     now = timezone.now()
     new_status = Status.SCHEDULED if message.send_at and message.send_at > now else Status.SENDING
     started = {} if new_status == Status.SCHEDULED else {"sending_started": now.isoformat()}
@@ -187,31 +232,68 @@ def finish_preparing(message: Message, preparer: str, **summary) -> bool:
     return _apply(message, new_status, data)
 
 
+def fail_preparation(message: Message, preparer: str, entry: dict) -> bool:
+    """preparing → error, with the reason appended to status_data["errors"], while `preparer`
+    owns the preparation (which discarded its receivers first: a failed one leaves none)."""
+    data = _move(
+        message.pk,
+        [Status.PREPARING],
+        Status.ERROR,
+        lambda d: with_error(d, entry) if d.get("preparing_by") == preparer else None,
+    )
+    return _apply(message, Status.ERROR, data)
+
+
 def fail(message: Message, entry: dict, expected: Iterable[str] = (Status.PREPARING,)) -> bool:
     """preparing (or queued) → error, with the reason appended to status_data["errors"]."""
     data = _move(message.pk, expected, Status.ERROR, lambda d: with_error(d, entry))
     return _apply(message, Status.ERROR, data)
 
 
-def requeue_preparation(message: Message) -> bool:
-    """preparing → queued: its worker died; a staff-composed message is prepared again."""
+def requeue_preparation(message: Message, preparer: str) -> bool:
+    """preparing → queued, by `preparer`, who took the preparation over from a dead worker: a
+    staff-composed message is prepared again, keeping the receivers already committed."""
+    requeued = {"queued_datetime": timezone.now().isoformat(), "requeued_after_dead_preparation": True}
     data = _move(
         message.pk,
         [Status.PREPARING],
         Status.QUEUED,
-        lambda d: {
-            **d,
-            "queued_datetime": timezone.now().isoformat(),
-            "requeued_after_dead_preparation": True,
-        },
+        lambda d: {**d, **requeued} if d.get("preparing_by") == preparer else None,
     )
     return _apply(message, Status.QUEUED, data)
 
 
-def adopt_prepared(message_id: int) -> bool:
-    """preparing → sending for a message whose receivers were committed without the status
-    change (written by a version before both went into one transaction)."""
-    return _move(message_id, [Status.PREPARING], Status.SENDING) is not None
+def discard_digest_assembly(message_id: int, preparer: str) -> bool:
+    """A digest message still being assembled by `preparer` → deleted, with its receivers; the
+    held receivers it carried wait for the next digest (their `digest` is set to null). It was
+    never sending, so none of its emails went out."""
+    with transaction.atomic():
+        data = (
+            Message.objects.select_for_update()
+            .filter(pk=message_id, status=Status.PREPARING, context_type=Message.ContextType.DIGEST)
+            .values_list("status_data", flat=True)
+            .first()
+        )
+        if data is None or data.get("preparing_by") != preparer:
+            return False
+        Message.objects.filter(pk=message_id).delete()
+    return True
+
+
+def _database_now(message_id: int) -> datetime:
+    """The database's clock, which preparation leases are written and compared on (as receivers'
+    leases are: ownership.lease_from_now), so hosts whose clocks disagree agree on which
+    preparation is alive."""
+    now = Message.objects.filter(pk=message_id).annotate(now=Now()).values_list("now", flat=True).first()
+    return now or timezone.now()
+
+
+def _preparation_lease() -> timedelta:
+    return timedelta(seconds=conf.preparation_lease_seconds())
+
+
+def _preparation_lease_from(now: datetime) -> str:
+    return (now + _preparation_lease()).isoformat()
 
 
 def block(message_id: int, reason: str, *, until: datetime | None = None) -> dict | None:
