@@ -373,7 +373,9 @@ def test_another_writer_never_waits_for_a_whole_preparation(django_user_model, s
 # --- A real consumer killed mid-preparation ----------------------------------------------------------
 
 KILLED_USERS = 2000
-KILL_SETTINGS = {"DJANGO_SETTINGS_MODULE": "tests.engine.batched_preparation_settings"}
+# Small batches under a short lease: a kill lands mid-preparation, and the sweeper finds the
+# lease run out within seconds.
+KILL_SETTINGS = {"MESSAGING_PREPARATION_BATCH_SIZE": 100, "MESSAGING_PREPARATION_LEASE_SECONDS": 3}
 
 
 @pytest.mark.django_db(transaction=True)
