@@ -252,7 +252,7 @@ def deliver_claim(claim: Claim, run: DeliveryRun) -> None:
             except LookupError as exc:
                 failure = DeliveryResult(delivered=False, permanent=True, reason=str(exc))
                 for receiver in group:
-                    transitions.record_result(receiver, failure, claim.worker_id)
+                    record(receiver, failure, claim.worker_id)
                 continue
             group = _skip_suppressed(claim, group)
             budget = channel.seconds_per_receiver() + safety_margin()
@@ -263,8 +263,15 @@ def deliver_claim(claim: Claim, run: DeliveryRun) -> None:
                 _under_lease(claim, run, group, budget, limiter),
                 unsendable=lambda receiver, result: _record_and_watch(claim, run, receiver, result),
             )
-            for item, result in channel.deliver(items):
-                _record_and_watch(claim, run, item.ref, result)
+            try:
+                for item, result in channel.deliver(items):
+                    _record_and_watch(claim, run, item.ref, result)
+            except ChannelUnavailable:
+                # Raised before anything of the receiver left (the channel's contract), so it is
+                # not in flight after all: no flag for it when it is claimed again.
+                if claim.in_flight is not None:
+                    persistently(lambda: transitions.unmark(claim.in_flight, claim.worker_id), "Unmarking")
+                raise
     finally:
         # Everything recorded has claimed_by cleared, so this releases only what was not sent
         # (one in flight stays marked, so its next claimer flags it).
@@ -301,6 +308,7 @@ def _record_and_watch(
     claim: Claim, run: DeliveryRun, receiver: MessageReceiver, result: DeliveryResult
 ) -> None:
     message_status = record(receiver, result, claim.worker_id)
+    claim.in_flight = None
     if message_status and message_status != Message.Status.SENDING:
         claim.halted = message_status  # paused, cancelled or expired meanwhile
         return
@@ -339,11 +347,14 @@ def _under_lease(
                 _renew(claim, [r.pk for r in receivers[index:] if r.pk not in claim.lost], budget)
             message_status = "" if receiver.pk in claim.lost else _mark_in_flight(claim, receiver, budget)
             if not message_status:
-                logger.warning("Receiver %s was claimed by another worker; not sending it.", receiver.pk)
+                logger.warning(
+                    "Receiver %s is no longer this worker's (lease lost); not sending it.", receiver.pk
+                )
                 continue
             if message_status != Message.Status.SENDING:
                 claim.halted = message_status  # paused, cancelled or expired meanwhile: not marked
                 return
+            claim.in_flight = receiver.pk
             yield receiver
         finally:
             # Runs when the channel asks for the next item (this one's result is recorded, or
@@ -496,7 +507,7 @@ def send_one(receiver: MessageReceiver) -> DeliveryResult:
         return DeliveryResult(delivered=False, reason=reason, details={"claimed_by": "another worker"})
     suppression = suppressions.suppression_of(receiver.send_to)
     try:
-        result = suppressed_result(suppression) if suppression else _attempt_now(receiver)
+        result = suppressed_result(suppression) if suppression else _attempt_now(receiver, worker_id)
     except rate_limits.QuotaSpent as exc:
         transitions.release([receiver.pk], worker_id)  # not sent, not charged
         return DeliveryResult(delivered=False, reason=str(exc))
@@ -505,17 +516,20 @@ def send_one(receiver: MessageReceiver) -> DeliveryResult:
     return result
 
 
-def _attempt_now(receiver: MessageReceiver) -> DeliveryResult:
-    """send_one's attempt: an unreachable channel or an unknown message type is its result."""
+def _attempt_now(receiver: MessageReceiver, worker_id: str) -> DeliveryResult:
+    """send_one's attempt, marked in flight like a worker's: an unreachable channel or an
+    unknown message type is its result."""
     try:
         channel = channels.get_channel(receiver.message_type)
         budget = channel.seconds_per_receiver() + safety_margin()
         slot = rate_limits.Limiter.for_channel(channel, budget).acquire(receiver.send_to, stop=lambda: False)
         try:
+            transitions.mark_sending_now(receiver, worker_id)
             return deliver_now(channel, receiver)
         finally:
             slot.release()
     except ChannelUnavailable as exc:
+        transitions.unmark(receiver.pk, worker_id)  # nothing of it left
         return DeliveryResult(delivered=False, reason=str(exc))
     except LookupError as exc:
         return DeliveryResult(delivered=False, permanent=True, reason=str(exc))

@@ -438,6 +438,33 @@ class TestPauseResumeCancel:
         assert event.actor == staff and event.details == {"receivers": 4, "in_flight_at_most": 1}
         assert not message.receivers.filter(status=ReceiverStatus.SENT).exclude(cancel_reason="").exists()
 
+    def test_a_cancel_then_an_uncertain_answer_ends_cancelled_and_flagged(
+        self, clock, staff, make_user, scripted_channel
+    ):
+        """The connection dies after DATA of the receiver in flight at the cancel: its worker
+        records it uncertain (not sent, not owned); the sweeper makes it final, flag kept."""
+        from messaging.engine import delivery
+
+        message = sending_message([make_user() for _ in range(4)])
+        scripted_channel.default = DeliveryResult(delivered=False, uncertain=True, reason="lost after DATA")
+
+        def cancel_at_second(receiver):
+            if len(scripted_channel.attempted) == 1:
+                controlling.cancel(Message.objects.get(pk=message.pk), staff)
+
+        scripted_channel.before_each = cancel_at_second
+        delivery.deliver_message(message.pk)
+        # The first (uncertain before the cancel) was cancelled by it, flag kept; the one in flight
+        # at the cancel was left to the worker, which recorded it uncertain: not sent, unowned.
+        in_limbo = message.receivers.filter(status=ReceiverStatus.NOT_SENT, claimed_by="")
+        assert in_limbo.count() == 1
+
+        maintenance.sweep()
+        receivers = list(message.receivers.order_by("id"))
+        assert [r.status for r in receivers] == [ReceiverStatus.CANCELLED] * 4
+        assert ["delivery_uncertain" in r.status_data for r in receivers] == [True, True, False, False]
+        assert not [r.pk for r in receivers if r.claimed_by or r.lease_expires_datetime or r.in_flight_since]
+
     def test_cancel_a_scheduled_message(self, clock, staff, make_user):
         message = composed_draft(staff, [make_user()])
         composing.queue_send(message, staff, send_at=NOON + timedelta(hours=1))

@@ -409,6 +409,8 @@ def test_wrong_smtp_login_blocks_the_message_charges_nobody_and_completes_once_f
     assert message.status == Status.SENT and "blocked" not in message.status_data
     assert sorted(message_ids(sink).values()) == [1, 1, 1]
     assert set(message.receivers.values_list("sending_failed_count", flat=True)) == {0}
+    # The receiver being attempted when the login was refused never left: not flagged.
+    assert not [r.pk for r in message.receivers.all() if "delivery_uncertain" in r.status_data]
 
 
 class DroppingHandler(SinkHandler):

@@ -48,8 +48,10 @@ class Outgoing:
 
 class ChannelUnavailable(Exception):
     """The channel cannot deliver anything right now: the server is unreachable, refuses our
-    login, fails TLS, or refuses our sender. The receiver being attempted was not delivered and
-    is not charged a failure; the engine marks the message "delivery blocked" and retries later.
+    login, fails TLS, or refuses our sender. Raise it only before anything of the receiver
+    being attempted has left (after that, a lost answer is an uncertain result): it was not
+    delivered, is not charged a failure nor flagged; the engine marks the message "delivery
+    blocked" and retries later.
     """
 
 

@@ -43,7 +43,8 @@ Receiver (status not_sent → sent | failed | error | cancelled; ownership via c
     held ─expire_held→ cancelled (expired) when its message's expiry passed first
     not_sent ─claim_batch→ owned by a worker until its lease runs out (renew_leases extends it;
                            one its dead owner had in flight is flagged delivery_uncertain)
-    owned ─mark_in_flight→ in flight (committed just before the channel gets it)
+    owned ─mark_in_flight→ in flight (committed just before the channel gets it; mark_sending_now
+                           for a direct send(); unmark when the channel was unavailable)
     in flight ─record_result→ sent | failed | error  (released)
     in flight ─record_uncertain→ not_sent, flagged delivery_uncertain (released)
     owned ─release→ not_sent (unowned; one in flight stays marked, flagged by its next claimer)
@@ -101,8 +102,10 @@ from messaging.engine.transitions.ownership import (
     flag_uncertain,
     lease_seconds,
     mark_in_flight,
+    mark_sending_now,
     release,
     renew_leases,
+    unmark,
 )
 from messaging.engine.transitions.results import (
     record_result,
@@ -132,6 +135,7 @@ __all__ = [
     "lease_seconds",
     "mark_in_flight",
     "mark_reported",
+    "mark_sending_now",
     "pause",
     "preparation_lease_ran_out",
     "queue",
@@ -155,6 +159,7 @@ __all__ = [
     "start_scheduled_delivery",
     "take_over_preparation",
     "unblock",
+    "unmark",
     "unqueue",
     "unschedule",
 ]

@@ -435,32 +435,35 @@ def cancel(message_id: int, reason: str = MessageReceiver.CancelReason.CANCELLED
         )
         in_flight = undelivered.filter(in_flight_since__isnull=False)
         workers = in_flight.leased().order_by().values("claimed_by").distinct().count()
-        abandoned = _cancel_abandoned_in_flight(message_id, reason)
+        left_over = _cancel_left_over(message_id, reason)
         cancelled = undelivered.filter(in_flight_since__isnull=True).update(
             status=ReceiverStatus.CANCELLED, cancel_reason=reason, next_attempt_datetime=None
         )
         _clear_dead_owners(message_id)
     roll_up(message_id)
-    return {"receivers": cancelled + abandoned, "in_flight_at_most": workers}
+    return {"receivers": cancelled + left_over, "in_flight_at_most": workers}
 
 
 def settle_stopped() -> int:
-    """Finish what a cancel or expiry had to leave to live workers, once they are gone: a
-    receiver still in flight when its lease ran out → cancelled, flagged; a cancelled receiver
-    whose dead owner never released it → unowned; a failure recorded after the cancel (retries
-    never come) → cancelled. Returns the receivers changed (the sweeper runs this)."""
+    """Finish what a cancel or expiry had to leave to live workers, once they are done or gone:
+    a receiver still in flight when its lease ran out → cancelled, flagged; one whose attempt
+    ended uncertain after the cancel → cancelled, keeping its flag; a cancelled receiver whose
+    dead owner never released it → unowned; a failure recorded after the cancel (retries never
+    come) → cancelled. Returns the receivers changed (the sweeper runs this)."""
     changed = 0
     stopped = Message.objects.filter(status__in=(Status.CANCELLED, Status.EXPIRED))
-    unsettled = MessageReceiver.objects.filter(message__in=stopped).exclude(status=ReceiverStatus.SENT)
-    message_ids = {  # three small sets, each read through its own index
-        *unsettled.filter(in_flight_since__isnull=False).values_list("message_id", flat=True),
-        *unsettled.exclude(claimed_by="").values_list("message_id", flat=True),
+    unsettled = MessageReceiver.objects.filter(message__in=stopped)
+    message_ids = {  # small sets, each read through an index
+        *unsettled.filter(status=ReceiverStatus.NOT_SENT).values_list("message_id", flat=True),
+        *unsettled.filter(status=ReceiverStatus.CANCELLED)
+        .exclude(claimed_by="")
+        .values_list("message_id", flat=True),
         *unsettled.awaiting_retry().values_list("message_id", flat=True),
     }
     for message_id, status in stopped.filter(pk__in=message_ids).values_list("pk", "status"):
         reason = CancelReason.CANCELLED if status == Status.CANCELLED else CancelReason.EXPIRED
         with transaction.atomic():
-            changed += _cancel_abandoned_in_flight(message_id, reason)
+            changed += _cancel_left_over(message_id, reason)
             changed += (
                 MessageReceiver.objects.filter(message_id=message_id)
                 .awaiting_retry()
@@ -471,23 +474,22 @@ def settle_stopped() -> int:
     return changed
 
 
-def _cancel_abandoned_in_flight(message_id: int, reason: str) -> int:
-    abandoned = dict(
-        MessageReceiver.objects.filter(
-            message_id=message_id, status=ReceiverStatus.NOT_SENT, in_flight_since__isnull=False
-        )
-        .exclude(lease_expires_datetime__gte=Now())
-        .values_list("pk", "claimed_by")
+def _cancel_left_over(message_id: int, reason: str) -> int:
+    """Not-sent receivers of a stopped message that no live worker owns → cancelled; the ones
+    a dead worker had in flight flagged, and any earlier flag kept."""
+    left_over = MessageReceiver.objects.filter(message_id=message_id, status=ReceiverStatus.NOT_SENT).exclude(
+        Q(lease_expires_datetime__gte=Now()) & ~Q(claimed_by="")
     )
-    flag_uncertain(
-        abandoned,
-        status=ReceiverStatus.CANCELLED,
-        cancel_reason=reason,
-        claimed_by="",
-        lease_expires_datetime=None,
-        next_attempt_datetime=None,
-    )
-    return len(abandoned)
+    stopped = {
+        "status": ReceiverStatus.CANCELLED,
+        "cancel_reason": reason,
+        "claimed_by": "",
+        "lease_expires_datetime": None,
+        "next_attempt_datetime": None,
+    }
+    abandoned = dict(left_over.filter(in_flight_since__isnull=False).values_list("pk", "claimed_by"))
+    flagged = flag_uncertain(abandoned, **stopped)
+    return flagged + left_over.filter(in_flight_since__isnull=True).update(**stopped)
 
 
 def _clear_dead_owners(message_id: int) -> int:

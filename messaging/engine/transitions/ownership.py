@@ -37,6 +37,8 @@ class Claim:
     lost: set[int] = field(default_factory=set)
     # Why the worker stops handing this claim's receivers over (the message's new status).
     halted: str = ""
+    # The receiver marked in flight and not yet recorded, if any.
+    in_flight: int | None = None
 
     @property
     def ids(self) -> list[int]:
@@ -79,20 +81,24 @@ def claim_batch(message_id: int, worker_id: str, limit: int = CLAIM_BATCH_SIZE) 
     return Claim(worker_id, receivers, started + lease_seconds())
 
 
-def flag_uncertain(previous_owners: dict[int, str], **fields) -> None:
+def flag_uncertain(previous_owners: dict[int, str], **fields) -> int:
     """Receivers that were handed to the channel and have no result (their owner died, or could
     not record it) may have been delivered: flag them "delivery_uncertain" (a resend goes out
     with the same Message-ID) and clear the mark, with `fields`, in the caller's transaction.
-    A few rows per dead lane, so one UPDATE each."""
+    Each is one UPDATE guarded by the owner and the mark read before (a few rows per dead lane),
+    so a worker that recorded its result meanwhile wins. Returns how many were flagged."""
     if not previous_owners:
-        return
+        return 0
     now = timezone.now().isoformat()
     rows = MessageReceiver.objects.filter(pk__in=list(previous_owners)).values_list("pk", "status_data")
+    flagged = 0
     for pk, status_data in rows:
-        flag = {"timestamp": now, "abandoned_by": previous_owners[pk] or "(released)"}
-        MessageReceiver.objects.filter(pk=pk).update(
-            status_data={**status_data, "delivery_uncertain": flag}, in_flight_since=None, **fields
-        )
+        earlier = status_data.get("delivery_uncertain") or {}
+        flag = {**earlier, "timestamp": now, "abandoned_by": previous_owners[pk] or "(released)"}
+        flagged += MessageReceiver.objects.filter(
+            pk=pk, claimed_by=previous_owners[pk], in_flight_since__isnull=False
+        ).update(status_data={**status_data, "delivery_uncertain": flag}, in_flight_since=None, **fields)
+    return flagged
 
 
 def renew_leases(claim: Claim, ids: list[int]) -> set[int]:
@@ -156,6 +162,17 @@ def mark_in_flight(receiver: MessageReceiver, worker_id: str, send_seconds: floa
     return row[0]
 
 
+def mark_sending_now(receiver: MessageReceiver, worker_id: str) -> bool:
+    """mark_in_flight for a direct send() (claim_one), which may resend a receiver of any
+    message: marked while the worker owns it, whatever the message's status."""
+    marked_at = timezone.now()
+    owned = MessageReceiver.objects.filter(pk=receiver.pk, claimed_by=worker_id)
+    marked = owned.update(in_flight_since=marked_at)
+    if marked:
+        receiver.in_flight_since = marked_at
+    return bool(marked)
+
+
 @lru_cache(maxsize=2)
 def _mark_sql(vendor: str) -> str:
     quote = connection.ops.quote_name
@@ -169,19 +186,29 @@ def _mark_sql(vendor: str) -> str:
         f"(SELECT {messages}.{quote('status')} FROM {messages} "
         f"WHERE {messages}.{quote('id')} = {receivers}.{quote('message_id')})"
     )
-    # Marked only while the message is sending; either way the status comes back, so a worker
-    # learns of a pause or cancel in the same round trip, with nothing marked.
+    # Marked only while the receiver is not sent and its message sending; either way a status
+    # comes back, so a worker learns of a pause or cancel in the same round trip, with nothing
+    # marked. The receiver's own status is checked too: on PostgreSQL a mark that waited for a
+    # cancel's row lock sees the cancelled row, while the subquery still sees the message as
+    # it was when the statement began.
+    not_sent = f"{quote('status')} = '{MessageReceiver.Status.NOT_SENT}'"
     return (
-        f"UPDATE {receivers} SET {quote('in_flight_since')} = CASE WHEN {message_status} = "
+        f"UPDATE {receivers} SET {quote('in_flight_since')} = CASE WHEN {not_sent} AND {message_status} = "
         f"'{Message.Status.SENDING}' THEN %s ELSE {quote('in_flight_since')} END "
         f"WHERE {quote('id')} = %s AND {quote('claimed_by')} = %s "
         f"AND {quote('lease_expires_datetime')} >= {later} "
-        f"RETURNING {message_status}"
+        f"RETURNING CASE WHEN {not_sent} THEN {message_status} ELSE '{Message.Status.CANCELLED}' END"
     )
 
 
 def _seconds_param(vendor: str, seconds: float) -> list:
     return [f"+{seconds:.3f} seconds"] if vendor == "sqlite" else [seconds]
+
+
+def unmark(pk: int, worker_id: str) -> int:
+    """The channel gave up on a receiver before anything of it left (it raised
+    ChannelUnavailable: no connection, login or TLS refused): not in flight after all."""
+    return MessageReceiver.objects.filter(pk=pk, claimed_by=worker_id).update(in_flight_since=None)
 
 
 def release(ids: Iterable[int], worker_id: str) -> int:
