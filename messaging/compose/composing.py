@@ -253,7 +253,7 @@ def send_composed(message: Message) -> None:
     try:
         sending.prepare_and_send(message, **prepare_arguments(message))
     except ValueError as exc:  # invalid recipients: recorded on the message
-        transitions.fail(message, exception_entry(exc), expected=[Message.Status.QUEUED])
+        transitions.fail(message, exception_entry(exc))
 
 
 def prepare_arguments(message: Message) -> dict:

@@ -7,8 +7,9 @@ it first when needed, and only after `mark_in_flight` committed that it is about
 checks ownership and the lease on the database's clock, and says whether the message was paused
 or cancelled meanwhile); its result, which clears the mark, is committed before the channel takes
 the next one. Whoever takes over a receiver that is still marked (its worker died, or could not
-record the result) flags it "delivery_uncertain": exactly the receivers that may have reached
-the server, and no others. Every commit is durable (no relaxed synchronous_commit).
+record the result) flags it "delivery_uncertain": the receivers that may have reached the
+server (a channel that gives up before anything left, ChannelUnavailable, unmarks its receiver).
+On PostgreSQL every commit is durable (no relaxed synchronous_commit).
 
 A worker delivers over several lanes at once (MESSAGING_SMTP_CONNECTIONS), each a thread with its
 own SMTP session, database connection, worker id and claims, running exactly that loop: so a

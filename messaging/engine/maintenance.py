@@ -47,8 +47,6 @@ def sweep() -> None:
         recovered = recover_dead_preparation(message_id)
         if recovered == Message.Status.QUEUED:
             queue.send_composed_message(message_id)
-        elif recovered == Message.Status.SENDING:
-            queue.deliver_message(message_id)
     for message_id in lost_queued_messages():
         queue.send_composed_message(message_id)
     heartbeats.record_sweep()
@@ -89,8 +87,6 @@ def retry_blocked(message_id: int) -> bool:
     deliver (which blocks it again, with a longer delay, if the server still refuses)."""
     if message_id not in due_blocked_messages() or not transitions.unblock(message_id):
         return False
-    from messaging.engine import delivery
-
     return delivery.deliver_message(message_id)
 
 

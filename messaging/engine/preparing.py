@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from messaging import conf
 from messaging.engine import transitions
+from messaging.engine.outages import persistently
 from messaging.engine.recipients import iter_users_in_batches, notification_address, preferred_language
 from messaging.engine.rendering import ContentRenderer
 from messaging.models import DeliveryMode, Message, MessageReceiver
@@ -117,7 +118,10 @@ def create_message_receivers(message: Message, **kwargs) -> int:
     existing = existing_receivers(message)
     created = 0
     for batch in chunked([prepared] if isinstance(prepared, list) else prepared):
-        created += commit_batch(message, batch, preparer, existing)
+        # A database that is briefly gone is waited for: discarding what was made would be worse.
+        created += persistently(
+            lambda batch=batch: commit_batch(message, batch, preparer, existing), "Committing receivers"
+        )
     return created
 
 

@@ -71,6 +71,14 @@ def send_composed_message(message_id: int) -> None:
     _task("send_composed_message")(message_id)
 
 
+def deliver_message_by(message_id: int, workers: int) -> None:
+    """Queue `workers` delivery tasks once the transaction commits, so that idle workers join in
+    (claims keep them disjoint). robust: the sweeper delivers a sending message anyway, should
+    the queue be unreachable."""
+    for _task in range(workers):
+        after_commit(deliver_message, message_id)
+
+
 def deliver_message(message_id: int) -> None:
     """Deliver a sending message's unclaimed receivers (one more worker joins in)."""
     _task("deliver_message")(message_id)

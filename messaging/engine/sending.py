@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from messaging import conf
@@ -38,8 +38,10 @@ def refuse_inside_transaction() -> None:
     goes: that is what lets the status page follow a send and a crash lose nothing. Inside the
     caller's transaction none of it would hold (and other workers could not see the receivers),
     so it refuses, by Django's own rule for durable blocks (a test case's transaction is allowed)."""
+    if not connection.in_atomic_block:
+        return
     try:
-        with transaction.atomic(durable=True):
+        with transaction.atomic(durable=True):  # raises before any SQL when nested
             pass
     except RuntimeError:
         raise InsideTransaction(
@@ -91,13 +93,13 @@ def prepare(message: Message, preparer: str, subject_generator, template_name, t
         return False
     except Exception as exc:  # recorded on the message; the caller's process must go on
         logger.exception("Preparing message %s failed", message.pk)
-        fail_preparation(message, preparer, exc)
+        discard_and_fail(message, preparer, exc)
         return False
     transitions.roll_up(message.pk)  # publish the counts the status page shows
     return True
 
 
-def fail_preparation(message: Message, preparer: str, exc: Exception) -> None:
+def discard_and_fail(message: Message, preparer: str, exc: Exception) -> None:
     """A preparation that raised leaves no receivers (bad input loses nothing: the message keeps
     its content and recipients, and says why in its errors). Should the database fail here too,
     the message stays `preparing`, and the sweeper finishes the job once the lease runs out."""
@@ -151,7 +153,7 @@ def prepare_and_send(
         schedule_start(message)
         return
     # Other workers join in (claims keep them disjoint): one helper per extra worker.
-    queue_deliveries(message, conf.delivery_helpers())
+    queue.deliver_message_by(message.pk, conf.delivery_helpers())
     delivery.deliver_message(message.pk, wait_for_others=True)
     message.refresh_from_db(fields=["status", "status_data"])
 
@@ -169,7 +171,7 @@ def start_scheduled(message: Message) -> str | None:
     if message.receivers.exists():
         if not transitions.start_scheduled_delivery(message.pk):
             return None
-        queue_deliveries(message, 1 + conf.delivery_helpers())
+        queue.deliver_message_by(message.pk, 1 + conf.delivery_helpers())
         new_status = Message.Status.SENDING
     else:
         user_ids = recipients.resolved_user_ids(message)
@@ -179,10 +181,3 @@ def start_scheduled(message: Message) -> str | None:
         new_status = Message.Status.QUEUED
     audit.record(message, AuditEvent.Action.STARTED)
     return new_status
-
-
-def queue_deliveries(message: Message, count: int) -> None:
-    """Queue `count` delivery tasks after commit. robust: the sweeper delivers a sending
-    message anyway, should the queue be unreachable."""
-    for _task in range(count):
-        queue.after_commit(queue.deliver_message, message.pk)

@@ -185,8 +185,7 @@ def compose_claimed(claim: DigestClaim) -> Message | None:
         transitions.discard_digest_assembly(message.pk, assembler)
         raise
     transitions.roll_up(message.pk)  # publish the counts the status page shows
-    for _task in range(1 + conf.delivery_helpers()):
-        queue.after_commit(queue.deliver_message, message.pk)
+    queue.deliver_message_by(message.pk, 1 + conf.delivery_helpers())
     return message
 
 

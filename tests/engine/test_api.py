@@ -7,6 +7,7 @@ import pytest
 import time_machine
 from django.core import mail
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils import timezone
 
 from messaging import api
@@ -56,6 +57,25 @@ def test_bad_input_is_refused_and_stores_nothing(make_user, arguments, error):
         api.send(arguments.pop("user_ids"), LanguageSubject(), **SEND_ARGS, **arguments)
     assert not Message.objects.exists()
     assert mail.outbox == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_inside_an_open_transaction_is_refused_and_changes_nothing(make_user):
+    """It commits each step as it goes; inside the caller's transaction none of that could hold
+    (a test case's own transaction, as in the tests above, is allowed)."""
+    user = make_user()
+    with transaction.atomic():
+        with pytest.raises(api.InsideTransaction, match=r"transaction\.on_commit"):
+            api.send([user.pk], LanguageSubject(), **SEND_ARGS)
+        assert not Message.objects.exists()
+    draft = Message.objects.create(virtual_message_receivers={"user_ids": [user.pk]})
+    with transaction.atomic(), pytest.raises(api.InsideTransaction):
+        draft.prepare_and_send(LanguageSubject(), **SEND_ARGS)
+    draft.refresh_from_db()
+    assert draft.status == Message.Status.DRAFT and not draft.receivers.exists()
+    assert mail.outbox == []
+    api.send([user.pk], LanguageSubject(), **SEND_ARGS)  # outside one: sent
+    assert len(mail.outbox) == 1
 
 
 def test_schedule_needs_a_time(make_user):

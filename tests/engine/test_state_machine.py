@@ -587,7 +587,7 @@ def test_a_stale_delete_keeps_a_sent_message(admin_client, make_user, django_cap
 
 
 @pytest.mark.django_db
-def test_relaxed_commit_durability_ends_with_delivery(make_user):
+def test_delivery_never_relaxes_commit_durability(make_user):
     if connection.vendor != "postgresql":
         pytest.skip("synchronous_commit is a PostgreSQL setting")
     message = sending_message([make_user()])

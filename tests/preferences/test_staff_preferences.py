@@ -206,7 +206,8 @@ def digest_for(user, held: list[MessageReceiver], sent: bool) -> MessageReceiver
         status=S.SENT if sent else S.NOT_SENT,
         sent_datetime=timezone.now() if sent else None,
     )
-    assert transitions.attach_to_digest([r.pk for r in held], digest.pk) == len(held)
+    held_now = MessageReceiver.objects.filter(pk__in=[r.pk for r in held])
+    assert transitions.attach_due_to_digest(message.pk, held_now) == len(held)
     return digest
 
 

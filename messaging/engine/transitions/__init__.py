@@ -28,16 +28,16 @@ Message:
                                                 its receivers discarded first)
     queued ─fail→ error                          (invalid recipients)
     preparing ─discard_digest_assembly→ (deleted) (a digest whose assembler died; items wait)
-    sending ─block→ blocked ─unblock→ sending   (the mail server refuses every delivery, or a
-                                                sending limit is used up for a while)
+    sending ─block→ blocked ─unblock→ sending   (the mail server refuses every delivery, or the
+                                                mailer's own sending limit is used up a while)
     DELIVERING ─roll_up→ from the receivers' counts (cancelled and expired are kept)
 
 Every message transition sends `messaging.signals.message_status_changed` after it happened.
 
 Receiver (status not_sent → sent | failed | error | cancelled; ownership via claimed_by + lease):
     (new) ─initial_status→ not_sent, or skipped (final: the user turned the type off), or held
-    held ─attach_to_digest→ held in a digest (digest = that digest's receiver, not yet sent)
-    held and due ─attach_due_to_digest→ held in its user's receiver of a digest being assembled
+    held and due ─attach_due_to_digest→ held in a digest (digest = its user's receiver of the
+                                         digest being assembled, not yet sent)
     held in a digest ─settle_digests→ sent once the digest was sent; error if it failed for good;
                                       back to waiting if it was cancelled
     held ─expire_held→ cancelled (expired) when its message's expiry passed first
@@ -58,7 +58,6 @@ Receiver (status not_sent → sent | failed | error | cancelled; ownership via c
 
 from messaging.engine.transitions.digests import (
     attach_due_to_digest,
-    attach_to_digest,
     expire_held,
     initial_status,
     settle_digests,
@@ -118,7 +117,6 @@ __all__ = [
     "CLAIM_BATCH_SIZE",
     "Claim",
     "attach_due_to_digest",
-    "attach_to_digest",
     "block",
     "cancel",
     "claim_batch",

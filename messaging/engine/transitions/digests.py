@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import transaction
@@ -22,14 +21,6 @@ def initial_status(mode: str) -> str:
     if mode in (DeliveryMode.DAILY, DeliveryMode.WEEKLY):
         return ReceiverStatus.HELD
     return ReceiverStatus.NOT_SENT
-
-
-def attach_to_digest(held_ids: Iterable[int], digest_receiver_id: int) -> int:
-    """Held receivers not yet in a digest → in this one; the count says how many were still free
-    (the caller holds them locked, so all of them)."""
-    return MessageReceiver.objects.filter(
-        pk__in=list(held_ids), status=ReceiverStatus.HELD, digest__isnull=True
-    ).update(digest_id=digest_receiver_id)
 
 
 def attach_due_to_digest(digest_message_id: int, held: QuerySet) -> int:

@@ -244,9 +244,10 @@ def fail_preparation(message: Message, preparer: str, entry: dict) -> bool:
     return _apply(message, Status.ERROR, data)
 
 
-def fail(message: Message, entry: dict, expected: Iterable[str] = (Status.PREPARING,)) -> bool:
-    """preparing (or queued) → error, with the reason appended to status_data["errors"]."""
-    data = _move(message.pk, expected, Status.ERROR, lambda d: with_error(d, entry))
+def fail(message: Message, entry: dict) -> bool:
+    """queued → error (its recipients cannot be resolved), with the reason appended to
+    status_data["errors"]. A preparation fails through fail_preparation."""
+    data = _move(message.pk, [Status.QUEUED], Status.ERROR, lambda d: with_error(d, entry))
     return _apply(message, Status.ERROR, data)
 
 

@@ -22,8 +22,8 @@ ReceiverStatus = MessageReceiver.Status
 
 def result_fields(receiver: MessageReceiver, result: DeliveryResult) -> dict:
     now = timezone.now()
-    # cancel_reason is cleared: a receiver in flight when its message was cancelled was marked
-    # cancelled, and its real outcome replaces that mark.
+    # cancel_reason is cleared: a result is what happened, whatever was said before (a direct
+    # send() may send a receiver that a cancel had marked).
     fields: dict = {
         "claimed_by": "",
         "lease_expires_datetime": None,
