@@ -10,7 +10,8 @@ until the longest a send may take, plus the window, has passed.)
 
 The slots are shared state: Redis when MESSAGING_RATE_LIMIT_REDIS_URL is set (the project
 sets it from REDIS_URL), else the database. Times are Unix times from each host's clock, which
-must agree (NTP), as the leases already require. That guarantee rests on the store's atomic
+must agree (NTP) for limits to hold across hosts (leases do not need it: they use the
+database's clock). That guarantee rests on the store's atomic
 reservation alone; what follows only saves the store work and the lanes time.
 
 Within a process, one lane per mailer asks the store at a time (`_gate`), for as long as one

@@ -151,18 +151,23 @@ def lock_due_users(now: datetime, limit: int) -> list[int]:
     if connection.vendor != "postgresql":
         return list(due_users[:limit])  # SQLite: this transaction holds the write lock
     sql, params = due_users.query.sql_with_params()
-    with connection.cursor() as cursor:
-        # The outer filter runs row by row over the ordered users and stops at `limit`: users
-        # another assembler holds are skipped, not waited for (the lock is the transaction's).
-        cursor.execute(
-            f"SELECT due.user_id FROM ({sql}) AS due "
-            "WHERE pg_try_advisory_xact_lock(hashtext(%s), (due.user_id %% 2147483647)::int) LIMIT %s",
-            [*params, CLAIM_LOCK_NAMESPACE, limit],
-        )
-        locked = [user_id for (user_id,) in cursor.fetchall()]
-    # Read again under the locks: an assembler that committed its claim since our query began
-    # released its locks, and its users are no longer due.
-    return list(due_users.filter(user_id__in=locked))
+    for _attempt in range(3):
+        with connection.cursor() as cursor:
+            # The outer filter runs row by row over the ordered users and stops at `limit`: users
+            # another assembler holds are skipped, not waited for (the lock is the transaction's).
+            cursor.execute(
+                f"SELECT due.user_id FROM ({sql}) AS due "
+                "WHERE pg_try_advisory_xact_lock(hashtext(%s), (due.user_id %% 2147483647)::int) LIMIT %s",
+                [*params, CLAIM_LOCK_NAMESPACE, limit],
+            )
+            locked = [user_id for (user_id,) in cursor.fetchall()]
+        # Read again under the locks: an assembler that committed its claim since our query
+        # began released its locks, and its users are no longer due. If that took them all,
+        # look again (a fresh statement sees what it committed), rather than stop early.
+        claimed = list(due_users.filter(user_id__in=locked))
+        if claimed or not locked:
+            return claimed
+    return []
 
 
 def compose_claimed(claim: DigestClaim) -> Message | None:
