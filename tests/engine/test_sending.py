@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from messaging.engine import resending
+from messaging.engine import resending, transitions
 from messaging.engine.channels import DeliveryResult
 from messaging.models import AuditEvent, Message, MessageReceiver
 from tests.engine_helpers import SEND_ARGS, LanguageSubject, RaisingSubject
@@ -193,6 +193,29 @@ class TestSend:
             message_content_plain="plain",
             message_content_html="<p>html</p>",
         )
+
+    def test_send_by_hand_takes_a_receiver_set_aside_but_never_a_workers(self, receiver):
+        later = timezone.now() + timedelta(minutes=5)
+        MessageReceiver.objects.filter(pk=receiver.pk).update(lease_expires_datetime=later)  # deferred
+        assert receiver.send().delivered
+        other = MessageReceiver.objects.create(
+            message=receiver.message, user=receiver.user, send_to="o@x.org"
+        )
+        MessageReceiver.objects.filter(pk=other.pk).update(claimed_by="worker", lease_expires_datetime=later)
+        result = other.send()
+        assert not result.delivered and "a worker is delivering" in result.reason
+        assert [m.to for m in mail.outbox] == [["r@x.org"]]
+
+    def test_a_send_by_hand_that_died_in_flight_is_flagged_when_sent_again(self, receiver):
+        transitions.claim_one(receiver, "dead-process")
+        transitions.mark_sending_now(receiver, "dead-process")
+        MessageReceiver.objects.filter(pk=receiver.pk).update(
+            lease_expires_datetime=timezone.now() - timedelta(seconds=1)
+        )
+        receiver.send()
+        receiver.refresh_from_db()
+        assert receiver.status_data["delivery_uncertain"]["abandoned_by"] == "dead-process"
+        assert receiver.in_flight_since is None
 
     def test_success_counts_and_records(self, receiver):
         receiver.send()

@@ -122,11 +122,16 @@ def renew_leases(claim: Claim, ids: list[int]) -> set[int]:
 
 def claim_one(receiver: MessageReceiver, worker_id: str) -> bool:
     """Own one receiver for a direct send() (any status: send() also resends). False if a
-    worker holds a live claim on it. The instance is reloaded, so counters are current."""
+    worker holds a live claim on it (a receiver set aside until a time, unowned, may be sent
+    now by hand). The instance is reloaded, so counters are current."""
     with transaction.atomic():
         row = (
             MessageReceiver.objects.filter(pk=receiver.pk)
-            .filter(Q(lease_expires_datetime__isnull=True) | Q(lease_expires_datetime__lt=Now()))
+            .filter(
+                Q(claimed_by="")
+                | Q(lease_expires_datetime__isnull=True)
+                | Q(lease_expires_datetime__lt=Now())
+            )
             .select_for_update()
             .values_list("claimed_by", "in_flight_since")
             .first()
