@@ -37,8 +37,10 @@ test: lint
 
 # The same suite against PostgreSQL and Redis (started, or installed, on loopback if needed),
 # less the browser tests: they test pages, which `make test` already drives, and would double
-# CI's time on a 2-core machine. PYTEST_ARGS="" runs them here too.
-PYTEST_ARGS ?= -m "not browser"
+# CI's time on a 2-core machine. PYTEST_ARGS="" runs them here too. Two pytest-xdist workers,
+# a test file each at a time (most of the time goes into waiting for consumers, mail sinks and
+# servers); each has its own test database, Redis database and var/ (project/settings_test.py).
+PYTEST_ARGS ?= -m "not browser" -n 2 --dist loadfile
 test-services: venv
 	bash scripts/services.sh
 	DATABASE_URL=$(SERVICES_DATABASE_URL) REDIS_URL=$(SERVICES_REDIS_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)

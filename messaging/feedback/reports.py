@@ -111,7 +111,7 @@ def keep_unmatched(*, provider: str, sender: str, subject: str, reason: str, raw
     """A report that changes nothing, kept for staff (the suppressed addresses page, the admin)."""
     if len(raw) > UNMATCHED_KEPT:
         reason = f"{reason} Only its first {UNMATCHED_KEPT // 1_000_000} MB are kept."
-    logger.warning("Kept a report for staff: %s", reason)
+    logger.warning("Kept a report for staff: %s", _printable(reason))  # a lone surrogate cannot be logged
     return UnmatchedBounce.objects.create(
         provider=_printable(provider)[:50],
         sender=_printable(sender)[:255],
