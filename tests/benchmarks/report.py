@@ -60,8 +60,8 @@ def database_version() -> str:
 
 def durability() -> dict:
     """The commit durability each contender runs with. Both use the benchmark settings'
-    database; the one difference is that our engine relaxes synchronous_commit on PostgreSQL
-    while it delivers (messaging/engine/delivery.py), which post_office does not."""
+    database; earlier versions of our engine relaxed synchronous_commit on PostgreSQL while
+    delivering (read from messaging/engine/delivery.py, so an old commit is labelled right)."""
     from django.db import connection
 
     from messaging.engine import delivery
