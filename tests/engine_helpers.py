@@ -1,3 +1,4 @@
+from django.db import connection
 from django.utils.translation import get_language
 
 from messaging.engine import channels
@@ -57,3 +58,14 @@ class ScriptedChannel(channels.Channel):
             if result.delivered:
                 self.delivered.append(item.address)
             yield item, result
+
+
+def short_lock_timeout(seconds: float) -> None:
+    """This thread's connection gives up waiting for a lock after `seconds` (SQLite's busy
+    timeout, PostgreSQL's lock_timeout): a writer that proves nobody holds a lock for long."""
+    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+        else:
+            cursor.execute(f"SET lock_timeout = '{int(seconds * 1000)}ms'")

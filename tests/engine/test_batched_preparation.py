@@ -33,7 +33,7 @@ from messaging.models import Message, MessageReceiver
 from messaging.operations.mailsink import MailSink
 from tests.conftest import Consumer, wait_until
 from tests.engine.test_process_level import sweep_until
-from tests.engine_helpers import SEND_ARGS, LanguageSubject
+from tests.engine_helpers import SEND_ARGS, LanguageSubject, short_lock_timeout
 from tests.process_helpers import ENGINE_ENV, deliveries, email_url, queue_message
 
 Status = Message.Status
@@ -275,16 +275,6 @@ SLOW_RENDER = 0.01  # seconds per receiver: 4 s of rendering, four writer timeou
 SLOW_BATCH = 50
 
 
-def short_lock_timeout() -> None:
-    """This thread's connection gives up on a lock after WRITER_LOCK_TIMEOUT."""
-    connection.ensure_connection()
-    with connection.cursor() as cursor:
-        if connection.vendor == "sqlite":
-            cursor.execute(f"PRAGMA busy_timeout = {int(WRITER_LOCK_TIMEOUT * 1000)}")
-        else:
-            cursor.execute(f"SET lock_timeout = '{int(WRITER_LOCK_TIMEOUT * 1000)}ms'")
-
-
 class Writer:
     """Another writer while the preparation runs: it saves a draft and touches the message
     being prepared, over and over, each with a short lock timeout, until told to stop."""
@@ -298,7 +288,7 @@ class Writer:
 
     def run(self) -> None:
         try:
-            short_lock_timeout()
+            short_lock_timeout(WRITER_LOCK_TIMEOUT)
             while not self.stop.is_set():
                 started = time.monotonic()
                 try:

@@ -23,6 +23,7 @@ from django.db import DatabaseError, connection
 from messaging.engine import maintenance
 from messaging.models import Message, MessageReceiver
 from messaging.preferences import digests
+from tests.engine_helpers import short_lock_timeout
 from tests.preferences.test_digest_processes import after_every_due_time, daily_users, hold_items
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -146,12 +147,7 @@ def test_another_writer_never_waits_while_digests_render(huey_queue, django_user
 
     def write() -> None:
         try:
-            connection.ensure_connection()
-            with connection.cursor() as cursor:
-                if connection.vendor == "sqlite":
-                    cursor.execute(f"PRAGMA busy_timeout = {int(WRITER_LOCK_TIMEOUT * 1000)}")
-                else:
-                    cursor.execute(f"SET lock_timeout = '{int(WRITER_LOCK_TIMEOUT * 1000)}ms'")
+            short_lock_timeout(WRITER_LOCK_TIMEOUT)
             while not stop.is_set():
                 started = time.monotonic()
                 try:
