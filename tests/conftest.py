@@ -66,6 +66,16 @@ def empty_rate_limits():
     yield
 
 
+@pytest.fixture(autouse=True)
+def lanes_measured_afresh():
+    """Each test's deliveries size their lanes from what they see, not from an earlier test's
+    relay (messaging.engine.lane_sizing remembers a count per relay in the process)."""
+    from messaging.engine import lane_sizing
+
+    lane_sizing.forget_all()
+    yield
+
+
 @pytest.fixture
 def scripted_channel():
     """The email channel replaced by a ScriptedChannel (tests.engine_helpers) for one test."""

@@ -36,8 +36,16 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from messaging import conf
-from messaging.engine import channels, controlling, queue, rate_limits, transitions, worker_shutdown
+from messaging.engine import (
+    channels,
+    controlling,
+    queue,
+    rate_limits,
+    transitions,
+    worker_shutdown,
+)
 from messaging.engine.channels import ChannelUnavailable, DeliveryResult
+from messaging.engine.lane_sizing import LaneSizer
 from messaging.engine.outages import persistently
 from messaging.engine.outgoing import deliver_now, prepared
 from messaging.engine.status import FailureWatch
@@ -77,9 +85,10 @@ class DeliveryRun:
     watch: FailureWatch
     lock: threading.Lock = field(default_factory=threading.Lock)
     published: float = field(default_factory=time.monotonic)
-    attempts: int = 0  # results counted by the failure watch, for LaneRamp
     lane_cap: int = 1_000_000  # lanes with a higher index stop after their current claim
     digest: bool = False  # a digest's held receivers are settled when its run ends
+    sizer: LaneSizer | None = None  # with several lanes: how many
+    working: set[int] = field(default_factory=set)  # indexes of the lanes delivering now
 
     @classmethod
     def start(cls, message_id: int) -> DeliveryRun:
@@ -98,8 +107,28 @@ class DeliveryRun:
 
     def count_attempt(self, delivered: bool, reason: str) -> dict | None:
         with self.lock:
-            self.attempts += 1
             return self.watch.add(delivered, reason)
+
+    def join(self, index: int) -> int:
+        with self.lock:
+            self.working.add(index)
+        return index
+
+    def leave(self, index: int) -> int:
+        """Lane `index` stops delivering; returns how many others still do."""
+        with self.lock:
+            self.working.discard(index)
+            return len(self.working)
+
+    def refused_session(self, index: int) -> bool:
+        """The channel was unavailable to lane `index`. True if other lanes are delivering:
+        then the relay refused one more session, not every session, and this lane retires
+        (the lanes are capped at those working). False for the last lane: the channel is down."""
+        others = self.leave(index)
+        if others and self.sizer is not None:
+            self.sizer.refused(others)
+            self.lane_cap = min(self.lane_cap, others)
+        return bool(others)
 
     def progress_due(self) -> bool:
         """True for one lane every PROGRESS_INTERVAL: that lane publishes the counts."""
@@ -113,7 +142,7 @@ class DeliveryRun:
 class Lane(enum.Enum):
     """How one lane's delivery loop ended."""
 
-    DONE = "done"  # nothing left to claim, or retired by LaneRamp
+    DONE = "done"  # nothing left to claim, or retired (LaneSizer)
     STOPPED = "stopped"  # blocked, paused, cancelled, expired, or the lease cannot cover a send
     SHUTDOWN = "shutdown"  # the worker is stopping
 
@@ -151,51 +180,32 @@ def deliver_message(message_id: int, *, wait_for_others: bool = False) -> bool:
 def _run_lanes(run: DeliveryRun, most: int, wait_for_others: bool) -> list[Lane]:
     """Each lane in its own thread (the time goes into waiting for the mail server, so the GIL
     is free meanwhile); its own worker id keeps its claims, and so its one receiver in flight,
-    apart from the other lanes'. Lanes are added while they pay (LaneRamp). A lane that raised
-    re-raises here once all have ended."""
+    apart from the other lanes'. How many run is LaneSizer's choice (messaging.engine.lane_sizing).
+    A lane that raised re-raises here once all have ended."""
 
     def lane(index: int) -> Lane:
         try:
             return _deliver_lane(run, wait_for_others, LANE_CLAIM_SIZE, index)
         finally:
+            run.leave(index)
             connections.close_all()  # this thread's own; the next delivery opens fresh ones
 
-    ramp = LaneRamp(run, most)
+    sizer = run.sizer = LaneSizer.start(_lane_key(run.message_id), most)
     with ThreadPoolExecutor(max_workers=most, thread_name_prefix=f"deliver-{run.message_id}") as pool:
-        futures = [pool.submit(lane, 0)]
-        while wait(futures, timeout=LaneRamp.INTERVAL).not_done:
-            futures += [pool.submit(lane, len(futures)) for _ in range(ramp.lanes_to_add(len(futures)))]
+        futures = [pool.submit(lane, run.join(index)) for index in range(sizer.lanes)]
+        while wait(futures, timeout=sizer.next_look()).not_done:
+            wanted = sizer.wanted()
+            run.lane_cap = wanted
+            if wanted > len(futures):
+                logger.info("Message %s: delivering over %s lanes.", run.message_id, wanted)
+                futures += [pool.submit(lane, run.join(index)) for index in range(len(futures), wanted)]
     return [future.result() for future in futures]
 
 
-class LaneRamp:
-    """How many lanes pay. A relay that answers slowly leaves the CPU idle, and twice the lanes
-    deliver about twice as much; a fast one (a local Postfix) leaves nothing to overlap, and
-    extra lanes only contend for the GIL and the database. So start with one lane and double
-    every INTERVAL while that raised the delivery rate by GAIN; when a doubling did not, stop,
-    and retire the lanes it added (each after its current claim)."""
-
-    INTERVAL = 0.5
-    GAIN = 1.25
-
-    def __init__(self, run: DeliveryRun, most: int):
-        self.run, self.most = run, most
-        self.best_rate = 0.0
-        self.growing = True
-        self.seen, self.since = 0, time.monotonic()
-
-    def lanes_to_add(self, lanes: int) -> int:
-        now, attempts = time.monotonic(), self.run.attempts
-        rate = (attempts - self.seen) / max(now - self.since, 1e-3)
-        self.seen, self.since = attempts, now
-        if not self.growing or lanes >= self.most:
-            return 0
-        if rate < self.best_rate * self.GAIN:
-            self.growing = False
-            self.run.lane_cap = max(1, lanes // 2)
-            return 0
-        self.best_rate = rate
-        return min(lanes, self.most - lanes)
+def _lane_key(message_id: int) -> str:
+    """Whose lane count a delivery remembers: its message types' channels (one relay each)."""
+    types = Message.objects.filter(pk=message_id).values_list("message_type", flat=True).first()
+    return ",".join(sorted(types or ["email"]))  # none is email (Message.clean_message_type)
 
 
 def _deliver_lane(run: DeliveryRun, wait_for_others: bool, claim_size: int, index: int = 0) -> Lane:
@@ -222,6 +232,9 @@ def _deliver_lane(run: DeliveryRun, wait_for_others: bool, claim_size: int, inde
         try:
             deliver_claim(claim, run)
         except ChannelUnavailable as exc:
+            if run.refused_session(index):
+                logger.info("Message %s: lane %s retires: %s", message_id, index, exc)
+                return Lane.DONE
             _block(message_id, str(exc))
             return Lane.STOPPED
         except rate_limits.QuotaSpent as exc:
@@ -310,6 +323,8 @@ def _record_and_watch(
 ) -> None:
     message_status = record(receiver, result, claim.worker_id)
     claim.in_flight = None
+    if run.sizer is not None:
+        run.sizer.observe()
     if message_status and message_status != Message.Status.SENDING:
         claim.halted = message_status  # paused, cancelled or expired meanwhile
         return
