@@ -242,16 +242,21 @@ def unschedule(message: Message, actor=None) -> bool:
 
 
 def send_composed(message: Message) -> None:
-    """The worker's side of queue_send: prepare and deliver a queued message. Anything else
-    (already started by another worker, taken back) is left alone; one past its expiry is
-    expired, not sent."""
+    """The worker's side of queue_send: prepare and deliver a queued message, or carry on one
+    whose preparation died part-way (the sweeper queues it again). Anything else (already
+    started by another worker, taken back) is left alone; one past its expiry is expired, not
+    sent."""
+    if message.status in Message.STREAMING and message.status_data.get("still_preparing"):
+        sending.resume_preparation(message, **prepare_arguments(message))
+        return
     if message.status != Message.Status.QUEUED:
         return
     if message.is_expired:
         controlling.expire(message.pk)
         return
     try:
-        sending.prepare_and_send(message, **prepare_arguments(message))
+        # Streaming: its first receivers go out while the rest are being prepared.
+        sending.prepare_and_send(message, stream=True, **prepare_arguments(message))
     except ValueError as exc:  # invalid recipients: recorded on the message
         transitions.fail(message, exception_entry(exc))
 

@@ -223,7 +223,7 @@ def _deliver_lane(run: DeliveryRun, wait_for_others: bool, claim_size: int, inde
             lambda: transitions.claim_batch(message_id, worker_id, claim_size), "Claiming receivers"
         )
         if claim is None:
-            if wait_for_others and _others_in_flight(message_id):
+            if (wait_for_others and _others_in_flight(message_id)) or _being_prepared(message_id):
                 time.sleep(0.2)
                 continue
             # Nothing to claim: all delivered, or the message is on hold (blocked by another lane
@@ -490,6 +490,22 @@ def schedule_retries(message_id: int) -> None:
     )
     if due is not None:
         queue.after_commit(queue.retry_failed_receivers_at, message_id, due)
+
+
+def _being_prepared(message_id: int) -> bool:
+    """Whether more receivers are coming: the message is sending while its preparation goes on
+    (sending.Streaming) under a live lease. A dead one is resumed by the sweeper, whose worker
+    delivers the rest: lanes do not wait for it. Nor when tasks run inline (no other worker)."""
+    if queue.runs_inline():
+        return False
+    message = (
+        Message.objects.filter(
+            pk=message_id, status=Message.Status.SENDING, status_data__still_preparing=True
+        )
+        .only("status_data", "created_datetime")
+        .first()
+    )
+    return message is not None and not transitions.preparation_lease_ran_out(message)
 
 
 def _on_hold(message_id: int) -> bool:

@@ -47,7 +47,7 @@ def sweep() -> None:
         recovered = recover_dead_preparation(message_id)
         if recovered == Message.Status.QUEUED:
             queue.send_composed_message(message_id)
-    for message_id in lost_queued_messages():
+    for message_id in [*lost_queued_messages(), *dead_streaming_preparations()]:
         queue.send_composed_message(message_id)
     heartbeats.record_sweep()
 
@@ -123,6 +123,18 @@ def recover_dead_preparation(message_id: int) -> str | None:
         return None
     entry = error_entry("Preparing was interrupted (the worker stopped); send the message again.")
     return Message.Status.ERROR if transitions.fail_preparation(message, sweeper, entry) else None
+
+
+def dead_streaming_preparations() -> list[int]:
+    """Staff sends still being prepared while their first receivers are delivered
+    (sending.Streaming) whose preparation's lease ran out: its worker died. The task that
+    prepares a staff send carries it on (composing.send_composed → sending.resume_preparation)."""
+    streaming = Message.objects.filter(status__in=Message.STREAMING, status_data__still_preparing=True)
+    return [
+        message.pk
+        for message in streaming.only("status_data", "created_datetime")
+        if transitions.preparation_lease_ran_out(message)
+    ]
 
 
 def lost_queued_messages() -> list[int]:

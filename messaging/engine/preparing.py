@@ -12,7 +12,7 @@ missing: a user who has a receiver of a type never gets a second one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from django.db import transaction
@@ -105,15 +105,17 @@ def iter_receiver_batches(
         message.status_data = {**message.status_data, "skipped_user_ids": skipped}
 
 
-def create_message_receivers(message: Message, **kwargs) -> int:
+def create_message_receivers(
+    message: Message, *, after_batch: Callable[[int], None] | None = None, **kwargs
+) -> int:
     """Bulk-create what prepare_message_receivers returns, batch by batch, each batch committed
     on its own; returns how many were created. A user who has a receiver of a type already gets
     no second one. While the message is preparing, each batch is committed only while the
     preparation recorded on the instance (status_data["preparing_by"]) still owns it, else
-    PreparationTakenOver."""
-    preparer = (
-        message.status_data.get("preparing_by", "") if message.status == Message.Status.PREPARING else ""
-    )
+    PreparationTakenOver. `after_batch(created so far)` runs after each committed batch (a staff
+    send starts delivering after the first: sending.Streaming)."""
+    preparing = message.status == Message.Status.PREPARING or message.status_data.get("still_preparing")
+    preparer = message.status_data.get("preparing_by", "") if preparing else ""
     prepared = message.prepare_message_receivers(**kwargs)
     existing = existing_receivers(message)
     created = 0
@@ -122,6 +124,8 @@ def create_message_receivers(message: Message, **kwargs) -> int:
         created += persistently(
             lambda batch=batch: commit_batch(message, batch, preparer, existing), "Committing receivers"
         )
+        if after_batch is not None:
+            after_batch(created)
     return created
 
 

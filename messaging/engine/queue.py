@@ -63,6 +63,14 @@ def after_commit[**P](queue_it: Callable[P, object], *args: P.args, **kwargs: P.
     transaction.on_commit(functools.partial(queue_it, *args, **kwargs), robust=True)
 
 
+def runs_inline() -> bool:
+    """Whether a queued task runs at once, in the caller (huey's immediate mode: HUEY_IMMEDIATE,
+    the tests): then no other worker exists to wait for."""
+    from huey.contrib.djhuey import HUEY
+
+    return HUEY.immediate
+
+
 # Queued now; each raises the queue's own error (redis, sqlite) should it be unreachable.
 
 

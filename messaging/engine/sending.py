@@ -1,10 +1,16 @@
 """prepare_and_send: draft → preparing → sending → sent/error, each status committed.
 
 Receivers are committed batch by batch (engine/preparing.py), each batch renewing the
-preparation's lease; the move to `sending` comes once the last batch is in. Until then no
-receiver can be claimed (claims take only a sending message's receivers). A preparation whose
-worker died is found by its lease running out and taken over by the sweeper
-(maintenance.recover_dead_preparation); one that raised discards its receivers and is `error`.
+preparation's lease. From code (the SPEC's prepare_and_send), the move to `sending` comes once
+the last batch is in: until then no receiver can be claimed (claims take only a sending
+message's receivers), and one that raised discards its receivers and is `error`. A staff send
+streams (`stream=True`): it moves to `sending` as soon as its first receivers are committed, so
+other workers deliver them while the rest are prepared (the first email goes out within about a
+second whatever the number of recipients); the message cannot end before the last batch is in
+(transitions.start_streaming), and one that raises part-way keeps what it prepared (some of it
+may be delivered already) and ends `error`. A preparation whose worker died is found by its
+lease running out: the sweeper takes it over (maintenance.recover_dead_preparation) or, for a
+streaming one, queues its message again to be prepared on (composing.send_composed).
 """
 
 from __future__ import annotations
@@ -65,16 +71,27 @@ def start_preparing(message: Message, preparer: str) -> None:
         raise ValueError(f"Message #{message.pk} is no longer a draft; another process sent it.")
 
 
-def prepare(message: Message, preparer: str, subject_generator, template_name, template_context) -> bool:
+def prepare(
+    message: Message,
+    preparer: str,
+    subject_generator,
+    template_name,
+    template_context,
+    streaming: Streaming | None = None,
+) -> bool:
     """Create the receivers batch by batch (each batch committed), then move to sending (or
     scheduled); True if it got there. An exception discards the receivers created and sets
-    error, recorded, not raised; a preparation taken over by the sweeper just stops."""
+    error, recorded, not raised; a preparation taken over by the sweeper just stops. With an
+    enabled `streaming`, sending starts with the first batch and an exception keeps what was
+    prepared."""
     started = timezone.now()
+    streaming = streaming or Streaming(message, preparer, enabled=False)
     try:
         message.create_message_receivers(
             subject_generator=subject_generator,
             template_name=template_name,
             template_context=template_context,
+            after_batch=streaming.after_batch,
         )
         # Counted, not summed: a resumed preparation keeps what an earlier one committed.
         count = message.receivers.count()
@@ -86,17 +103,56 @@ def prepare(message: Message, preparer: str, subject_generator, template_name, t
         }
         if "skipped_user_ids" in message.status_data:
             summary["skipped_user_ids"] = message.status_data["skipped_user_ids"]
-        if not transitions.finish_preparing(message, preparer, **summary):
+        if not streaming.finish(summary):
             raise PreparationTakenOver
     except PreparationTakenOver:
-        logger.warning("Message %s: preparation was taken over by the sweeper; stopping.", message.pk)
+        logger.warning(
+            "Message %s: preparation is no longer this worker's (taken over, or stopped).", message.pk
+        )
         return False
     except Exception as exc:  # recorded on the message; the caller's process must go on
         logger.exception("Preparing message %s failed", message.pk)
-        discard_and_fail(message, preparer, exc)
+        streaming.fail(exc)
         return False
     transitions.roll_up(message.pk)  # publish the counts the status page shows
     return True
+
+
+class Streaming:
+    """A staff send's preparation that lets workers deliver while it goes on: after the first
+    batch with receivers is committed, preparing → sending and delivery tasks are queued."""
+
+    def __init__(self, message: Message, preparer: str, *, enabled: bool):
+        self.message, self.preparer = message, preparer
+        self.enabled = enabled and not (message.send_at and message.send_at > timezone.now())
+        self.started = bool(message.status_data.get("still_preparing"))  # resumed: it streams already
+        self.failed = False  # it streamed, then raised
+
+    def after_batch(self, created: int) -> None:
+        if not self.enabled or self.started or not created:
+            return
+        if not transitions.start_streaming(self.message, self.preparer):
+            raise PreparationTakenOver
+        self.started = True
+        queue.deliver_message_by(self.message.pk, max(1, conf.delivery_helpers()))
+
+    def finish(self, summary: dict) -> bool:
+        if self.started:
+            return transitions.finish_streaming(self.message, self.preparer, **summary)
+        return transitions.finish_preparing(self.message, self.preparer, **summary)
+
+    def fail(self, exc: Exception) -> None:
+        if self.started:
+            prepared = self.message.receivers.count()
+            entry = exception_entry(exc)
+            entry["error_message"] = (
+                f"Preparing stopped after {prepared} receiver(s); the other recipients got nothing. "
+                f"{entry['error_message']}"
+            )
+            self.failed = transitions.fail_streaming(self.message, self.preparer, entry)
+            transitions.roll_up(self.message.pk)  # it ends error once what was prepared is done
+        else:
+            discard_and_fail(self.message, self.preparer, exc)
 
 
 def discard_and_fail(message: Message, preparer: str, exc: Exception) -> None:
@@ -133,11 +189,13 @@ def prepare_and_send(
     *,
     send_at: datetime | None = None,
     expires_at: datetime | None = None,
+    stream: bool = False,
 ) -> None:
     """Prepare every receiver and deliver them; with `send_at` in the future the prepared
     message waits as `scheduled` (the sweeper starts it); `expires_at`: nothing is delivered
     after it. A send_at in the past means now. Raises InsideTransaction, changing nothing,
-    inside an open transaction."""
+    inside an open transaction. `stream`: other workers start delivering while the rest is
+    prepared (a staff send; see the module's docstring)."""
     refuse_inside_transaction()
     if send_at is not None or expires_at is not None:
         validate_schedule(send_at, expires_at)
@@ -146,16 +204,42 @@ def prepare_and_send(
         Message.objects.filter(pk=message.pk).update(send_at=message.send_at, expires_at=message.expires_at)
     preparer = delivery.new_worker_id()
     start_preparing(message, preparer)
-    if not prepare(message, preparer, subject_generator, template_name, template_context):
+    prepare_and_deliver(message, preparer, subject_generator, template_name, template_context, stream=stream)
+
+
+def prepare_and_deliver(
+    message: Message, preparer: str, subject_generator, template_name, template_context, *, stream: bool
+) -> None:
+    """`preparer`'s preparation (started, or taken over to be resumed), then delivery."""
+    streaming = Streaming(message, preparer, enabled=stream)
+    if not prepare(message, preparer, subject_generator, template_name, template_context, streaming):
+        if streaming.failed:  # what it prepared is delivered all the same (it ends error)
+            delivery.deliver_message(message.pk, wait_for_others=True)
         message.refresh_from_db(fields=["status", "status_data"])
         return
     if message.status == Message.Status.SCHEDULED:
         schedule_start(message)
         return
-    # Other workers join in (claims keep them disjoint): one helper per extra worker.
-    queue.deliver_message_by(message.pk, conf.delivery_helpers())
+    if not streaming.started:  # a streaming one queued them with its first batch
+        # Other workers join in (claims keep them disjoint): one helper per extra worker.
+        queue.deliver_message_by(message.pk, conf.delivery_helpers())
     delivery.deliver_message(message.pk, wait_for_others=True)
     message.refresh_from_db(fields=["status", "status_data"])
+
+
+def resume_preparation(message: Message, subject_generator, template_name, template_context) -> bool:
+    """A staff send whose preparation died after its first receivers went out (its lease ran
+    out while it was still preparing; the sweeper queues it again: maintenance): this worker
+    takes it over, prepares the users still missing (nobody gets two) and delivers. False if it
+    was not dead, or another worker took it first."""
+    preparer = delivery.new_worker_id()
+    if not transitions.preparation_lease_ran_out(message):
+        return False
+    if not transitions.take_over_preparation(message, preparer):
+        return False
+    logger.warning("Message %s: resuming a preparation whose worker stopped.", message.pk)
+    prepare_and_deliver(message, preparer, subject_generator, template_name, template_context, stream=True)
+    return True
 
 
 def schedule_start(message: Message) -> None:

@@ -45,18 +45,23 @@ def status_after_failure(failed_count: int) -> str:
     return MessageReceiver.Status.ERROR
 
 
-def status_from_counts(current: str, counts: dict[str, int]) -> str:
+def status_from_counts(current: str, counts: dict[str, int], status_data: dict | None = None) -> str:
     """Cancelled and expired are final whatever the counts. Otherwise: sending while any
-    receiver is not_sent (scheduled, blocked and paused are kept meanwhile), sent when no
-    receiver failed, else error (SPEC §2)."""
+    receiver is not_sent or more are still being prepared (status_data["still_preparing"]:
+    scheduled, blocked and paused are kept meanwhile), sent when no receiver failed, else error
+    (SPEC §2); error too when its preparation failed part-way (status_data["preparation_failed"]:
+    some users got no receiver)."""
     Status = Message.Status
+    status_data = status_data or {}
     if current in (Status.CANCELLED, Status.EXPIRED):
         return current
-    if counts[MessageReceiver.Status.NOT_SENT]:
+    if counts[MessageReceiver.Status.NOT_SENT] or status_data.get("still_preparing"):
         return current if current in Message.HOLDING else Status.SENDING
     if not sum(counts.values()):
         return current if current == Status.SCHEDULED else Status.ERROR
     if counts[MessageReceiver.Status.FAILED] or counts[MessageReceiver.Status.ERROR]:
+        return Status.ERROR
+    if status_data.get("preparation_failed"):
         return Status.ERROR
     return Status.SENT
 

@@ -81,6 +81,9 @@ class Message(models.Model):
     )
     HOLDING = (Status.SCHEDULED, Status.BLOCKED, Status.PAUSED)
     PAUSABLE = (Status.SENDING, Status.BLOCKED)
+    # A staff send's preparation goes on in these once its first receivers are being delivered
+    # (status_data["still_preparing"]; transitions.start_streaming).
+    STREAMING = (Status.SENDING, Status.BLOCKED, Status.PAUSED)
     CANCELLABLE = (Status.SCHEDULED, Status.QUEUED, Status.SENDING, Status.BLOCKED, Status.PAUSED)
     # An error message may still hold receivers awaiting an automatic retry.
     EXPIRABLE = (*CANCELLABLE, Status.ERROR)

@@ -11,7 +11,9 @@ preparation's lease, so:
   message) with no receiver twice and none left out, or the receivers are discarded and the
   message is `error` (a message from another app, whose generator died with its process);
 - a preparation taken over while it was only slow commits nothing more;
-- a preparation that raises (bad input) discards what it made and says why.
+- a preparation that raises (bad input) discards what it made and says why;
+- a staff send streams: workers deliver its first receivers while the rest are prepared, and it
+  cannot end before the last batch is in.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from django.db import OperationalError, connection
 from django.db.utils import DatabaseError
 
 from messaging.compose import composing
-from messaging.engine import maintenance, preparing, sending, transitions
+from messaging.engine import delivery, maintenance, preparing, sending, transitions
 from messaging.engine.status import published_counts
 from messaging.feedback import signatures
 from messaging.models import Message, MessageReceiver
@@ -127,19 +129,19 @@ def test_receivers_are_committed_batch_by_batch_and_counted_while_preparing(make
 
 
 @pytest.mark.django_db
-def test_a_crash_mid_preparation_resumes_with_no_duplicate_and_no_lost_receiver(
+def test_a_crash_in_the_first_batch_requeues_with_no_duplicate_and_no_lost_receiver(
     make_user, settings, monkeypatch
 ):
     settings.MESSAGING_PREPARATION_BATCH_SIZE = 2
     users = [make_user() for _ in range(7)]
     message = composed_message(users)
-    built = crash_at_receiver(monkeypatch, 5, Crash())  # in the third batch
+    built = crash_at_receiver(monkeypatch, 2, Crash())  # nothing committed yet
     with pytest.raises(Crash):
         composing.send_composed(message)
     message.refresh_from_db()
     assert message.status == Status.PREPARING
-    assert message.receivers.count() == 4  # two batches committed, the third lost with the worker
-    assert transitions.claim_batch(message.pk, "eager-worker") is None  # not sendable yet
+    assert message.receivers.count() == 0
+    assert transitions.claim_batch(message.pk, "eager-worker") is None  # nothing sendable yet
 
     maintenance.sweep()  # the lease has not run out: a live preparation is left alone
     assert Message.objects.get(pk=message.pk).status == Status.PREPARING
@@ -150,9 +152,59 @@ def test_a_crash_mid_preparation_resumes_with_no_duplicate_and_no_lost_receiver(
     assert message.status == Status.SENT
     assert receivers_per_user(message) == Counter({u.pk: 1 for u in users})
     assert sorted(m.to[0] for m in mail.outbox) == sorted(u.email for u in users)
-    assert built["receivers"] == 5 + 3, "the resumed preparation rendered the committed ones again"
+    assert built["receivers"] == 2 + 7
     assert message.status_data["requeued_after_dead_preparation"] is True
     assert message.status_data["receiver_count"] == 7
+
+
+@pytest.mark.django_db
+def test_a_crash_mid_streaming_preparation_resumes_with_no_duplicate_and_no_lost_receiver(
+    make_user, settings, monkeypatch
+):
+    """A staff send streams: its committed receivers are sendable while the rest are prepared,
+    and it cannot end before they all are; a dead preparation is carried on where it stopped."""
+    settings.MESSAGING_PREPARATION_BATCH_SIZE = 2
+    users = [make_user() for _ in range(7)]
+    message = composed_message(users)
+    built = crash_at_receiver(monkeypatch, 5, Crash())  # in the third batch
+    with pytest.raises(Crash):
+        composing.send_composed(message)
+    message.refresh_from_db()
+    assert message.status == Status.SENDING and message.status_data["still_preparing"] is True
+    assert message.receivers.count() == 4  # two batches committed, the third lost with the worker
+
+    maintenance.sweep()  # the live preparation is left alone; what is prepared is delivered
+    message.refresh_from_db()
+    assert message.status == Status.SENDING, "it cannot end while more receivers are coming"
+    assert len(mail.outbox) == 4
+
+    age_lease(message)
+    maintenance.sweep()  # queues it again; the task takes the preparation over and carries on
+    message.refresh_from_db()
+    assert message.status == Status.SENT
+    assert "still_preparing" not in message.status_data
+    assert receivers_per_user(message) == Counter({u.pk: 1 for u in users})
+    assert sorted(m.to[0] for m in mail.outbox) == sorted(u.email for u in users)
+    assert built["receivers"] == 5 + 3, "the committed receivers are not rendered again"
+    assert message.status_data["preparing_taken_over_from"]
+    assert message.status_data["receiver_count"] == 7
+
+
+@pytest.mark.django_db
+def test_a_streaming_preparation_that_raises_keeps_what_it_prepared_and_ends_in_error(
+    make_user, settings, monkeypatch
+):
+    settings.MESSAGING_PREPARATION_BATCH_SIZE = 2
+    users = [make_user() for _ in range(5)]
+    message = composed_message(users)
+    crash_at_receiver(monkeypatch, 3, RuntimeError("the template broke for this user"))
+    composing.send_composed(message)  # recorded, not raised
+    message.refresh_from_db()
+    assert message.receivers.count() == 2
+    assert len(mail.outbox) == 2  # delivered: they may have gone out before it raised
+    assert message.status == Status.ERROR, "three users got nothing"
+    assert message.status_data["preparation_failed"] is True
+    assert "the template broke" in message.status_data["errors"][-1]["error_message"]
 
 
 def in_thread(target, *args) -> tuple[threading.Thread, list]:
@@ -171,6 +223,36 @@ def in_thread(target, *args) -> tuple[threading.Thread, list]:
     thread = threading.Thread(target=run)
     thread.start()
     return thread, outcome
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_staff_send_is_delivered_while_the_rest_is_still_being_prepared(
+    make_user, settings, monkeypatch, huey_queue
+):
+    """The first emails do not wait for the last receiver: with the preparation held before its
+    third batch, another worker has delivered the first two batches, waits for more instead of
+    finishing, and the message stays `sending`; once the preparation ends, everyone got one."""
+    settings.MESSAGING_PREPARATION_BATCH_SIZE = 3
+    users = [make_user() for _ in range(8)]
+    message = composed_message(users)
+    gate = Gate(monkeypatch, at=7)
+    preparer, prepared = in_thread(composing.send_composed, message)
+    assert gate.waiting.wait(30)
+    helper, delivered = in_thread(delivery.deliver_message, message.pk)
+    wait_until(lambda: len(mail.outbox) == 6, timeout=30, message="the prepared receivers delivered")
+    time.sleep(0.5)  # the helper waits for more rather than ending the send
+    assert helper.is_alive()
+    message.refresh_from_db()
+    assert message.status == Status.SENDING and message.status_data["still_preparing"] is True
+    assert huey_queue.pending_count() >= 1  # the delivery the first batch queued for a helper
+
+    gate.opened.set()
+    preparer.join(30)
+    helper.join(30)
+    assert prepared == [None] and delivered == [True]
+    message.refresh_from_db()
+    assert message.status == Status.SENT and "still_preparing" not in message.status_data
+    assert sorted(m.to[0] for m in mail.outbox) == sorted(u.email for u in users)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -225,7 +307,9 @@ def test_a_dead_preparation_of_an_api_message_is_discarded_batch_by_batch(make_u
 
 
 @pytest.mark.django_db
-def test_bad_input_half_way_gets_a_clear_error_and_leaves_no_receiver(make_user, settings, monkeypatch):
+def test_bad_input_half_way_through_a_staff_send_gets_a_clear_error(make_user, settings, monkeypatch):
+    """A staff send streams, so what was prepared before the bad input went out; the error
+    says how far it got, and the content and recipients are kept."""
     settings.MESSAGING_PREPARATION_BATCH_SIZE = 2
     users = [make_user() for _ in range(7)]
     message = composed_message(users)
@@ -233,10 +317,26 @@ def test_bad_input_half_way_gets_a_clear_error_and_leaves_no_receiver(make_user,
     composing.send_composed(message)
     message.refresh_from_db()
     assert message.status == Status.ERROR
+    error = message.status_data["errors"][-1]["error_message"]
+    assert error.startswith("Preparing stopped after 4 receiver(s); the other recipients got nothing.")
+    assert "longer than 255" in error
+    assert message.receivers.count() == len(mail.outbox) == 4
+    assert message.composed_content == COMPOSED
+    assert message.virtual_message_receivers["user_ids"] == [u.pk for u in users]
+
+
+@pytest.mark.django_db
+def test_bad_input_half_way_through_prepare_and_send_leaves_no_receiver(make_user, settings, monkeypatch):
+    """From code (the SPEC's prepare_and_send) nothing streams: all or nothing."""
+    settings.MESSAGING_PREPARATION_BATCH_SIZE = 2
+    users = [make_user() for _ in range(7)]
+    message = Message.objects.create(virtual_message_receivers={"user_ids": [u.pk for u in users]})
+    crash_at_receiver(monkeypatch, 6, ValueError("The subject is longer than 255 characters."))
+    message.prepare_and_send(LanguageSubject(), **SEND_ARGS)
+    message.refresh_from_db()
+    assert message.status == Status.ERROR
     assert "longer than 255" in message.status_data["errors"][-1]["error_message"]
     assert not message.receivers.exists() and mail.outbox == []
-    assert message.composed_content == COMPOSED  # what staff wrote is kept, to fix and send again
-    assert message.virtual_message_receivers["user_ids"] == [u.pk for u in users]
 
 
 @pytest.mark.django_db
@@ -372,9 +472,11 @@ KILL_SETTINGS = {"MESSAGING_PREPARATION_BATCH_SIZE": 100, "MESSAGING_PREPARATION
 def test_sigkill_mid_preparation_resumes_with_every_receiver_once(
     engine_settings, huey_queue, django_user_model, capsys
 ):
-    """A consumer is SIGKILLed while it prepares (batches of 100, lease 3 s); another consumer
-    starts; the sweeper finds the lease run out and queues the message again; the preparation
-    resumes and every user gets exactly one receiver and one email."""
+    """A consumer is SIGKILLed while it prepares (batches of 100, lease 3 s) and delivers what it
+    prepared (a staff send streams); another consumer starts; the sweeper finds the lease run
+    out and queues the message again; the preparation resumes where it stopped and every user
+    gets exactly one receiver and their email (twice only if flagged: a send in flight at the
+    kill)."""
     started = time.monotonic()
     with MailSink() as sink:
         message = queue_message(django_user_model, KILLED_USERS, "prepkill")
@@ -412,10 +514,16 @@ def test_sigkill_mid_preparation_resumes_with_every_receiver_once(
             f"duplicate_emails={sum(n - 1 for n in counted.values())} "
             f"elapsed={time.monotonic() - started:.1f}s"
         )
-    assert status_at_kill == Status.PREPARING and 0 < at_kill < KILLED_USERS, (
-        "the kill missed the preparation"
-    )
+    # A staff send streams: it was sending its first receivers while the rest were prepared.
+    assert status_at_kill == Status.SENDING and 0 < at_kill < KILLED_USERS, "the kill missed the preparation"
     assert len(per_user) == KILLED_USERS and set(per_user.values()) == {1}
-    assert set(counted) == expected and set(counted.values()) == {1}
-    assert message.status_data["requeued_after_dead_preparation"] is True
+    assert set(counted) == expected
+    # The kill may also have caught a send in flight: a second copy only of a flagged receiver.
+    flagged = {
+        signatures.message_id(r.pk, message.pk, "messaging.local")
+        for r in message.receivers.all()
+        if r.status_data.get("delivery_uncertain")
+    }
+    assert {mid for mid, n in counted.items() if n > 1} <= flagged
+    assert message.status_data["preparing_taken_over_from"]
     assert message.status_data["receiver_count"] == KILLED_USERS

@@ -13,6 +13,10 @@ Message:
     draft ─queue→ queued ─start_preparing→ preparing ─finish_preparing→ sending
         (preparing holds a lease that each committed batch of receivers renews: renew_preparation;
         once it runs out, take_over_preparation hands it to the sweeper)
+    preparing ─start_streaming→ sending, still preparing (a staff-composed send: its first
+        receivers are delivered while the rest are prepared under the same lease; the status
+        stays sending|blocked|paused, never sent/error, until ─finish_streaming→ prepared, or
+        ─fail_streaming→ prepared in part: it ends error)
     draft ─schedule→ scheduled ─(re)schedule→ scheduled ─unschedule→ draft   (staff-composed)
     scheduled ─queue_scheduled→ queued            (its time came; prepared now)
     preparing ─finish_preparing→ scheduled ─start_scheduled_delivery→ sending   (API send_at)
@@ -69,7 +73,9 @@ from messaging.engine.transitions.messages import (
     expire,
     fail,
     fail_preparation,
+    fail_streaming,
     finish_preparing,
+    finish_streaming,
     mark_reported,
     pause,
     preparation_lease_ran_out,
@@ -84,6 +90,7 @@ from messaging.engine.transitions.messages import (
     settle_stopped,
     start_preparing,
     start_scheduled_delivery,
+    start_streaming,
     take_over_preparation,
     unblock,
     unqueue,
@@ -127,7 +134,9 @@ __all__ = [
     "expire_held",
     "fail",
     "fail_preparation",
+    "fail_streaming",
     "finish_preparing",
+    "finish_streaming",
     "flag_uncertain",
     "initial_status",
     "lease_seconds",
@@ -155,6 +164,7 @@ __all__ = [
     "settle_stopped",
     "start_preparing",
     "start_scheduled_delivery",
+    "start_streaming",
     "take_over_preparation",
     "unblock",
     "unmark",

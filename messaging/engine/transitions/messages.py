@@ -32,12 +32,13 @@ CancelReason = MessageReceiver.CancelReason
 def _move(
     message_id: int,
     expected: Iterable[str],
-    new_status: str,
+    new_status: str | None,
     change_data: Callable[[dict], dict] = lambda data: data,
     **fields,
 ) -> dict | None:
-    """Move a message from one of `expected` to `new_status`; None if it was not in `expected`
-    (or `change_data` vetoed the move by returning None). Returns the new status_data."""
+    """Move a message from one of `expected` to `new_status` (None: it keeps its status, only
+    status_data changes); None if it was not in `expected` (or `change_data` vetoed the move by
+    returning None). Returns the new status_data."""
     expected = list(expected)
     with transaction.atomic():
         row = (
@@ -52,6 +53,7 @@ def _move(
         status_data = change_data(dict(old_data))
         if status_data is None:
             return None
+        new_status = new_status or old_status
         moved = Message.objects.filter(pk=message_id, status__in=expected).update(
             status=new_status, status_data=status_data, **fields
         )
@@ -166,21 +168,89 @@ def start_preparing(message: Message, preparer: str) -> bool:
 
 
 def renew_preparation(message_id: int, preparer: str) -> bool:
-    """preparing → preparing with a fresh lease, while `preparer` still owns the preparation.
+    """preparing (or still preparing while sending: start_streaming) → the same, with a fresh
+    lease, while `preparer` still owns the preparation.
 
     Called first in the transaction that commits each batch, so a preparation that was taken
-    over (its lease ran out: take_over_preparation) commits nothing more. On PostgreSQL the
-    message row stays locked until that batch is committed, so a take-over waits for it."""
+    over (its lease ran out: take_over_preparation), or whose message was cancelled or expired
+    meanwhile, commits nothing more. On PostgreSQL the message row stays locked until that batch
+    is committed, so a take-over or a cancel waits for it."""
     until = _preparation_lease_from(_database_now(message_id))
-    return (
-        _move(
-            message_id,
-            [Status.PREPARING],
-            Status.PREPARING,
-            lambda d: {**d, "preparing_until": until} if d.get("preparing_by") == preparer else None,
-        )
-        is not None
+    renewed = _in_preparation(
+        message_id, lambda d: {**d, "preparing_until": until} if d.get("preparing_by") == preparer else None
     )
+    return renewed is not None
+
+
+def _in_preparation(message_id: int, change_data: Callable[[dict], dict | None]) -> dict | None:
+    """_move keeping the status, of a message whose preparation goes on: `preparing`, or one of
+    STREAMING with status_data["still_preparing"]."""
+    changed = _move(message_id, [Status.PREPARING], None, change_data)
+    if changed is not None:
+        return changed
+    return _move(
+        message_id, Message.STREAMING, None, lambda d: change_data(d) if d.get("still_preparing") else None
+    )
+
+
+def start_streaming(message: Message, preparer: str) -> bool:
+    """preparing → sending once the first receivers of a staff-composed send are committed:
+    workers deliver them while `preparer` goes on committing the rest under its lease
+    (status_data["still_preparing"]). Until finish_streaming the message cannot end: roll_up
+    keeps it sending (or paused, blocked) however many of its receivers are done."""
+    started = timezone.now().isoformat()
+    data = _move(
+        message.pk,
+        [Status.PREPARING],
+        Status.SENDING,
+        lambda d: (
+            {**d, "still_preparing": True, "sending_started": started}
+            if d.get("preparing_by") == preparer
+            else None
+        ),
+    )
+    return _apply(message, Status.SENDING, data)
+
+
+def finish_streaming(message: Message, preparer: str, **summary) -> bool:
+    """still preparing → prepared (the status is kept): `preparer` committed its last batch;
+    the message ends by its receivers' counts from now on."""
+    data = _in_streaming(message.pk, preparer, lambda d: {**_without(d, "still_preparing"), **summary})
+    return _refresh(message, data)
+
+
+def fail_streaming(message: Message, preparer: str, entry: dict) -> bool:
+    """still preparing → prepared in part: a streaming preparation raised. Its receivers stay
+    (some may be delivered already) and are delivered; the users it did not reach get nothing,
+    so the message ends `error` (status_data["preparation_failed"]), with the reason in its
+    errors."""
+    data = _in_streaming(
+        message.pk,
+        preparer,
+        lambda d: {**with_error(_without(d, "still_preparing"), entry), "preparation_failed": True},
+    )
+    return _refresh(message, data)
+
+
+def _in_streaming(message_id: int, preparer: str, change_data: Callable[[dict], dict]) -> dict | None:
+    def owned(data: dict) -> dict | None:
+        streaming = data.get("still_preparing") and data.get("preparing_by") == preparer
+        return change_data(data) if streaming else None
+
+    return _move(message_id, Message.STREAMING, None, owned)
+
+
+def _without(data: dict, key: str) -> dict:
+    return {k: v for k, v in data.items() if k != key}
+
+
+def _refresh(message: Message, status_data: dict | None) -> bool:
+    """Mirror a transition that kept the status (re-read: it may have changed meanwhile)."""
+    if status_data is None:
+        return False
+    message.refresh_from_db(fields=["status"])
+    message.status_data = status_data
+    return True
 
 
 def preparation_lease_ran_out(message: Message) -> bool:
@@ -199,7 +269,8 @@ def _preparation_lease_end(status_data: dict, created: datetime) -> datetime:
 
 
 def take_over_preparation(message: Message, preparer: str) -> bool:
-    """preparing → preparing, owned by `preparer` now, once its lease has run out by the
+    """A preparation (preparing, or still preparing while sending: start_streaming), owned by
+    `preparer` now, status kept, once its lease has run out by the
     database's clock (its worker died, or stalled for longer than a lease). The previous
     preparer commits nothing more: its next batch finds the preparation is not its own."""
     now = _database_now(message.pk)
@@ -214,7 +285,7 @@ def take_over_preparation(message: Message, preparer: str) -> bool:
             "preparing_taken_over_from": data.get("preparing_by", ""),
         }
 
-    return _apply(message, Status.PREPARING, _move(message.pk, [Status.PREPARING], Status.PREPARING, take))
+    return _refresh(message, _in_preparation(message.pk, take))
 
 
 def finish_preparing(message: Message, preparer: str, **summary) -> bool:
@@ -348,7 +419,7 @@ def roll_up(message_id: int, *, delivered_unblocked: bool = False) -> str | None
         if message is None:
             return None
         counts = receiver_counts(message_id)
-        new_status = status_from_counts(message.status, counts)
+        new_status = status_from_counts(message.status, counts, message.status_data)
         summary = {"receiver_counts": counts, "total": sum(counts.values())}
         if counts[ReceiverStatus.CANCELLED]:
             summary["cancelled"] = cancelled_counts(message_id)
