@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = Path(os.environ.get("VAR_DIR", ROOT / "var")) / "bench"
 SETTINGS = "tests.benchmarks.settings"
 CONSUMER_ENV = ("HUEY_WORKERS", "HUEY_WORKER_TYPE", "MESSAGING_DELIVERY_HELPERS")
+# delivery._run_lanes logs each increase of a delivery's lanes at INFO; the benchmark settings'
+# log format puts the process id first, so each worker's count can be told apart.
+LANES_RE = re.compile(r"pid=(\d+) .*Message (\d+): delivering over (\d+) lanes\.")
 STARTED: list[subprocess.Popen] = []  # every consumer this run started, to prove they are gone
 
 
@@ -56,7 +59,7 @@ def start_consumers(config: str, env: dict, tag: str) -> list[subprocess.Popen]:
         consumer_env["MESSAGING_DELIVERY_HELPERS"] = str(consumers * workers - 1)
     started = []
     for i in range(consumers):
-        log = (BENCH_DIR / f"consumer-{tag}-{i}.log").open("wb")
+        log = consumer_log(tag, i).open("wb")
         process = subprocess.Popen(
             [sys.executable, "manage.py", "run_huey"],
             cwd=ROOT,
@@ -67,6 +70,20 @@ def start_consumers(config: str, env: dict, tag: str) -> list[subprocess.Popen]:
         started.append(process)
         STARTED.append(process)
     return started
+
+
+def consumer_log(tag: str, index: int) -> Path:
+    return BENCH_DIR / f"consumer-{tag}-{index}.log"
+
+
+def lanes_logged(log_text: str, message_id: int) -> list[int]:
+    """The most lanes each worker process logged for message_id, most first. A worker that
+    logged none delivered over its first lane only, or not at all."""
+    most: dict[str, int] = {}
+    for pid, message, lanes in LANES_RE.findall(log_text):
+        if int(message) == message_id:
+            most[pid] = max(most.get(pid, 0), int(lanes))
+    return sorted(most.values(), reverse=True)
 
 
 def stop_consumers(consumers: list[subprocess.Popen]) -> None:
@@ -127,9 +144,11 @@ def run_ours(
     n = len(user_ids)
     message = new_draft(user_ids)
     HUEY.flush()  # nothing left over from an earlier run may compete
-    consumers = start_consumers(config, env, tag=f"{tag}-{n}-{config}")
+    run_tag = f"{tag}-{n}-{config}"
+    consumers = start_consumers(config, env, tag=run_tag)
     try:
         time.sleep(2.0)  # consumers import Django and start polling; not part of the time
+        load_before = os.getloadavg()[0]
         started_wall = time.time()
         started = time.perf_counter()
         composing.queue_send(message)
@@ -140,11 +159,14 @@ def run_ours(
         rss = max(peak_rss_mb(pid) for process in consumers for pid in process_tree(process.pid))
     finally:
         stop_consumers(consumers)
+    logs = "".join(consumer_log(run_tag, i).read_text(errors="replace") for i in range(len(consumers)))
     return {
         "config": config,
         "seconds": elapsed,
         "msgs_per_s": n / elapsed,
         "worker_peak_rss_mb": rss,
+        "lanes": lanes_logged(logs, message.pk),
+        "load_1min_before": load_before,
         "load_1min_after": os.getloadavg()[0],
         **outcome(message),
         **delivery_check(message.pk, n, sink, started_wall, rate_limit),
@@ -156,6 +178,7 @@ def run_one_process(user_ids: list[int], env: dict, sink: Sink) -> dict:
     task queued (MESSAGING_DELIVERY_HELPERS=0), timed around the call: preparation included."""
     n = len(user_ids)
     message = new_draft(user_ids)
+    load_before = os.getloadavg()[0]
     out = subprocess.run(
         [sys.executable, "-m", "tests.benchmarks.one_process", str(message.pk)],
         cwd=ROOT,
@@ -174,6 +197,8 @@ def run_one_process(user_ids: list[int], env: dict, sink: Sink) -> dict:
         "seconds": timing["seconds"],
         "msgs_per_s": n / timing["seconds"],
         "worker_peak_rss_mb": timing["peak_rss_mb"],
+        "lanes": lanes_logged(out.stderr, message.pk),
+        "load_1min_before": load_before,
         "load_1min_after": os.getloadavg()[0],
         **outcome(message),
         **delivery_check(message.pk, n, sink, timing["started_wall"]),

@@ -95,34 +95,18 @@ def command_line() -> dict:
 # --------------------------------------------------------------------------- headline figures
 
 
-def _row(results: dict, profile: str, n: int) -> dict:
-    return results["profiles"].get(profile, {}).get("sizes", {}).get(str(n), {})
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a and b else None
-
-
 def headline(results: dict) -> dict:
-    """The figures the issue names, None where this run did not measure them."""
-    figures: dict = {}
-    for profile, n in (("latency", 10_000), ("instant", 10_000), ("instant", 100_000)):
-        row = _row(results, profile, n)
-        figures[f"{profile}_{n}_ours_vs_post_office"] = row.get("ours_vs_post_office")
-        figures[f"{profile}_{n}_ours_vs_ceiling"] = row.get("ours_vs_ceiling")
-        figures[f"{profile}_{n}_ours_send_only_vs_ceiling"] = row.get("ours_send_vs_ceiling")
+    """The figures the issue names (each target's measured figure, None where this run did not
+    measure it), ours send only against the ceiling, and the rate-limit check's."""
+    figures: dict = {t["id"]: t["measured"] for t in results.get("targets", [])}
+    for key, profile in results["profiles"].items():
+        for n, row in profile["sizes"].items():
+            figures[f"{key}_{n}_ours_send_only_vs_ceiling"] = row.get("ours_send_vs_ceiling")
     for latency, check in results.get("rate_limit", {}).items():
         rate = check.get("rate", {})
         figures[f"rate_limit_{latency}ms_windows_over_limit"] = rate.get("windows_over_limit")
         figures[f"rate_limit_{latency}ms_max_in_1s_window"] = rate.get("max_in_1s_window")
         figures[f"rate_limit_{latency}ms_achieved_vs_limit"] = rate.get("achieved_vs_limit")
-    rss = {
-        n: _row(results, "instant", n).get("ours", {}).get("worker_peak_rss_mb") for n in (10_000, 100_000)
-    }
-    figures["rss_100k_vs_10k"] = _ratio(rss[100_000], rss[10_000])
-    figures["send_to_first_email_100k_s"] = (
-        _row(results, "instant", 100_000).get("ours", {}).get("first_email_s")
-    )
     return figures
 
 
@@ -133,94 +117,143 @@ def fmt(value, spec: str = ".0f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def print_rows(lines: list[list[str]]) -> None:
+def print_rows(lines: list[list[str]], left: tuple[int, ...] = ()) -> None:
+    """A table: the first line is the header; columns right-aligned but those in `left`."""
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     for i, line in enumerate(lines):
-        print("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)))
+        cells = zip(line, widths, strict=True)
+        print("  ".join(c.ljust(w) if j in left else c.rjust(w) for j, (c, w) in enumerate(cells)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
 
 
 def print_all(results: dict, status_n: int) -> None:
-    for name, profile in results["profiles"].items():
-        print_profile(name, profile, results)
+    from tests.benchmarks.targets import print_targets
+
+    for profile in results["profiles"].values():
+        print_profile(profile, results)
+    print_differences(results)
     print_rate_limit(results["rate_limit"])
     if "status" in results:
         print_status(results["status"], status_n)
+    print_targets(results.get("targets", []), results["machine"]["database"])
     print_headline(results["headline"], results)
 
 
-HEADER = ["N", "ours", "ours send only", "ours 1 proc", "post_office", "PO send only", "ceiling"]
-HEADER += ["ours/PO", "ours/ceiling", "send only/ceiling"]
-HEADER += ["1st email s", "prepare/s", "RSS MB", "once"]
-OURS_RUNS = ("ours", "ours_one_process", "ours_2_consumers")
+HEADER = ["N", "runs", "ours", "spread", "send only", "1 proc", "post_office", "PO 1 proc", "PO send only"]
+HEADER += ["ceiling", "ours/PO", "1 proc/PO 1 proc", "ours/ceiling", "send only/ceiling"]
+HEADER += ["1st email s", "prepare/s", "RSS MB", "lanes", "once"]
+NOT_RUN = "not run"
+
+
+def ours_runs(row: dict) -> list[dict]:
+    """Every run of our engine in a row: the repeated runs, in one process, two consumers."""
+    runs = row.get("ours_runs") or [row["ours"]]  # results saved before --repeats have one
+    return [*runs, *(row[key] for key in ("ours_one_process", "ours_2_consumers") if key in row)]
+
+
+def lanes_text(run: dict) -> str:
+    return "/".join(str(lanes) for lanes in run.get("lanes", [])) or "-"
 
 
 def table_line(n: str, row: dict) -> list[str]:
-    ours, one, po = row["ours"], row.get("ours_one_process", {}), row.get("post_office", {})
+    ours, one, po = row["ours"], row.get("ours_one_process", {}), row.get("post_office")
+    stats = row.get("ours_stats", {"runs": 1, "median": ours["msgs_per_s"]})
+    po_runs = row.get("post_office_stats", {}).get("runs", 1 if po else "-")
+    repeated = row.get("ours_runs") or [ours]
+    once = ["yes" if all(run["exactly_once"] for run in repeated) else "NO"]
+    once += [
+        "yes" if row[key]["exactly_once"] else "NO"
+        for key in ("ours_one_process", "ours_2_consumers")
+        if key in row
+    ]
     return [
         f"{int(n):,}",
-        fmt(ours["msgs_per_s"]),
-        fmt(ours.get("send_msgs_per_s")),
+        f"{stats['runs']}/{po_runs}",
+        fmt(stats["median"]),
+        fmt(stats.get("spread") if stats["runs"] > 1 else None, ".1%"),
+        fmt(row.get("ours_send_msgs_per_s_median", ours.get("send_msgs_per_s"))),
         fmt(one.get("msgs_per_s")),
-        fmt(po.get("msgs_per_s")),
-        fmt(po.get("send_msgs_per_s")),
-        fmt(row["ceiling"]["msgs_per_s"]),
+        fmt(row["post_office_stats"]["median"]) if po else NOT_RUN,
+        fmt(row["post_office_one_process"]["msgs_per_s"]) if "post_office_one_process" in row else "-",
+        fmt(po.get("send_msgs_per_s")) if po else "-",
+        fmt(row["ceiling"]["msgs_per_s"]) if "ceiling" in row else NOT_RUN,
         fmt(row.get("ours_vs_post_office"), ".2f"),
+        fmt(row.get("ours_one_process_vs_post_office_one_process"), ".2f"),
         fmt(row.get("ours_vs_ceiling"), ".2f"),
         fmt(row.get("ours_send_vs_ceiling"), ".2f"),
         fmt(ours["first_email_s"], ".1f"),
         fmt(ours["prepare_receivers_per_s"]),
         fmt(ours["worker_peak_rss_mb"]),
-        "/".join("yes" if row[run]["exactly_once"] else "NO" for run in OURS_RUNS if run in row),
+        lanes_text(ours),
+        "/".join(once),
     ]
 
 
-def print_profile(name: str, profile: dict, results: dict) -> None:
+def print_profile(profile: dict, results: dict) -> None:
     settings, m = results["settings"], results["machine"]
-    durability = settings["durability"]
-    print(f"\n{name}: {profile['sink']}. msgs/s, {m['database']} + {m['huey']}")
+    print(f"\n{profile['sink']}. msgs/s, {m['database']} + {m['huey']}, {m['nproc']} CPUs")
     print_rows([HEADER] + [table_line(n, row) for n, row in profile["sizes"].items()])
     print(
-        f"  ours = {settings['ours']}, {settings['total_smtp_connections']} SMTP connections; "
-        "ours 1 proc = message.prepare_and_send in one process."
+        f"  ours = {settings['ours']}, up to {settings['total_smtp_connections']} SMTP connections: the "
+        "median of its runs (runs = ours/post_office); spread = (max - min) / median; 1st email, "
+        "prepare/s, RSS (largest consumer process, peak, SMTP connections open) and lanes (the most "
+        "each worker logged for the send, '-': none logged, one lane) are those of the run nearest "
+        "the median."
     )
     print(
-        "  Both: from queuing the send (the Send button) to every receiver's result recorded, "
-        "preparation (rendering, inserting receivers) included; ours send only = from the first "
-        "email at the sink to the last (preparation excluded)."
-    )
-    print(
-        f"  post_office = send_many (the content ours rendered: no rendering) + "
-        f"send_queued_mail_until_done, {settings['post_office_processes']} processes x its default "
-        "threads; enqueue included (PO send only: without it)."
+        "  send only = ours from the first email at the sink to the last (preparation excluded), "
+        "median; 1 proc = message.prepare_and_send in one process; PO 1 proc = post_office with one "
+        "process (its default threads); once = every Message-ID at the sink exactly once (ours' "
+        "runs / 1 proc / 2 consumers)."
     )
     print(f"  ceiling = {profile['ceiling']}.")
-    print(f"  Database: ours {durability['ours']}; post_office {durability['post_office']}.")
-    print(
-        "  1st email, prepare/s, RSS (largest consumer process, peak, SMTP connections open) are for ours;"
-        " once = every Message-ID at the sink exactly once (ours / 1 proc / 2 consumers)."
-    )
     for n, row in profile["sizes"].items():
-        if "ours_2_consumers" in row:
-            two = row["ours_2_consumers"]
-            print(
-                f"  ours 2 consumers x 1 worker, N={int(n):,}: {two['msgs_per_s']:.0f} msgs/s, "
-                f"exactly once: {'yes' if two['exactly_once'] else 'NO'}"
+        for line in footnotes(int(n), row):
+            print(f"  {line}")
+
+
+def footnotes(n: int, row: dict) -> list[str]:
+    """What the table cannot hold for one N: contenders not run, every repeated run, the two
+    consumers' run, and warnings."""
+    lines = [
+        f"N={n:,}: {c} {row[f'{c}_not_run']}" for c in ("post_office", "ceiling") if f"{c}_not_run" in row
+    ]
+    for key, name in (("ours", "ours"), ("post_office", "post_office")):
+        runs = row.get(f"{key}_runs", [])
+        if len(runs) > 1:
+            stats = row[f"{key}_stats"]
+            each = ", ".join(
+                f"{run['msgs_per_s']:.0f}" + (f" ({lanes_text(run)} lanes)" if key == "ours" else "")
+                for run in runs
             )
-        for warning in warnings(int(n), row):
-            print(f"  WARNING: {warning}")
+            loads = [run["load_1min_after"] for run in runs if "load_1min_after" in run]
+            load = f"; 1-min load after each {min(loads):.1f}-{max(loads):.1f}" if loads else ""
+            lines.append(
+                f"N={n:,}: {name} runs {each}: median {stats['median']:.0f}, min {stats['min']:.0f}, "
+                f"max {stats['max']:.0f}, spread {stats['spread']:.1%}{load}"
+            )
+    if "ours_one_process" in row:
+        lines.append(f"N={n:,}: ours 1 proc: lanes {lanes_text(row['ours_one_process'])}")
+    if "ours_2_consumers" in row:
+        two = row["ours_2_consumers"]
+        lines.append(
+            f"N={n:,}: ours 2 consumers x 1 worker: {two['msgs_per_s']:.0f} msgs/s, lanes "
+            f"{lanes_text(two)}, exactly once: {'yes' if two['exactly_once'] else 'NO'}"
+        )
+    return lines + [f"WARNING: {warning}" for warning in warnings(n, row)]
 
 
 def warnings(n: int, row: dict) -> list[str]:
     """Runs whose figure is not that of a complete send: a message not `sent`, a receiver
     missing or twice at the sink, a contender that delivered another count."""
     found = []
-    for contender in ("post_office", "ceiling"):
-        delivered = row.get(contender, {}).get("delivered")
+    others = [*row.get("post_office_runs", []), row.get("post_office_one_process"), row.get("ceiling")]
+    for contender in filter(None, others):
+        delivered = contender.get("delivered")
         if delivered is not None and delivered != n:
-            found.append(f"{contender} at N={n:,} delivered {delivered:,} messages")
-    for run in (row[key] for key in OURS_RUNS if key in row):
+            found.append(f"post_office or ceiling at N={n:,} delivered {delivered:,} messages")
+    for run in ours_runs(row):
         if run["status"] != "sent" or not run["exactly_once"]:
             found.append(
                 f"ours {run['config']} at N={n:,}: message {run['message_id']} {run['status']}, "
@@ -228,6 +261,41 @@ def warnings(n: int, row: dict) -> list[str]:
                 f"{run['duplicates']}, e.g. {run['duplicate_examples']}; missing {run['missing']})"
             )
     return found
+
+
+def print_differences(results: dict) -> None:
+    """What differs between the contenders, besides the engine."""
+    settings = results["settings"]
+    po = next(
+        (
+            row["post_office"]
+            for p in results["profiles"].values()
+            for row in p["sizes"].values()
+            if "post_office" in row
+        ),
+        None,
+    )
+    threads = (
+        f"{po['threads_per_process']} threads each, batch {po['batch_size']}" if po else "its default threads"
+    )
+    durability = settings["durability"]
+    print("\nWhat differs between the contenders (same machine, database, sink and receivers):")
+    print(
+        f"  ours: {settings['ours']} ({settings['worker_type']} workers, delivery helpers "
+        f"{settings['delivery_helpers']}), up to {settings['smtp_connections_per_worker']} SMTP sessions "
+        "(lanes) per worker, how many decided per send; timed from Send: preparation (rendering each "
+        "receiver's subject and bodies, inserting the receivers) included."
+    )
+    print(
+        f"  post_office: {settings['post_office_processes']} processes x {threads}; given the content "
+        "ours rendered (no rendering of its own); enqueue (send_many) included in its msgs/s, not in "
+        "PO send only."
+    )
+    print(
+        "  ceiling: no database, no preparation; the instant sink's is measured (raw smtplib), a "
+        "latency sink's computed (connections x 1000 / latency)."
+    )
+    print(f"  Database durability: ours {durability['ours']}; post_office {durability['post_office']}.")
 
 
 def print_rate_limit(checks: dict) -> None:
@@ -266,9 +334,11 @@ def print_status(status: dict, status_n: int) -> None:
 
 
 def print_headline(figures: dict, results: dict) -> None:
-    print("\nHeadline figures (None: not measured in this run):")
+    shown = {t["id"] for t in results.get("targets", [])}
+    print("\nOther headline figures (None: not measured in this run; the targets' are above):")
     for key, value in figures.items():
-        print(f"  {key}: {value if isinstance(value, int) else fmt(value, '.2f')}")
+        if key not in shown:
+            print(f"  {key}: {value if isinstance(value, int) else fmt(value, '.2f')}")
     build = results["email_build"]
     print(
         f"Email build per two-part message: Django {build['django_ms']:.3f} ms, "

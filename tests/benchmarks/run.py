@@ -1,33 +1,38 @@
 #!/usr/bin/env python
 """The sending benchmark (`make bench`, `make bench QUICK=1`).
 
-Two sink profiles, each in a process of its own on a free loopback port:
+One sink per --latencies value, each in a process of its own on a free loopback port:
 
-- instant: Postfix's smtp-sink, answering at once (arrival times from its dump files);
-- latency: tests/benchmarks/latency_sink.py, answering the end of DATA after --latency-ms,
+- 0: the instant sink, Postfix's smtp-sink, answering at once (arrival times from its dump files);
+- any other: tests/benchmarks/latency_sink.py, answering the end of DATA after that many ms,
   as a distant relay does.
 
-For each profile and N (the latency profile stops at 10,000):
+For each sink and N (--sizes on the instant sink, --latency-sizes on the others):
 
 - ours: one `manage.py run_huey` consumer as configured by default (2 process workers,
   MESSAGING_DELIVERY_HELPERS=1, MESSAGING_SMTP_CONNECTIONS sessions per worker), timed from
   queuing the send (the Send button) to every receiver's result recorded: preparation
-  (rendering, inserting receivers) included;
-- ours 1 proc (N <= 10,000): message.prepare_and_send in one process, preparation included;
-- ours 2 consumers (first profile, largest N <= 10,000): two `run_huey`, one worker each;
+  (rendering, inserting receivers) included; --repeats times (median, min, max, spread), and
+  the lanes each worker settled on, read from its log;
+- ours 1 proc (instant sink): message.prepare_and_send in one process, preparation included;
+- ours 2 consumers (first sink, largest N within its cap): two `run_huey`, one worker each;
 - post_office: django-post_office's send_many + send_queued_mail_until_done with as many
   processes as ours has workers, its default threads per process, on the content ours
-  rendered; enqueue timed apart from sending;
+  rendered; enqueue timed apart from sending; --repeats-post-office times; on the instant sink
+  also with one process (PO 1 proc, against ours 1 proc);
 - ceiling: instant, prebuilt messages over smtplib, one connection per process, as many
   processes as ours has workers; latency, connections x 1000 / latency_ms;
 - for every run of ours, every receiver's Message-ID must reach the sink exactly once.
 
-Then the rate-limit check (MESSAGING_RATE_LIMITS 20/s, two consumers with one worker each, on
-the latency sink at each --rate-latencies), and, with every consumer stopped, the live status
-page for a 100,000-receiver message.
+A contender other than ours is not run above its cap (--max-n; post_office at 100 ms sends
+~58/s, so 100,000 would take ~29 minutes): its cell says "not run", and no ratio is computed
+against another N. Then the rate-limit check (MESSAGING_RATE_LIMITS 20/s, two consumers with one
+worker each, on the latency sink at each --rate-latencies), with every consumer stopped the live
+status page for a 100,000-receiver message, and issue 31's targets (tests/benchmarks/targets.py),
+each met, missed, not run or not measured.
 
 Honours DATABASE_URL / REDIS_URL, but always on a separate database (VAR_DIR/bench/bench.sqlite3
-or `messaging_bench`) and huey name, so development data is untouched. Prints the tables and
+or `<its name>_bench`) and huey name, so development data is untouched. Prints the tables and
 writes VAR_DIR/bench/results.json; with --save also docs/benchmarks/<date>-<database>.json,
 the file a README table quotes.
 """
@@ -39,6 +44,7 @@ import datetime
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -50,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.benchmarks import report, status_page  # noqa: E402
+from tests.benchmarks import report, status_page, targets  # noqa: E402
 from tests.benchmarks.contenders import latency_ceiling, run_post_office, run_raw  # noqa: E402
 from tests.benchmarks.engine import (  # noqa: E402
     BENCH_DIR,
@@ -63,11 +69,24 @@ from tests.benchmarks.engine import (  # noqa: E402
 from tests.benchmarks.latency_sink import LatencySink  # noqa: E402
 from tests.benchmarks.sink import SmtpSink  # noqa: E402
 
-SIZES = [1_000, 10_000, 100_000]
-QUICK_SIZES = [1_000, 10_000]
-LATENCY_MAX_N = 10_000  # at 100 ms, 100,000 through post_office alone would take ~25 minutes
-ONE_PROCESS_MAX_N = 10_000
-SCALE_OUT_MAX_N = 10_000
+# The instant sink: 10 and 100,000 for the time to the first email, 10,000 and 100,000 for the
+# workers' memory; the latency sinks: the sizes issue 31 states its targets at.
+SIZES = [10, 300, 5_000, 10_000, 100_000]
+LATENCY_SIZES = [300, 5_000, 100_000]
+QUICK_SIZES = [10, 300, 5_000]
+LATENCIES = [0.0, 20.0, 100.0]  # ms before the reply to DATA; 0: the instant sink
+QUICK_LATENCIES = [0.0, 100.0]
+# N above which a contender is not run (ours always is); "repeats": above it every contender
+# runs once. post_office sends ~60/s at 100 ms, ~150/s at best: 100,000 would take 11 to 29
+# minutes; the raw ceiling's rate is flat from 10,000 (2 minutes at 100,000).
+MAX_N = {
+    "post_office": 5_000,
+    "one_process": 10_000,
+    "scale_out": 10_000,
+    "ceiling": 10_000,
+    "repeats": 5_000,
+}
+REPEATS = 5  # the issue's spread is over five runs
 RATE_LIMIT = 20  # per second, MESSAGING_RATE_LIMITS["default"]
 RATE_N = 500  # 25 s at the limit
 DOCS_DIR = ROOT / "docs" / "benchmarks"
@@ -227,72 +246,149 @@ def step(label: str, run: Callable[[], dict]) -> dict:
     return result
 
 
-def run_size(profile: str, n: int, ids: list[int], sink, env: dict, args: argparse.Namespace) -> dict:
+def profile_key(latency_ms: float) -> str:
+    """The results' key for a sink: "instant", or e.g. "latency_100ms"."""
+    return "instant" if latency_ms == 0 else f"latency_{latency_ms:g}ms"
+
+
+def within(args: argparse.Namespace, contender: str, n: int) -> bool:
+    cap = args.max_n[contender]
+    return cap is None or n <= cap
+
+
+def not_run(args: argparse.Namespace, contender: str) -> str:
+    return f"not run: N above --max-n {contender}={args.max_n[contender]:,}"
+
+
+def repeat_stats(runs: list[dict], key: str = "msgs_per_s") -> dict:
+    """Median, min, max and spread = (max - min) / median of one figure over repeated runs."""
+    values = [run[key] for run in runs]
+    median = statistics.median(values)
+    return {
+        "runs": len(values),
+        "median": median,
+        "min": min(values),
+        "max": max(values),
+        "spread": (max(values) - min(values)) / median if median else None,
+    }
+
+
+def repeated(label: str, times: int, run: Callable[[int], dict]) -> tuple[dict, list[dict], dict]:
+    """`run(i)` `times` times: the run whose msgs/s is nearest the median (the row's figures
+    other than msgs/s are that run's), every run, and their statistics."""
+    runs = [
+        step(f"{label} (run {i + 1}/{times})" if times > 1 else label, partial(run, i)) for i in range(times)
+    ]
+    stats = repeat_stats(runs)
+    middle = min(runs, key=lambda r: abs(r["msgs_per_s"] - stats["median"]))
+    return middle, runs, stats
+
+
+def run_size(latency: float, n: int, ids: list[int], sink, env: dict, args: argparse.Namespace) -> dict:
     """Every contender at one N on one sink."""
     from messaging import conf
 
     consumers, workers = parse_config(args.consumers)
     processes = consumers * workers
-    at = f"{profile} N={n:,}:"
-    row = {"ours": step(f"{at} ours", lambda: run_ours(ids, args.consumers, env, sink, tag=profile))}
-    if n <= ONE_PROCESS_MAX_N:
+    key = profile_key(latency)
+    at = f"{key} N={n:,}:"
+    times = args.repeats if within(args, "repeats", n) else 1
+    row: dict = {}
+
+    def ours(i: int) -> dict:
+        return run_ours(ids, args.consumers, env, sink, tag=f"{key}-r{i}")
+
+    row["ours"], row["ours_runs"], row["ours_stats"] = repeated(f"{at} ours", times, ours)
+    if latency == 0 and within(args, "one_process", n):
         row["ours_one_process"] = step(f"{at} ours in one process", lambda: run_one_process(ids, env, sink))
-    if args.scale_out and n == args.scale_out_n and profile == args.profiles[0]:
+    if args.scale_out and n == args.scale_out_n and latency == args.latencies[0]:
         row["ours_2_consumers"] = step(
-            f"{at} ours {args.scale_out}", lambda: run_ours(ids, args.scale_out, env, sink, tag=profile)
+            f"{at} ours {args.scale_out}", lambda: run_ours(ids, args.scale_out, env, sink, tag=key)
         )
     message_id = row["ours"]["message_id"]
-    if not args.no_post_office:
-        row["post_office"] = step(
-            f"{at} post_office", lambda: run_post_office(message_id, n, env, sink, processes)
+    if args.no_post_office:
+        row["post_office_not_run"] = "not run: --no-post-office"
+    elif not within(args, "post_office", n):
+        row["post_office_not_run"] = not_run(args, "post_office")
+    else:
+
+        def post_office(i: int) -> dict:
+            return run_post_office(message_id, n, env, sink, processes)
+
+        po_times = args.repeats_post_office if within(args, "repeats", n) else 1
+        row["post_office"], row["post_office_runs"], row["post_office_stats"] = repeated(
+            f"{at} post_office", po_times, post_office
         )
-    if profile == "instant":
+        if "ours_one_process" in row:
+            row["post_office_one_process"] = step(
+                f"{at} post_office in one process", lambda: run_post_office(message_id, n, env, sink, 1)
+            )
+    if latency != 0:
+        row["ceiling"] = latency_ceiling(processes * conf.get("MESSAGING_SMTP_CONNECTIONS"), latency)
+    elif within(args, "ceiling", n):
         row["ceiling"] = step(f"{at} raw ceiling", lambda: run_raw(message_id, n, sink, processes))
     else:
-        row["ceiling"] = latency_ceiling(processes * conf.get("MESSAGING_SMTP_CONNECTIONS"), args.latency_ms)
-    ours = row["ours"]["msgs_per_s"]
-    row["ours_vs_post_office"] = ours / row["post_office"]["msgs_per_s"] if "post_office" in row else None
-    row["ours_vs_ceiling"] = ours / row["ceiling"]["msgs_per_s"]
-    send_only = row["ours"].get("send_msgs_per_s")
-    row["ours_send_vs_ceiling"] = send_only / row["ceiling"]["msgs_per_s"] if send_only else None
-    return row
+        row["ceiling_not_run"] = not_run(args, "ceiling")
+    return row | ratios(row)
 
 
-def start_sink(profile: str, latency_ms: float):
-    if profile == "instant":
+def ratios(row: dict) -> dict:
+    """Ours against the others at the same N: medians where runs were repeated."""
+    ours = row["ours_stats"]["median"]
+    send_rates = [r["send_msgs_per_s"] for r in row["ours_runs"] if r.get("send_msgs_per_s")]
+    send_only = statistics.median(send_rates) if send_rates else None
+    ceiling = row.get("ceiling", {}).get("msgs_per_s")
+    one, po_one = row.get("ours_one_process"), row.get("post_office_one_process")
+    return {
+        "ours_send_msgs_per_s_median": send_only,
+        "ours_vs_post_office": ours / row["post_office_stats"]["median"] if "post_office" in row else None,
+        "ours_one_process_vs_post_office_one_process": (
+            one["msgs_per_s"] / po_one["msgs_per_s"] if one and po_one else None
+        ),
+        "ours_vs_ceiling": ours / ceiling if ceiling else None,
+        "ours_send_vs_ceiling": send_only / ceiling if ceiling and send_only else None,
+    }
+
+
+def start_sink(latency_ms: float):
+    if latency_ms == 0:
         return SmtpSink(BENCH_DIR / "sink").start()
     return LatencySink(BENCH_DIR / f"latency-sink-{latency_ms:g}", latency_ms).start()
 
 
-def sink_description(profile: str, args: argparse.Namespace) -> tuple[str, str]:
+def sink_description(latency_ms: float, args: argparse.Namespace) -> tuple[str, str]:
     """The sink and the ceiling, as the table states them."""
     from messaging import conf
 
     consumers, workers = parse_config(args.consumers)
     connections = conf.get("MESSAGING_SMTP_CONNECTIONS")
-    if profile == "instant":
+    if latency_ms == 0:
         return (
             "Postfix smtp-sink, instant replies",
             f"raw smtplib, prebuilt messages (no preparation), {consumers * workers} processes "
             "x 1 connection",
         )
     return (
-        f"aiosmtpd sink, {args.latency_ms:g} ms before the reply to DATA",
-        f"{consumers * workers} workers x {connections} connections x 1000 / {args.latency_ms:g} ms "
+        f"aiosmtpd sink, {latency_ms:g} ms before the reply to DATA",
+        f"{consumers * workers} workers x {connections} connections x 1000 / {latency_ms:g} ms "
         "(no preparation, no SMTP round trips but DATA's)",
     )
 
 
-def run_profile(profile: str, users: list[int], env: dict, args: argparse.Namespace, results: dict) -> None:
-    sink_text, ceiling_text = sink_description(profile, args)
-    result = results["profiles"][profile] = {"sink": sink_text, "ceiling": ceiling_text, "sizes": {}}
-    sink = start_sink(profile, args.latency_ms)
+def run_profile(latency: float, users: list[int], env: dict, args: argparse.Namespace, results: dict) -> None:
+    sink_text, ceiling_text = sink_description(latency, args)
+    result = results["profiles"][profile_key(latency)] = {
+        "latency_ms": latency,
+        "sink": sink_text,
+        "ceiling": ceiling_text,
+        "sizes": {},
+    }
+    sink = start_sink(latency)
     try:
         profile_env = {**env, "EMAIL_URL": sink.url}
-        for n in args.sizes:
-            if profile == "instant" or n <= LATENCY_MAX_N:
-                result["sizes"][str(n)] = run_size(profile, n, users[:n], sink, profile_env, args)
-                save(results)
+        for n in args.sizes if latency == 0 else args.latency_sizes:
+            result["sizes"][str(n)] = run_size(latency, n, users[:n], sink, profile_env, args)
+            save(results)
     finally:
         sink.stop()
 
@@ -324,12 +420,32 @@ def rate_check(user_ids: list[int], env: dict, latency_ms: float) -> dict:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="N = 1,000 and 10,000 only")
     parser.add_argument(
-        "--sizes", help=f"comma-separated N values (overrides --quick); latency stops at {LATENCY_MAX_N:,}"
+        "--quick", action="store_true", help="N = 10, 300 and 5,000 on the instant and the 100 ms sink"
     )
-    parser.add_argument("--profiles", default="instant,latency", help="sink profiles, in order")
-    parser.add_argument("--latency-ms", type=float, default=100.0, help="the latency sink's delay")
+    parser.add_argument("--sizes", help="comma-separated N values (overrides --quick)")
+    parser.add_argument(
+        "--latency-sizes", help=f"N values on the latency sinks; default {LATENCY_SIZES}, or --sizes if given"
+    )
+    parser.add_argument(
+        "--latencies",
+        "--latency-ms",
+        help="sinks, in order: ms before the reply to DATA, 0 for the instant sink (smtp-sink); "
+        "default 0,20,100, quick 0,100",
+    )
+    parser.add_argument(
+        "--repeats", type=int, help=f"runs of ours per sink and N; default {REPEATS}, quick 1"
+    )
+    parser.add_argument(
+        "--repeats-post-office", type=int, default=1, help="runs of post_office per sink and N"
+    )
+    parser.add_argument(
+        "--max-n",
+        default="",
+        help="caps on N per contender, e.g. post_office=10000,ceiling=none; contenders: "
+        + ", ".join(f"{k} (default {v})" for k, v in MAX_N.items())
+        + "; above 'repeats' every contender runs once",
+    )
     parser.add_argument(
         "--consumers",
         default="1x2",
@@ -346,19 +462,44 @@ def parse_args() -> argparse.Namespace:
         "--save", action="store_true", help=f"also write {DOCS_DIR.relative_to(ROOT)}/<date>-<db>.json"
     )
     args = parser.parse_args()
-    args.sizes = (
-        [int(s) for s in args.sizes.split(",")] if args.sizes else (QUICK_SIZES if args.quick else SIZES)
-    )
-    args.profiles = [p for p in args.profiles.split(",") if p]
-    if set(args.profiles) - {"instant", "latency"}:
-        raise SystemExit(f"Unknown profile in {args.profiles}; use instant and/or latency")
+    if args.latency_sizes:
+        args.latency_sizes = numbers(args.latency_sizes, int)
+    else:
+        args.latency_sizes = (
+            numbers(args.sizes, int) if args.sizes else (QUICK_SIZES if args.quick else LATENCY_SIZES)
+        )
+    args.sizes = numbers(args.sizes, int) if args.sizes else (QUICK_SIZES if args.quick else SIZES)
+    default_latencies = QUICK_LATENCIES if args.quick else LATENCIES
+    args.latencies = numbers(args.latencies, float) if args.latencies else default_latencies
+    if any(latency < 0 for latency in args.latencies):
+        raise SystemExit("--latencies: 0 (the instant sink) or a delay in ms")
     if args.rate_latencies is None:
         args.rate_latencies = "100" if args.quick else "100,0"
-    args.rate_latencies = [float(x) for x in args.rate_latencies.split(",") if x]
+    args.rate_latencies = numbers(args.rate_latencies, float)
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else REPEATS
+    if args.repeats < 1 or args.repeats_post_office < 1:
+        raise SystemExit("--repeats and --repeats-post-office: 1 or more")
+    args.max_n = parse_caps(args.max_n)
     parse_config(args.consumers)
-    small = [n for n in args.sizes if n <= SCALE_OUT_MAX_N]
-    args.scale_out_n = max(small, default=None)
+    first = args.sizes if args.latencies and args.latencies[0] == 0 else args.latency_sizes
+    args.scale_out_n = max((n for n in first if within(args, "scale_out", n)), default=None)
     return args
+
+
+def numbers(text: str, kind: type) -> list:
+    return [kind(x) for x in text.split(",") if x.strip()]
+
+
+def parse_caps(text: str) -> dict[str, int | None]:
+    """--max-n: `contender=N` (or `=none`, no cap), comma-separated, over the defaults."""
+    caps = dict(MAX_N)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        if name not in caps or not value:
+            raise SystemExit(f"--max-n: {item!r}; use e.g. post_office=5000 with one of {', '.join(MAX_N)}")
+        caps[name] = None if value.lower() == "none" else int(value)
+    return caps
 
 
 def benchmark_env() -> dict:
@@ -383,7 +524,12 @@ def settings_that_matter(args: argparse.Namespace) -> dict:
         "smtp_connections_per_worker": conf.get("MESSAGING_SMTP_CONNECTIONS"),
         "total_smtp_connections": consumers * workers * conf.get("MESSAGING_SMTP_CONNECTIONS"),
         "post_office_processes": consumers * workers,
-        "latency_ms": args.latency_ms,
+        "latencies_ms": args.latencies,
+        "sizes": args.sizes,
+        "latency_sizes": args.latency_sizes,
+        "repeats": args.repeats,
+        "repeats_post_office": args.repeats_post_office,
+        "max_n": args.max_n,
         "rate_limit": {"default": {"per_second": RATE_LIMIT}},
         "rate_check": "2 consumers x 1 process worker, MESSAGING_DELIVERY_HELPERS=1",
         "durability": report.durability(),
@@ -445,6 +591,7 @@ def main() -> None:
         old.unlink()
     wall = time.perf_counter()
     load_before = os.getloadavg()[0]
+    print(f"{os.cpu_count()} CPUs, 1-min load average {load_before:.2f}", flush=True)
     if load_before > 0.5:
         print(f"warning: load average {load_before:.2f} before the start; other work skews the figures")
     env = benchmark_env()
@@ -452,12 +599,12 @@ def main() -> None:
     os.environ.pop("MESSAGING_RATE_LIMITS", None)  # the harness reads the settings ours runs with
     try:
         database = setup_database(env)
-        count = max([*args.sizes, args.rate_n if args.rate_latencies else 1])
+        count = max([*args.sizes, *args.latency_sizes, args.rate_n if args.rate_latencies else 1])
         print(f"database {database}; creating {count:,} users ...", flush=True)
         users = create_users(count)
         results = new_results(args, load_before)
-        for profile in args.profiles:
-            run_profile(profile, users, env, args, results)
+        for latency in args.latencies:
+            run_profile(latency, users, env, args, results)
         results["rate_limit"] = run_rate_checks(users, env, args.rate_latencies, args.rate_n)
         save(results)
         if args.status_repeat:
@@ -465,6 +612,7 @@ def main() -> None:
             results["status"] = step("status page", status)
         results["machine"]["load_1min_after"] = os.getloadavg()[0]
         results["wall_seconds"] = time.perf_counter() - wall
+        results["targets"] = targets.evaluate(results)
         results["headline"] = report.headline(results)
         report.print_all(results, status_page.STATUS_N)
         write_results(results, database, args.save)

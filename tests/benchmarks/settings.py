@@ -26,9 +26,15 @@ HUEY = {**HUEY, "name": "messaging-bench", "immediate": False}
 if HUEY["huey_class"] == "huey.SqliteHuey":
     HUEY["filename"] = str(BENCH_DIR / "huey.sqlite3")
 
+# Warnings, and delivery's INFO lines (a few per send: the lanes it settled on, which the
+# harness reads from the consumers' logs per worker process, hence the process id).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"messaging": {"handlers": ["console"], "level": "WARNING"}},
+    "formatters": {"pid": {"format": "%(asctime)s pid=%(process)d %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "pid"}},
+    "loggers": {
+        "messaging": {"handlers": ["console"], "level": "WARNING"},
+        "messaging.engine.delivery": {"level": "INFO"},
+    },
 }
