@@ -193,6 +193,8 @@ def _run_lanes(run: DeliveryRun, most: int, wait_for_others: bool) -> list[Lane]
     sizer = run.sizer = LaneSizer.start(_lane_key(run.message_id), most)
     with ThreadPoolExecutor(max_workers=most, thread_name_prefix=f"deliver-{run.message_id}") as pool:
         futures = [pool.submit(lane, run.join(index)) for index in range(sizer.lanes)]
+        if len(futures) > 1:  # as remembered from the last send to this relay
+            logger.info("Message %s: delivering over %s lanes.", run.message_id, len(futures))
         while wait(futures, timeout=sizer.next_look()).not_done:
             wanted = sizer.wanted()
             run.lane_cap = wanted

@@ -32,8 +32,8 @@ import time
 from dataclasses import dataclass, field
 
 INTERVAL = 1.0  # seconds between two decisions from the process's CPU use
-MEASURE_POLL = 0.1  # seconds between two looks at lane 0's measurement
-MEASURED_SENDS = 4  # results lane 0 measures alone (after its first: connecting is not a send)
+MEASURE_POLL = 0.05  # seconds between two looks at lane 0's measurement
+MEASURED_SENDS = 2  # results lane 0 measures alone (after its first: connecting is not a send)
 MEASURE_SECONDS = 1.0  # ...or for at most this long
 IDLE = 0.6  # of one CPU: below this, the lanes mostly wait
 BUSY = 0.85  # of one CPU: what added lanes aim for
