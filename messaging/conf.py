@@ -68,6 +68,9 @@ DEFAULTS = {
     # taking 100 ms per message does not serialise a send. Relays cap connections per client:
     # keep (workers x this) below your relay's cap.
     "MESSAGING_SMTP_CONNECTIONS": 16,
+    # Send MAIL FROM, RCPT TO and DATA in one write when the relay offers PIPELINING (RFC 2920):
+    # two round trips per email instead of four. False for a relay that offers it but mishandles it.
+    "MESSAGING_SMTP_PIPELINING": True,
     # Database connections one huey worker may hold while it delivers: its own, and one per
     # lane, so it delivers over min(MESSAGING_SMTP_CONNECTIONS, this - 1) lanes (at least one).
     # The default gives each of the default 16 lanes its connection.
@@ -223,6 +226,10 @@ def health_max_wait_seconds() -> int:
 
 def smtp_connections() -> int:
     return get("MESSAGING_SMTP_CONNECTIONS")
+
+
+def smtp_pipelining() -> bool:
+    return get("MESSAGING_SMTP_PIPELINING")
 
 
 def db_connections_per_worker() -> int:

@@ -338,6 +338,8 @@ if os.environ.get("MESSAGING_ATTACHMENT_EXTENSIONS"):
         for name in os.environ["MESSAGING_ATTACHMENT_EXTENSIONS"].split(",")
         if name.strip().lstrip(".")
     ]
+if "MESSAGING_SMTP_PIPELINING" in os.environ:
+    MESSAGING_SMTP_PIPELINING = env_bool("MESSAGING_SMTP_PIPELINING", True)
 if os.environ.get("MESSAGING_NOTIFY_SENDER"):
     MESSAGING_NOTIFY_SENDER = os.environ["MESSAGING_NOTIFY_SENDER"].lower() not in ("0", "false", "no", "off")
 if os.environ.get("MESSAGING_ALLOWED_SENDERS", "").strip():

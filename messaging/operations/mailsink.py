@@ -60,7 +60,9 @@ class SinkHandler:
         refusals: dict[str, str] | None = None,
         data_delay: float = 0.0,
         bounce_dir: Path | None = None,
+        pipelining: bool = True,
     ):
+        self.pipelining = pipelining
         self.mail_dir = Path(mail_dir) if mail_dir else None
         self.bounces = mailbox.Maildir(bounce_dir, create=True) if bounce_dir else None
         self.refusals = dict(REFUSALS) if refusals is None else refusals
@@ -85,7 +87,9 @@ class SinkHandler:
         session.host_name = hostname
         with self._lock:
             self.sessions += 1
-        return responses
+        # Like Postfix and Exchange: clients may send MAIL, RCPT and DATA in one write (RFC 2920;
+        # aiosmtpd reads pipelined commands but does not say so).
+        return [responses[0], "250-PIPELINING", *responses[1:]] if self.pipelining else responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         refusal = self.refusal_for(address)
