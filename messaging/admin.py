@@ -41,6 +41,7 @@ from messaging.models import (
     UserEmail,
 )
 from messaging.preferences import context_types
+from messaging.tracking import status_labels
 
 RESENDABLE = MessageReceiver.RESENDABLE
 
@@ -153,10 +154,17 @@ class ResendPermissionMixin:
         return request.user.has_perm("messaging.resend_message")
 
 
-class AuditEventInline(ReadOnlyAdminMixin, admin.TabularInline):
-    model = AuditEvent
+class ReadOnlyTabularInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """Rows to read, never edited: a table in which every column has a header, which Django's
+    own tabular inline lacks (the template says more)."""
+
     extra = 0
     can_delete = False
+    template = "admin/messaging/edit_inline/readonly_tabular.html"
+
+
+class AuditEventInline(ReadOnlyTabularInline):
+    model = AuditEvent
     fields = ["created_datetime", "action", "actor", "receiver", "details"]
     readonly_fields = fields
     ordering = ["-created_datetime", "-id"]
@@ -165,12 +173,10 @@ class AuditEventInline(ReadOnlyAdminMixin, admin.TabularInline):
         return super().get_queryset(request).select_related("actor", "receiver")
 
 
-class MessageAttachmentInline(ReadOnlyAdminMixin, admin.TabularInline):
+class MessageAttachmentInline(ReadOnlyTabularInline):
     """A message's files, read-only; the name links to the staff download view."""
 
     model = MessageAttachment
-    extra = 0
-    can_delete = False
     fields = ["download", "content_type", "size", "sha256", "created_datetime"]
     readonly_fields = fields
 
@@ -347,7 +353,7 @@ class MessageAdmin(JsonDataMixin, ResendPermissionMixin, ReadOnlyAdminMixin, adm
                 controlling.ACTIONS[action](message, actor=request.user)
                 changed += 1
             except controlling.ControlRefused as refused:
-                refusals.append(f"#{message.pk}: {refused.text}")
+                refusals.append(f"#{message.pk}: {status_labels.refusal_text(refused)}")
         if changed:
             self.message_user(request, done % {"n": changed}, messages.SUCCESS)
         for refusal in refusals:

@@ -12,12 +12,22 @@ from messaging.operations.audit import record
 
 
 class ControlRefused(Exception):
-    """The message is not in a state that allows this; nothing was changed."""
+    """The message is not in a state that allows this; nothing was changed.
 
-    def __init__(self, message: Message, text) -> None:
-        super().__init__(str(text))
+    `template` names the message's status as %(status)s. `text` (and str()) fill in the status's
+    name in the data, for API callers; pages and commands that show the refusal to staff call
+    describe() with what their badges call it (messaging.tracking.status_labels.refusal_text),
+    which the engine cannot know: it depends on counts and reports the read side adds up."""
+
+    def __init__(self, message: Message, template) -> None:
         self.message = message
-        self.text = text
+        self.template = template
+        self.text = self.describe(message.get_status_display())
+        super().__init__(self.text)
+
+    def describe(self, status_label) -> str:
+        """The refusal naming the message's status as `status_label`."""
+        return self.template % {"status": status_label}
 
 
 def _current(message: Message) -> Message:
@@ -25,8 +35,8 @@ def _current(message: Message) -> Message:
     return message
 
 
-def _refuse(message: Message, text) -> None:
-    raise ControlRefused(message, text % {"status": message.get_status_display()})
+def _refuse(message: Message, template) -> None:
+    raise ControlRefused(message, template)
 
 
 def pause(message: Message, actor=None) -> Message:

@@ -443,7 +443,11 @@ class MessageReceiver(models.Model):
             models.Index(fields=["message", "id"], name="receiver_message_page"),
             models.Index(fields=["message", "status", "id"], name="receiver_message_status"),
             models.Index(fields=["status", "next_attempt_datetime"], name="receiver_retry_due"),
-            models.Index(fields=["message", "status", "last_error"], name="receiver_failure_reason"),
+            # Failures by reason read the index alone (permanent or not is in it too).
+            models.Index(
+                fields=["message", "status", "last_error", "permanent_failure"],
+                name="receiver_failure_reason",
+            ),
             models.Index(fields=["message", "language", "id"], name="receiver_message_language"),
             # Sends per minute (operations page, /metrics).
             models.Index(fields=["sent_datetime"], name="receiver_sent_datetime"),
@@ -461,6 +465,13 @@ class MessageReceiver(models.Model):
                 fields=["message"], name="receiver_in_flight", condition=Q(in_flight_since__isnull=False)
             ),
             models.Index(fields=["message"], name="receiver_owned", condition=~Q(claimed_by="")),
+            # Whether the engine will retry a receiver of a finished message (its status page
+            # keeps polling): none of its thousands of permanent failures is read to say no.
+            models.Index(
+                fields=["message"],
+                name="receiver_awaiting_retry",
+                condition=Q(status="failed", permanent_failure=False, next_attempt_datetime__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

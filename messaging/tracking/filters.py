@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from messaging.models import Message, MessageReceiver, MessageTemplate, Suppression
 from messaging.preferences import context_types
+from messaging.tracking import search
 
 User = get_user_model()
 
@@ -90,6 +91,10 @@ class MessageFilter(BootstrapFilterSet):
         return queryset.filter(condition)
 
 
+# A receiver search matching more users than this filters by a subquery instead of their ids.
+USERS_LISTED = 1000
+
+
 class ReceiverFilter(BootstrapFilterSet):
     q = django_filters.CharFilter(
         label=_("User or email"),
@@ -110,10 +115,14 @@ class ReceiverFilter(BootstrapFilterSet):
         fields = ["q", "status", "failure", "outcome", "language"]
 
     def filter_search(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
-        condition = Q(send_to__icontains=value)
-        for field in ("username", "first_name", "last_name", "email"):
-            condition |= Q(**{f"user__{field}__icontains": value})
-        return queryset.filter(condition)
+        # The rule the People and compose pages use (full names in any word order, usernames,
+        # addresses), on users: the receivers of those found, through the index on user. A
+        # substring of every receiver's address would mean reading all of a big message.
+        users = search.matching_user_ids(value, past_addresses=False)
+        # Found once, as ids when there are not many: the page's queries (its ids, the count)
+        # then do not search again, and PostgreSQL reads each user's receivers by index.
+        ids = [row["pk"] for row in users[: USERS_LISTED + 1]]
+        return queryset.filter(user__in=ids if len(ids) <= USERS_LISTED else users)
 
     def filter_failure(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
         failed = queryset.resendable()

@@ -1,8 +1,9 @@
 """People (issue 13, "what did we send to this student?"): find users by name, username or
 address, and read what was sent to one of them. Read only, like messaging/tracking/selectors.py.
 
-`matching_users` is the search itself, free of any page, so that the compose page's recipient
-search can use it too (it then keeps only active users; here former students are found as well).
+The search itself is `messaging.tracking.search.matching_users` (re-exported here): one rule
+for the People page, the compose page's recipient search (active users only) and the status
+page's receiver search; here former students are found as well.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Count, IntegerField, OuterRef, Prefetch, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 
@@ -19,53 +20,13 @@ from messaging.engine import recipients
 from messaging.models import MessageReceiver, UserEmail
 from messaging.preferences import modes as preferences
 from messaging.tracking.filters import PersonReceiverFilter
+from messaging.tracking.search import MAX_WORDS as MAX_WORDS
+from messaging.tracking.search import matching_users
+from messaging.tracking.search import query_words as query_words
 
 User = get_user_model()
 
 PEOPLE_LISTED = 25
-# Each word adds its own conditions (and subqueries): a pasted paragraph must not become a
-# query with hundreds of them. No name, username or address needs more words than this.
-MAX_WORDS = 8
-
-
-# Search ---------------------------------------------------------------------------------------------
-
-
-def query_words(query: str) -> list[str]:
-    """The distinct words of a search, without NUL (PostgreSQL refuses it in a text parameter)."""
-    words = query.replace("\0", "").split()
-    return list(dict.fromkeys(words))[:MAX_WORDS]
-
-
-def _word_matches(word: str, past_addresses: bool) -> Q:
-    """A user whose first name, last name, username or an address of theirs contains `word`."""
-    condition = (
-        Q(first_name__icontains=word)
-        | Q(last_name__icontains=word)
-        | Q(username__icontains=word)
-        | Q(email__icontains=word)
-        | Q(Exists(UserEmail.objects.filter(user=OuterRef("pk"), email__icontains=word)))
-    )
-    if past_addresses and "@" in word:
-        # Addresses the engine sent to before the user changed theirs. The receivers table is the
-        # one big table (100,000 rows per message) and has no index a substring search can use,
-        # so it is read only for a word that is (part of) an address, not for every name typed.
-        condition |= Q(pk__in=MessageReceiver.objects.filter(send_to__icontains=word).values("user_id"))
-    return condition
-
-
-def matching_users(query: str, past_addresses: bool = True) -> QuerySet:
-    """Users (active or not) matching every word of `query`, in any order: "Sam Staff",
-    "staff sam", "sam st", a username or an address. None for a blank query. Unordered.
-    `past_addresses`: also addresses the engine sent to before a user changed theirs (a scan of
-    the receivers table; the compose search, run on every keystroke, leaves it out)."""
-    words = query_words(query)
-    if not words:
-        return User.objects.none()
-    condition = Q()
-    for word in words:
-        condition &= _word_matches(word, past_addresses)
-    return User.objects.filter(condition)
 
 
 def _received_count() -> Coalesce:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
@@ -9,10 +11,12 @@ from datetime import datetime, time, timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db.models import Case, Count, Exists, IntegerField, OuterRef, Q, QuerySet, Value, When
+from django.core.cache import cache
+from django.db.models import Case, Count, Exists, IntegerField, Max, OuterRef, Q, QuerySet, Value, When
 from django.db.models.functions import TruncWeek
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
+from django.utils.translation import get_language
 
 from messaging.compose import composing
 from messaging.engine import recipients
@@ -442,9 +446,30 @@ def _parse_datetime(value) -> datetime | None:
         return None
 
 
-def failure_groups(message: Message) -> list[tuple[str, bool, int]]:
+def failure_groups(message: Message, counts: dict[str, int] | None = None) -> list[tuple[str, bool, int]]:
     """The last error of each failed/error receiver, grouped, and whether it was permanent:
-    [("451 4.3.0 Try again later", False, 12), ("550 5.1.1 No such user", True, 3), ...]."""
+    [("451 4.3.0 Try again later", False, 12), ("550 5.1.1 No such user", True, 3), ...].
+
+    With `counts` (the published receiver counts the page shows): none when they count no
+    failure, else kept in Django's cache while the failed and error counts stay the same (for
+    VERSION_MAX_AGE_SECONDS at most): a page that 20 staff watch while it sends is re-rendered
+    on every change, and 50,000 failures are grouped once per change, not once per watcher."""
+    if counts is None:
+        return _failure_groups(message)
+    failed, error = counts.get(MessageReceiver.Status.FAILED, 0), counts.get(MessageReceiver.Status.ERROR, 0)
+    if not failed + error:
+        return []
+    # The creation time as well: a test database hands a rolled-back message's id out again.
+    key = f"messaging:failure-groups:{message.pk}:{message.created_datetime.timestamp()}:{failed}:{error}"
+    groups = cache.get(key)
+    if groups is None:
+        groups = _failure_groups(message)
+        cache.set(key, groups, VERSION_MAX_AGE_SECONDS)
+    return groups
+
+
+def _failure_groups(message: Message) -> list[tuple[str, bool, int]]:
+    # Read from the receiver_failure_reason index alone.
     rows = (
         MessageReceiver.objects.filter(message=message, status__in=MessageReceiver.RESENDABLE)
         .order_by()
@@ -493,8 +518,68 @@ def resendable_count(message: Message, not_delivered: int, outcomes: dict[str, i
 
 
 def retry_pending(message: Message) -> bool:
-    """Whether the engine will retry some receiver by itself (the counts will still change)."""
+    """Whether the engine will retry some receiver by itself (the counts will still change).
+    Read through the receiver_awaiting_retry index: a finished message's page asks on every poll."""
     return MessageReceiver.objects.filter(message=message).awaiting_retry().exists()
+
+
+def held_by_workers(message: Message) -> bool:
+    """Whether a worker still owns some receiver of the message (a live claim) or one is in
+    flight: its result is still to be recorded, whatever the message's status (a message
+    cancelled, paused or expired meanwhile lets its workers finish what they handed over).
+    Two small indexes (receiver_owned, receiver_in_flight) answer it."""
+    receivers = MessageReceiver.objects.filter(message=message)
+    return (
+        receivers.exclude(claimed_by="").leased().exists()
+        or receivers.filter(in_flight_since__isnull=False).exists()
+    )
+
+
+# What can still change the status page's numbers: the page polls every few seconds while LIVE,
+# slowly while RETRYING, and stops when neither.
+LIVE, RETRYING = "live", "retrying"
+
+
+def pending_change(message: Message) -> str | None:
+    """LIVE while the message is in progress or scheduled (staff watching see it start), or a
+    worker still holds a receiver; RETRYING when only automatic retries will move the counts;
+    None when nothing will change them by itself."""
+    if message.is_in_progress or message.is_scheduled or held_by_workers(message):
+        return LIVE
+    return RETRYING if retry_pending(message) else None
+
+
+# A page is rendered afresh at least this often while it polls, whatever its version says: what
+# the version does not follow (a retry that failed again without changing any count, a bounce
+# reported meanwhile) shows within this time.
+VERSION_MAX_AGE_SECONDS = 60
+
+
+def status_version(message: Message, params, change: str | None, now: datetime | None = None) -> str:
+    """What the status page shows, in a short text that changes whenever that may have: the
+    message's status and everything the engine publishes on it (receiver counts, every ~2 s
+    while delivering; the chart's timeline; pauses, blocks, errors), its schedule, its newest
+    audit event, what can still change it, the page's own query (filters, page, order), the
+    language, and the minute. The page carries it; a poll that brings the same one back is
+    answered "nothing changed" without anything else being read (views.messages)."""
+    # Counted beside the newest: PostgreSQL then reads this message's events through its index
+    # rather than the whole audit log backwards in search of the newest.
+    events = message.audit_events.order_by().aggregate(n=Count("id"), newest=Max("id"))
+    moment = (now or timezone.now()).timestamp() // VERSION_MAX_AGE_SECONDS
+    parts = [
+        message.pk,
+        message.status,
+        json.dumps(message.status_data, sort_keys=True, default=str),
+        str(message.send_at),
+        str(message.expires_at),
+        events["n"],
+        events["newest"],
+        change,
+        params.urlencode(),
+        get_language(),
+        moment,
+    ]
+    return hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest()
 
 
 def delivery_events(receiver: MessageReceiver) -> QuerySet:
@@ -552,14 +637,19 @@ def cancelled_counts(message: Message) -> dict[str, int]:
     return message.status_data.get("summary", {}).get("cancelled", {})
 
 
-def filtered_receiver_total(receivers: ReceiverFilter) -> int | None:
-    """How many receivers the status page's filters match; None when no filter is set. The page
-    is polled every 2 s while sending, so receivers are counted (one COUNT, on this message's
-    receivers only) just when a filter is active: without one the published counts say it."""
+# Matches beyond this are not counted: "more than 10,000 receivers match" (counting half a
+# million, a language of a big message, would take longer than the rest of the page).
+MATCHES_COUNTED = 10_000
+
+
+def filtered_receiver_total(receivers: ReceiverFilter, limit: int = MATCHES_COUNTED) -> int | None:
+    """How many receivers the status page's filters match, up to `limit` + 1 (more are not
+    counted); None when no filter is set: the published counts say it. Ids only, through the
+    filters' indexes, on this message's receivers only."""
     receivers.is_valid()  # cleaned_data: an invalid value filters nothing, so it counts as unset
     if not any(value not in (None, "") for value in receivers.form.cleaned_data.values()):
         return None
-    return receivers.qs.count()
+    return receivers.qs.order_by().values("pk")[: limit + 1].count()
 
 
 # Charts --------------------------------------------------------------------------------------------

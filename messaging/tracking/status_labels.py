@@ -15,7 +15,10 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from messaging.engine import status as engine_status
+from messaging.engine.controlling import ControlRefused
 from messaging.models import Message, MessageReceiver
+from messaging.tracking import selectors
 
 ReceiverStatus = MessageReceiver.Status
 
@@ -70,6 +73,20 @@ def _message_label(status: str, total: int, not_delivered: int) -> Label:
         return Label("sent_partly", text % {"count": not_delivered}, "partial")
     key, text, severity = _MESSAGE_LABELS.get(status, (status, status, "neutral"))
     return Label(key, text, severity)
+
+
+def current_message_label(message: Message) -> Label:
+    """The badge `message`'s status page shows now (its published counts and the reports back)."""
+    counts = engine_status.published_counts(message)
+    not_delivered = engine_status.not_delivered(counts, selectors.outcome_counts(message))
+    return message_label(message.status, sum(counts.values()), not_delivered)
+
+
+def refusal_text(refused: ControlRefused) -> str:
+    """A refused pause, resume or cancel in the words of the badge beside it: "this one is
+    “Sent, 12 not delivered”", not the data's "Error"."""
+    label = current_message_label(refused.message).text
+    return refused.describe(_("“%(label)s”") % {"label": label})
 
 
 # Receiver -------------------------------------------------------------------------------------------

@@ -140,6 +140,19 @@
   document.addEventListener("DOMContentLoaded", announceChanges);
   document.addEventListener("htmx:afterSettle", announceChanges);
 
+  // The status page's poll: when nothing changed the server answers 204 (htmx leaves the page as
+  // it is) and says when it checked ("<ISO time> <HH:MM:SS>"), which "Updated" then shows.
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var xhr = event.detail.xhr;
+    var checked = xhr && xhr.status === 204 && xhr.getResponseHeader("X-Status-Checked");
+    var time = checked && document.querySelector("#updated-at time");
+    if (time) {
+      var parts = checked.split(" ");
+      time.setAttribute("datetime", parts[0]);
+      time.textContent = parts[1] || "";
+    }
+  });
+
   // Placeholders: insert "{{ name }}" at the cursor of the field last focused in the same tab
   // (the subject, or the body's editor, which puts a token there instead).
   var lastField = null;

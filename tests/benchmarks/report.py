@@ -314,23 +314,45 @@ def print_rate_limit(checks: dict) -> None:
         )
 
 
+STATUS_VIEWS = (
+    "view_poll_unchanged",
+    "view_poll",
+    "view_page",
+    "view_table_failed",
+    "view_table_nb",
+    "view_search",
+    "view_page_deep",
+    "view_page_deep_linked",
+)
+
+
 def print_status(status: dict, status_n: int) -> None:
     def pct(r: dict) -> str:
         return f"p50 {r['p50_ms']:.1f} / p95 {r['p95_ms']:.1f} ms"
 
     print(
-        f"\nStatus page, {status_n:,} receivers ({status['source']}), django.test.Client, "
+        f"\nStatus page, {status.get('n', status_n):,} receivers ({status['source']}), django.test.Client, "
         f"{status['view_poll']['runs']} requests each, consumers stopped:"
     )
-    for kind in ("view_poll", "view_page", "view_table_failed", "view_table_nb"):
-        extra = " (htmx poll)" if status[kind]["headers"] else ""
-        print(f"  {kind:17} GET {status[kind]['url']}{extra}: {pct(status[kind])}")
+    for kind in STATUS_VIEWS:
+        if kind in status:  # results saved before a view was measured lack it
+            extra = " (htmx poll)" if status[kind]["headers"] else ""
+            print(f"  {kind:21} GET {status[kind]['url']}{extra}: {pct(status[kind])}")
     print(f"  counts query alone: {pct(status['counts_query'])}")
     print(
         f"  status_poll_p95_ms={status['status_poll_p95_ms']:.1f}  "
-        f"status_table_p95_ms={status['status_table_p95_ms']:.1f} (filtered, worst of status/language)  "
+        f"status_table_p95_ms={status['status_table_p95_ms']:.1f} (filtered, worst)  "
         f"status_page_p95_ms={status['status_page_p95_ms']:.1f} (unfiltered)"
     )
+    for phase, watched in status.get("watchers", {}).items():
+        publish = watched["publish_p50_ms"]
+        print(
+            f"  {watched['watchers']} watchers polling every 2 s, {phase}: {watched['polls']} polls in "
+            f"{watched['seconds']:.0f} s ({watched['unchanged_polls']} unchanged: 204), {pct(watched)}; "
+            f"busy {watched['busy_cores']:.3f} cores in requests, "
+            f"process CPU {watched['process_cpu_cores']:.3f} cores"
+            + (f"; counts published every 2 s, p50 {publish:.0f} ms" if publish else "")
+        )
 
 
 def print_headline(figures: dict, results: dict) -> None:

@@ -459,6 +459,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-post-office", action="store_true")
     parser.add_argument("--status-repeat", type=int, default=50, help="requests per status view (0: skip)")
     parser.add_argument(
+        "--status-n",
+        type=int,
+        default=status_page.STATUS_N,
+        help="receivers of the status page's message (1000000 on PostgreSQL: about a minute to insert)",
+    )
+    parser.add_argument(
+        "--status-watchers", type=int, default=status_page.WATCHERS, help="staff polling at once (0: skip)"
+    )
+    parser.add_argument(
         "--save", action="store_true", help=f"also write {DOCS_DIR.relative_to(ROOT)}/<date>-<db>.json"
     )
     args = parser.parse_args()
@@ -553,12 +562,15 @@ def setup_database(env: dict) -> str:
     return database
 
 
-def measure_status(results: dict, users: list[int], repeat: int) -> dict:
-    """The status page on the 100,000-receiver message ours sent, else on a bulk-inserted one."""
-    big = results["profiles"].get("instant", {}).get("sizes", {}).get(str(status_page.STATUS_N), {})
-    status_id, source = status_page.status_message(users, big.get("ours", {}).get("message_id"))
+def measure_status(results: dict, users: list[int], args: argparse.Namespace) -> dict:
+    """The status page on the --status-n-receiver message ours sent, else on a bulk-inserted one
+    (still sending, so its page polls)."""
+    big = results["profiles"].get("instant", {}).get("sizes", {}).get(str(args.status_n), {})
+    sent = big.get("ours", {}).get("message_id")
+    status_id, source = status_page.status_message(users, sent, args.status_n)
     status_page.settle_database()
-    return status_page.measure_status(status_id, repeat) | {"source": source}
+    measured = status_page.measure_status(status_id, args.status_repeat, args.status_watchers)
+    return measured | {"source": source, "n": args.status_n}
 
 
 def new_results(args: argparse.Namespace, load_before: float) -> dict:
@@ -608,13 +620,13 @@ def main() -> None:
         results["rate_limit"] = run_rate_checks(users, env, args.rate_latencies, args.rate_n)
         save(results)
         if args.status_repeat:
-            status = partial(measure_status, results, users, args.status_repeat)
+            status = partial(measure_status, results, users, args)
             results["status"] = step("status page", status)
         results["machine"]["load_1min_after"] = os.getloadavg()[0]
         results["wall_seconds"] = time.perf_counter() - wall
         results["targets"] = targets.evaluate(results)
         results["headline"] = report.headline(results)
-        report.print_all(results, status_page.STATUS_N)
+        report.print_all(results, args.status_n)
         write_results(results, database, args.save)
     finally:
         kill_leftovers()

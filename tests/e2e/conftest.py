@@ -80,10 +80,13 @@ def e2e_browser(e2e_playwright):
 
 @dataclass
 class PageProblems:
-    """Console errors and uncaught exceptions seen by a page."""
+    """Console errors, uncaught exceptions and failed requests (no answer, or a 4xx/5xx one)
+    seen by a page. A failed request is usually a console error as well; it is listed on its
+    own because some are not (what the browser asks for itself, such as /favicon.ico)."""
 
     console_errors: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
+    failed_requests: list[str] = field(default_factory=list)
 
     @property
     def csp_violations(self) -> list[str]:
@@ -114,6 +117,20 @@ def e2e_page(e2e_browser, e2e_problems):
         ),
     )
     page.on("pageerror", lambda exc: e2e_problems.page_errors.append(str(exc)))
+    page.on(
+        "response",
+        lambda response: (
+            e2e_problems.failed_requests.append(f"{response.status} {response.request.method} {response.url}")
+            if response.status >= 400
+            else None
+        ),
+    )
+    page.on(
+        "requestfailed",
+        lambda request: e2e_problems.failed_requests.append(
+            f"{request.failure} {request.method} {request.url}"
+        ),
+    )
     try:
         yield page
     finally:

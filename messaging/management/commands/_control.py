@@ -1,10 +1,12 @@
-"""The shared shape of messaging_pause, messaging_resume and messaging_cancel."""
+"""The shared shape of messaging_pause, messaging_resume and messaging_cancel. Statuses are
+named as the status page's badges name them (messaging.tracking.status_labels)."""
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from messaging.engine import controlling
 from messaging.models import Message
+from messaging.tracking import status_labels
 
 
 class ControlCommand(BaseCommand):
@@ -30,8 +32,8 @@ class ControlCommand(BaseCommand):
                 message = controlling.ACTIONS[self.action](messages[pk], actor=actor)
             except controlling.ControlRefused as refusal:
                 refused += 1
-                self.stderr.write(f"#{pk}: {refusal.text}")
+                self.stderr.write(f"#{pk}: {status_labels.refusal_text(refusal)}")
             else:
-                self.stdout.write(f"#{pk}: {message.get_status_display()}")
+                self.stdout.write(f"#{pk}: {status_labels.current_message_label(message).text}")
         if refused:
             raise CommandError(f"{refused} message(s) were left as they were.", returncode=1)

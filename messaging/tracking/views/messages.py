@@ -7,11 +7,11 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_tables2 import RequestConfig
-from django_tables2.paginators import LazyPaginator
 
 from messaging.compose import composing
 from messaging.engine import controlling, resending, status
@@ -26,17 +26,22 @@ from messaging.staff_pages import (
     staff_permission_required,
     status_url,
 )
-from messaging.tracking import selectors, status_labels
+from messaging.tracking import paging, selectors, status_labels
 from messaging.tracking.tables import MessageTable, ReceiverTable
 
 MESSAGES_PER_PAGE = 25
 RECEIVERS_PER_PAGE = 25
 
-# LazyPaginator does not count rows, so page numbers are bounded here instead.
+# The paginator does not count rows, so page numbers are bounded here instead.
 MAX_PAGE = 10**9
 
 # htmx stops polling when a response has this status code.
 HTMX_STOP_POLLING = 286
+
+# The page's version (selectors.status_version), sent back by its polls; and when a poll that
+# changed nothing checked (a 204 has no body to say it in).
+VERSION_HEADER = "X-Status-Version"
+CHECKED_HEADER = "X-Status-Checked"
 
 # The status page refreshes itself this often while sending, and while retries are pending.
 LIVE_POLL_SECONDS = 2
@@ -49,19 +54,18 @@ CONTROL_DONE = {
 }
 
 
-def _status_context(request: HttpRequest, message: Message) -> dict:
+def _status_context(request: HttpRequest, message: Message, change: str | None, version: str) -> dict:
     counts = status.published_counts(message)
     outcomes = selectors.outcome_counts(message)
     receivers = selectors.receiver_filter(message, request.GET)
     can_resend = request.user.has_perm(RESEND) and resending.resend_allowed(message)
     table = ReceiverTable(receivers.qs, can_resend=can_resend, query=request.GET.urlencode())
-    # LazyPaginator: no COUNT(*) over a 100,000-receiver message on every poll.
-    paginate = {"per_page": RECEIVERS_PER_PAGE, "paginator_class": LazyPaginator}
-    RequestConfig(request, paginate=paginate).configure(table)
-    # A scheduled message's page follows it too, so staff watching see it start.
-    in_progress = message.is_in_progress or message.is_scheduled
+    RequestConfig(request, paginate=False).configure(table)  # the order the request asks for
+    # No COUNT(*) over a big message on every poll, and no OFFSET over its joined rows.
+    paging.paginate(table, request.GET, RECEIVERS_PER_PAGE, rows=receivers.queryset)
+    live = change == selectors.LIVE
     # Finished, but automatic retries will still move the counts: keep a slow refresh.
-    retrying = not in_progress and selectors.retry_pending(message)
+    retrying = change == selectors.RETRYING
     progress = selectors.sending_progress(message, counts)
     not_delivered = status.not_delivered(counts, outcomes)
     return {
@@ -69,11 +73,12 @@ def _status_context(request: HttpRequest, message: Message) -> dict:
         "sender": composing.sender_of(message),
         "label": status_labels.message_label(message.status, progress.total, not_delivered),
         "progress": progress,
-        "in_progress": in_progress,
+        "in_progress": live,
         "retrying": retrying,
-        "poll_seconds": LIVE_POLL_SECONDS if in_progress else RETRY_POLL_SECONDS if retrying else None,
+        "poll_seconds": LIVE_POLL_SECONDS if live else RETRY_POLL_SECONDS if retrying else None,
+        "version": version,
         "updated_at": timezone.now(),
-        "failures": selectors.failure_groups(message),
+        "failures": selectors.failure_groups(message, counts),
         # What was reported back (suppressed receivers were never sent, so nothing was).
         "reported": any(
             n for outcome, n in outcomes.items() if outcome != MessageReceiver.Outcome.SUPPRESSED
@@ -93,10 +98,11 @@ def _status_context(request: HttpRequest, message: Message) -> dict:
         "audit_events": selectors.audit_trail(message),
         # Counted only when nothing polls the page (held receivers do not keep it polling).
         "sent_in_digests": (
-            0 if in_progress or retrying or message.ignore_preferences else selectors.sent_in_digests(message)
+            0 if live or retrying or message.ignore_preferences else selectors.sent_in_digests(message)
         ),
         "filter": receivers,
         "filtered_total": selectors.filtered_receiver_total(receivers),
+        "matches_counted": selectors.MATCHES_COUNTED,
         "table": table,
         "query": request.GET.urlencode(),
     }
@@ -106,10 +112,23 @@ def _render_status(request: HttpRequest, message: Message) -> HttpResponse:
     page = request.GET.get("page", "")
     if page.isdigit() and int(page) > MAX_PAGE:  # the OFFSET would overflow a 64-bit integer
         return HttpResponseBadRequest(_("There is no such page."))
-    context = _status_context(request, message)
+    change = selectors.pending_change(message)
+    version = selectors.status_version(message, request.GET, change)
     polling = request.htmx and request.htmx.trigger == "receiver-results"
+    if polling and request.headers.get(VERSION_HEADER) == version:
+        return _nothing_changed()
+    context = _status_context(request, message, change, version)
     code = HTMX_STOP_POLLING if polling and not context["poll_seconds"] else 200
     return render_page(request, "messaging/tracking/message_status.html", context, "live", status=code)
+
+
+def _nothing_changed() -> HttpResponse:
+    """A poll that shows what the page shows already: htmx leaves the page as it is (204), and
+    app.js moves its "Updated" time to this check's, in the page's time zone."""
+    now = timezone.localtime()
+    return HttpResponse(
+        status=204, headers={CHECKED_HEADER: f"{now.isoformat()} {date_format(now, 'H:i:s')}"}
+    )
 
 
 @require_GET
@@ -156,7 +175,7 @@ def _control(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     try:
         controlling.ACTIONS[action](message, actor=request.user)
     except controlling.ControlRefused as refused:
-        messages.error(request, refused.text)
+        messages.error(request, status_labels.refusal_text(refused))
     else:
         messages.success(request, CONTROL_DONE[action])
     if request.htmx:
