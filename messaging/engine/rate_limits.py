@@ -256,7 +256,9 @@ class Store(abc.ABC):
 
 
 def _wait(rule: Rule, now: float, earliest_done: float | None, in_flight: bool) -> Wait:
-    seconds = float("inf") if earliest_done is None else earliest_done - now
+    # Full with nothing counted done yet (the slots that fill it are in flight, or their hold
+    # ran out as this was read): ask again soon, never "wait forever".
+    seconds = POLL_SECONDS if earliest_done is None else earliest_done - now
     if in_flight:
         seconds = min(seconds, POLL_SECONDS)
     return Wait(max(seconds, 0.001), rule)

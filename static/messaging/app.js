@@ -153,6 +153,34 @@
     }
   });
 
+  // A poll's answer is dropped while an action (pause, resume, cancel, resend: any POST) is on its
+  // way, and once its own element was replaced: both answers swap the summary out of band, and
+  // htmx looks for those targets beside the element that asked, which the other answer removed
+  // (htmx:oobErrorNoTarget). The action's answer is the newer one; the next poll follows it.
+  // (Aborting the poll instead, with hx-sync, logs htmx:sendAbort as an error.)
+  // By request: htmx repeats afterRequest on an ancestor when the element that asked is gone.
+  var actionsPending = new Set();
+  function isAction(event) {
+    return event.detail.requestConfig && event.detail.requestConfig.verb !== "get";
+  }
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    if (isAction(event)) {
+      actionsPending.add(event.detail.xhr);
+    }
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    actionsPending.delete(event.detail.xhr);
+  });
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    // detail.elt is the swap's target here; the element that asked is the request's.
+    var config = event.detail.requestConfig;
+    var asker = config && config.elt;
+    var polled = asker && config.verb === "get" && asker.id === "receiver-results" && asker.hasAttribute("hx-trigger");
+    if (polled && (actionsPending.size > 0 || !asker.isConnected)) {
+      event.detail.shouldSwap = false;
+    }
+  });
+
   // Placeholders: insert "{{ name }}" at the cursor of the field last focused in the same tab
   // (the subject, or the body's editor, which puts a token there instead).
   var lastField = null;
