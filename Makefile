@@ -31,9 +31,11 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The whole suite on the embedded default (SQLite + SqliteHuey).
+# The whole suite on the embedded default (SQLite + SqliteHuey), browser tests included, in two
+# pytest-xdist workers (a test file each at a time; see test-services below).
+TEST_ARGS ?= -n 2 --dist loadfile
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(TEST_ARGS)
 
 # The same suite against PostgreSQL and Redis (started, or installed, on loopback if needed),
 # less the browser tests: they test pages, which `make test` already drives, and would double

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 
@@ -517,18 +518,15 @@ def resendable_count(message: Message, not_delivered: int, outcomes: dict[str, i
     return MessageReceiver.objects.filter(message=message).resendable().unsuppressed().count()
 
 
-def retry_pending(message: Message) -> bool:
-    """Whether the engine will retry some receiver by itself (the counts will still change).
-    Read through the receiver_awaiting_retry index: a finished message's page asks on every poll."""
-    return MessageReceiver.objects.filter(message=message).awaiting_retry().exists()
-
-
 def held_by_workers(message: Message) -> bool:
     """Whether a worker still owns some receiver of the message (a live claim) or one is in
     flight: its result is still to be recorded, whatever the message's status (a message
-    cancelled, paused or expired meanwhile lets its workers finish what they handed over).
-    Two small indexes (receiver_owned, receiver_in_flight) answer it."""
-    receivers = MessageReceiver.objects.filter(message=message)
+    cancelled, paused or expired meanwhile lets its workers finish what they handed over)."""
+    return _held_by_workers(MessageReceiver.objects.filter(message=message))
+
+
+def _held_by_workers(receivers: QuerySet) -> bool:
+    # Two small indexes (receiver_owned, receiver_in_flight) answer it.
     return (
         receivers.exclude(claimed_by="").leased().exists()
         or receivers.filter(in_flight_since__isnull=False).exists()
@@ -544,9 +542,20 @@ def pending_change(message: Message) -> str | None:
     """LIVE while the message is in progress or scheduled (staff watching see it start), or a
     worker still holds a receiver; RETRYING when only automatic retries will move the counts;
     None when nothing will change them by itself."""
-    if message.is_in_progress or message.is_scheduled or held_by_workers(message):
+    return pending_change_of([message])
+
+
+def pending_change_of(messages: Sequence[Message]) -> str | None:
+    """pending_change of several messages at once (a page of the message list): LIVE when one
+    is live, else RETRYING when one has retries pending; at most three queries for them all."""
+    if any(message.is_in_progress or message.is_scheduled for message in messages):
         return LIVE
-    return RETRYING if retry_pending(message) else None
+    if not messages:
+        return None
+    receivers = MessageReceiver.objects.filter(message__in=[message.pk for message in messages])
+    if _held_by_workers(receivers):
+        return LIVE
+    return RETRYING if receivers.awaiting_retry().exists() else None
 
 
 # A page is rendered afresh at least this often while it polls, whatever its version says: what

@@ -153,31 +153,59 @@
     }
   });
 
-  // A poll's answer is dropped while an action (pause, resume, cancel, resend: any POST) is on its
-  // way, and once its own element was replaced: both answers swap the summary out of band, and
-  // htmx looks for those targets beside the element that asked, which the other answer removed
-  // (htmx:oobErrorNoTarget). The action's answer is the newer one; the next poll follows it.
-  // (Aborting the poll instead, with hx-sync, logs htmx:sendAbort as an error.)
-  // By request: htmx repeats afterRequest on an ancestor when the element that asked is gone.
+  // Answers that come back after the region they were for was replaced. A page region that polls
+  // (hx-trigger="every …") and the actions and filters beside it swap the same elements (the
+  // status page's answers also swap its summary out of band, and htmx looks for those targets
+  // beside the element that asked). An answer whose asker or target another answer replaced
+  // meanwhile would land nowhere (htmx:oobErrorNoTarget, or a swap into a detached element).
+  // - A poll's answer is dropped while an action (any POST) is on its way, and once its own
+  //   element or target is gone: the newer answer is on screen or coming, the next poll follows.
+  // - Any other answer whose target was replaced goes to the element that has its id now; one
+  //   whose asker is gone (an action's form inside the replaced summary) is swapped against the
+  //   whole document, as htmx would have had the form still been there.
+  // (Aborting polls instead, with hx-sync, logs htmx:sendAbort as an error.) The check listens on
+  // the asking element itself: htmx dispatches the answer's events there, and an event dispatched
+  // on an element no longer in the page never reaches a listener on the document.
   var actionsPending = new Set();
-  function isAction(event) {
-    return event.detail.requestConfig && event.detail.requestConfig.verb !== "get";
+
+  function isPoll(config) {
+    return config.verb === "get" && /^\s*every\s/.test(config.elt.getAttribute("hx-trigger") || "");
   }
-  document.addEventListener("htmx:beforeRequest", function (event) {
-    if (isAction(event)) {
-      actionsPending.add(event.detail.xhr);
+
+  function checkAnswer(event) {
+    var info = event.detail;
+    var asker = info.requestConfig.elt;
+    var target = info.target;
+    if (isPoll(info.requestConfig)) {
+      if (actionsPending.size > 0 || !asker.isConnected || !target.isConnected) {
+        event.preventDefault();
+      }
+      return;
     }
-  });
-  document.addEventListener("htmx:afterRequest", function (event) {
-    actionsPending.delete(event.detail.xhr);
-  });
-  document.addEventListener("htmx:beforeSwap", function (event) {
-    // detail.elt is the swap's target here; the element that asked is the request's.
+    var current = target.isConnected ? target : target.id && document.getElementById(target.id);
+    if (!current) {
+      event.preventDefault();
+    } else if (!asker.isConnected) {
+      event.preventDefault();
+      if (info.xhr.status >= 200 && info.xhr.status < 300 && info.xhr.response) {
+        htmx.swap(current, info.xhr.response, { swapStyle: "outerHTML" }, { eventInfo: info });
+      }
+    } else {
+      info.target = current;
+    }
+  }
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
     var config = event.detail.requestConfig;
-    var asker = config && config.elt;
-    var polled = asker && config.verb === "get" && asker.id === "receiver-results" && asker.hasAttribute("hx-trigger");
-    if (polled && (actionsPending.size > 0 || !asker.isConnected)) {
-      event.detail.shouldSwap = false;
+    var xhr = event.detail.xhr;
+    // Once per element (addEventListener ignores the same listener added again).
+    config.elt.addEventListener("htmx:beforeOnLoad", checkAnswer);
+    if (config.verb !== "get") {
+      actionsPending.add(xhr);
+      // Also when the request fails and its element is gone (no htmx event reaches us then).
+      xhr.addEventListener("loadend", function () {
+        actionsPending.delete(xhr);
+      });
     }
   });
 

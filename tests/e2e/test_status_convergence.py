@@ -3,8 +3,10 @@
 - Cancelled with mail in flight (a real consumer, a sink that answers slowly): the page keeps
   polling while workers still record what they had handed to the server, stops by itself, and
   its final counts are what the sink received and what the database says, without a reload.
-- Pause and Resume pressed while a poll is in flight, again and again: the action's answer and
-  the poll's answer never both swap the summary out of band (no htmx console error).
+  The message list, open beside it, does the same for the message's row.
+- Resend, Pause, Resume and Cancel pressed while a poll is in flight, again and again: the
+  action's answer is shown, the poll's is dropped, and no answer lands on elements another one
+  replaced (no htmx console error: static/messaging/app.js, checkAnswer).
 """
 
 from __future__ import annotations
@@ -14,22 +16,24 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from messaging.engine import transitions
 from messaging.models import AuditEvent, Message, MessageReceiver
 from messaging.operations import audit
 from messaging.operations.mailsink import MailSink
 from tests.conftest import Consumer, wait_until
 from tests.e2e.conftest import make_staff, sign_in
-from tests.e2e.test_sending_control import confirm_and_click, sending_message, status_is
+from tests.e2e.test_sending_control import confirm_and_click, counts, sending_message, status_is
 from tests.process_helpers import ENGINE_ENV, deliveries, email_url, message_ids, queue_message
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 R = MessageReceiver.Status
-PERMISSIONS = ("view_message", "compose_message", "send_message")
+PERMISSIONS = ("view_message", "compose_message", "send_message", "resend_message")
 # Enough that the send is far from done when Cancel lands: 2 workers x 2 connections at 0.3 s.
 RECEIVERS = 120
 DATA_DELAY = 0.3
 SWITCHES = 10
+RESENDS = 3
 
 
 def shown(page: Page, status: str) -> int:
@@ -59,6 +63,14 @@ def test_cancel_with_mail_in_flight_converges_to_what_the_server_received(
         message = queue_message(django_user_model, RECEIVERS, "inflight")
         sign_in(page, live_server.url, staff, f"/messages/{message.pk}/")
         page.evaluate("() => { window.__e2eMarker = 1; }")
+        listing = page.context.new_page()
+        listing.on(
+            "console", lambda msg: msg.type == "error" and e2e_problems.console_errors.append(msg.text)
+        )
+        listing.on("pageerror", lambda exc: e2e_problems.page_errors.append(str(exc)))
+        listing.goto(f"{live_server.url}/messages/")
+        expect(listing.locator("#message-results")).to_have_attribute("data-polling", "true")
+        listing.evaluate("() => { window.__e2eMarker = 1; }")
         consumer = Consumer(email_url(sink), workers=2, **ENGINE_ENV).start()
         try:
             wait_until(lambda: len(sink.received) >= 5, timeout=30, interval=0.05, message="5 deliveries")
@@ -68,6 +80,8 @@ def test_cancel_with_mail_in_flight_converges_to_what_the_server_received(
             # No reload: the page polls on until no receiver can change, then stops by itself.
             stopped_polling(page)
             page_counts = {s: shown(page, s) for s in ("total", "sent", "cancelled", "not_sent", "failed")}
+            expect(listing.locator("#message-results")).to_have_attribute("data-polling", "false")
+            listed = listing.locator(f"#message-{message.pk} td").all_inner_texts()[-3:]
             delivered_when_stopped = len(sink.received)
         finally:
             consumer.stop()
@@ -91,6 +105,8 @@ def test_cancel_with_mail_in_flight_converges_to_what_the_server_received(
     assert page_counts["sent"] == len(counted) == in_database[R.SENT]
     assert page_counts["cancelled"] == in_database[R.CANCELLED] == RECEIVERS - len(counted)
     assert (page_counts["total"], page_counts["not_sent"], page_counts["failed"]) == (RECEIVERS, 0, 0)
+    assert listing.evaluate("() => window.__e2eMarker") == 1, "the message list was reloaded"
+    assert [int(n) for n in listed] == [RECEIVERS, len(counted), 0], "the list's row: receivers, sent, failed"
     expect(page.locator("#cancelled-note")).to_contain_text(f"{RECEIVERS - len(counted)} receivers")
     assert not e2e_problems.console_errors, "\n".join(e2e_problems.console_errors)
     assert not e2e_problems.page_errors, "\n".join(e2e_problems.page_errors)
@@ -115,12 +131,30 @@ COUNT_OVERLAPS = """() => {
 }"""
 
 
-# Presses the button (htmx asks its confirmation) as soon as the next poll has gone out: the
-# poll's answer then lands while the action's is on its way, as when staff press it mid-poll.
-CLICK_DURING_NEXT_POLL = """(selector) => new Promise((resolve) => {
+# Presses the button (htmx asks its confirmation) as soon as the next poll has gone out, so the
+# poll's answer and the action's cross. Which one the page takes in first is up to the network;
+# `late` makes it the poll's that comes second (its load is held until the action's answer is
+# in), as when the poll, rendering the whole page, is the slower one.
+CLICK_DURING_NEXT_POLL = """([selector, late]) => new Promise((resolve) => {
   const armed = (event) => {
     if (event.detail.elt.id !== "receiver-results" || event.detail.requestConfig.verb !== "get") return;
     document.body.removeEventListener("htmx:beforeSend", armed);
+    if (late) {
+      const xhr = event.detail.xhr;
+      const load = xhr.onload;
+      let actionAnswered = false, held = null;
+      const answered = (done) => {
+        if (done.detail.requestConfig.verb === "get") return;
+        document.removeEventListener("htmx:afterRequest", answered);
+        actionAnswered = true;
+        if (held) setTimeout(held, 0);
+      };
+      document.addEventListener("htmx:afterRequest", answered);
+      xhr.onload = function () {
+        const run = () => load.call(xhr);
+        if (actionAnswered) run(); else held = run;
+      };
+    }
     setTimeout(() => document.querySelector(selector).click(), 0);
     resolve();
   };
@@ -128,59 +162,125 @@ CLICK_DURING_NEXT_POLL = """(selector) => new Promise((resolve) => {
 })"""
 
 
-def click_during_next_poll(page: Page, selector: str) -> str:
-    seen: list[str] = []
-
-    def answer(dialog) -> None:
-        seen.append(dialog.message)
-        dialog.accept()
-
-    page.once("dialog", answer)
-    page.evaluate(CLICK_DURING_NEXT_POLL, selector)
-    expect(page.locator("#message-status")).to_have_attribute("data-status", re.compile("."))
-    return seen[0] if seen else ""
+def click_during_next_poll(page: Page, selector: str, *, confirm: bool = True, late: bool = False) -> None:
+    """Presses it as soon as the next poll has gone out (accepting its confirmation if it asks)."""
+    if confirm:
+        page.once("dialog", lambda dialog: dialog.accept())
+    page.evaluate(CLICK_DURING_NEXT_POLL, [selector, late])
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="Issue 30, open: with static/messaging/app.js dropping a poll's answer while an action "
-    "is pending, 10 overlaps went from 10 pairs of htmx:oobErrorNoTarget to one #status-summary "
-    "error in 2 of 4 runs; its cause is not found yet",
-)
-def test_pause_and_resume_while_a_poll_is_in_flight_log_no_error(
+# Starts `first` (a click, or a search typed into the receiver filter), then `second` while the
+# first's request is on its way, and takes the first's answer in only after the second's: the
+# first answer's target (or the form that asked) was replaced meanwhile by the second.
+CROSS_ANSWERS = """([first, second]) => new Promise((resolve) => {
+  const start = (step) => {
+    if (step.click) { document.querySelector(step.click).click(); return; }
+    const input = document.querySelector("#receiver-filter input[type=search]");
+    input.value = step.search;
+    input.form.requestSubmit();
+  };
+  const sent = [];
+  const track = (event) => {
+    if (event.detail.requestConfig.elt.id === "receiver-results") return;  // a poll
+    sent.push(event.detail.xhr);
+    if (sent.length === 1) {
+      const xhr = sent[0];
+      const load = xhr.onload;
+      let held = null, secondAnswered = false;
+      xhr.onload = function () {
+        const run = () => load.call(xhr);
+        if (secondAnswered) run(); else held = run;
+      };
+      const answered = (done) => {
+        if (done.detail.xhr !== sent[1]) return;
+        document.removeEventListener("htmx:afterRequest", answered);
+        secondAnswered = true;
+        if (held) setTimeout(held, 0);
+      };
+      document.addEventListener("htmx:afterRequest", answered);
+      setTimeout(() => start(second), 0);
+    } else {
+      document.body.removeEventListener("htmx:beforeSend", track);
+      resolve();
+    }
+  };
+  document.body.addEventListener("htmx:beforeSend", track);
+  start(first);
+})"""
+
+
+def cross_answers(page: Page, first: dict, second: dict) -> None:
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.evaluate(CROSS_ANSWERS, [first, second])
+
+
+def test_actions_while_a_poll_is_in_flight_log_no_error(
     e2e_page, e2e_problems, live_server, huey_queue, make_user, capsys
 ):
     page = e2e_page
     staff = make_staff(make_user, PERMISSIONS)
-    students = [make_user(language="en", first_name=f"Ada{i}", last_name="Lovelace") for i in range(4)]
+    students = [make_user(language="en", first_name=f"Ada{i}", last_name="Lovelace") for i in range(8)]
     message = sending_message(staff, students, sent=1)
+    failed = list(message.receivers.filter(status=R.NOT_SENT).order_by("id")[:RESENDS])
+    MessageReceiver.objects.filter(pk__in=[r.pk for r in failed]).update(
+        status=R.FAILED, sending_failed_count=1, last_error="451 busy"
+    )
+    transitions.roll_up(message.pk)
     sign_in(page, live_server.url, staff, f"/messages/{message.pk}/")
     status_is(page, "sending")
     page.evaluate(COUNT_OVERLAPS)
+    actions = 0
 
+    def something_changed(i: int) -> None:
+        # As every 2 s while mail goes out: the next poll is answered with the whole page, not
+        # "nothing changed", so its swap and the action's overlap.
+        audit.record(message, AuditEvent.Action.TEST_SENT, to=f"colleague{i}@uni.example")
+
+    for i in range(RESENDS):
+        something_changed(i)
+        click_during_next_poll(page, '[data-testid="resend-receiver"]', confirm=False, late=i % 2 == 1)
+        counts(page, failed=RESENDS - i - 1)
+        actions += 1
     for i in range(SWITCHES):
         button, status = ("#pause-button", "paused") if i % 2 == 0 else ("#resume-button", "sending")
         expect(page.locator(button)).to_be_visible()
-        # Something changed meanwhile (as every 2 s while mail goes out), so the next poll is
-        # answered with the whole page, not "nothing changed": its swap and the action's overlap.
-        audit.record(message, AuditEvent.Action.TEST_SENT, to=f"colleague{i}@uni.example")
-        click_during_next_poll(page, button)
+        something_changed(RESENDS + i)
+        # Half the time the poll's answer comes first, half the time the action's.
+        click_during_next_poll(page, button, late=i % 2 == 1)
         status_is(page, status)
+        actions += 1
+    # A search whose answer comes after a pause's (its target was replaced: it goes to the new
+    # one), and a resume whose answer comes after a search's (its form was replaced with the
+    # summary: swapped against the page).
+    cross_answers(page, {"search": "Ada1"}, {"click": "#pause-button"})
+    status_is(page, "paused")
+    expect(page.locator("#receiver-match-count")).to_have_attribute("data-count", "1")
+    assert "q=Ada1" in page.url
+    cross_answers(page, {"click": "#resume-button"}, {"search": "Lovelace Ada1"})
+    status_is(page, "sending")
+    expect(page.locator("#receiver-match-count")).to_have_attribute("data-count", "1")
+    expect(page.locator("#resume-button")).to_have_count(0)
+    expect(page.locator("#status-summary .alert-success")).to_contain_text("Resumed")
+    actions += 2
+    something_changed(RESENDS + SWITCHES)
+    click_during_next_poll(page, "#cancel-button", late=True)
+    status_is(page, "cancelled")
+    actions += 1
 
-    # A poll or two after the last action: whatever answer came last, nothing went astray.
-    with page.expect_request(is_poll(message), timeout=10_000):
-        pass
+    # No worker holds a receiver: the page polls no more, and what it shows is what happened.
+    stopped_polling(page)
     page.wait_for_timeout(500)
     overlaps, shown_by_actions = page.evaluate("() => [window.__overlaps, window.__actionsShown]")
     with capsys.disabled():
         print(
-            f"\npause/resume during polls: actions={SWITCHES} overlapping requests={overlaps} "
+            f"\nactions during polls: actions={actions} overlapping requests={overlaps} "
             f"answers of actions shown={shown_by_actions}"
         )
     message.refresh_from_db()
-    assert message.status == Message.Status.SENDING
-    assert overlaps >= SWITCHES, "no action overlapped a poll: nothing was tested"
-    assert shown_by_actions == SWITCHES, "an action's answer was dropped (its result came with a later poll)"
+    assert message.status == Message.Status.CANCELLED
+    assert overlaps >= actions - 2, "an action did not overlap a poll: nothing was tested"
+    assert shown_by_actions == actions, "an action's answer was dropped (its result came with a later poll)"
+    counts(page, total=8, sent=1, failed=0, cancelled=7)
     assert not e2e_problems.console_errors, "\n".join(e2e_problems.console_errors)
     assert not e2e_problems.page_errors, "\n".join(e2e_problems.page_errors)
     assert not e2e_problems.failed_requests, "\n".join(e2e_problems.failed_requests)

@@ -224,6 +224,79 @@ class TestStillChanging:
         last = poll(staff_client, url, version)
         assert last.status_code == 286 and 'id="count-sent">2<' in last.content.decode()
 
+    def test_one_live_message_among_finished_ones_is_found_in_three_queries(
+        self, make_user, django_assert_max_num_queries
+    ):
+        finished = [make_send(make_user, SENT) for _ in range(3)]
+        cancelled = make_send(make_user, (R.NOT_SENT, False, ""), status=M.CANCELLED)
+        with django_assert_max_num_queries(3):
+            assert selectors.pending_change_of([*finished, cancelled]) is None
+        self.hold(cancelled, in_flight_since=timezone.now())
+        assert selectors.pending_change_of([*finished, cancelled]) == selectors.LIVE
+        assert selectors.pending_change_of([*finished, make_send(make_user, RETRYING)]) == selectors.RETRYING
+        assert selectors.pending_change_of([]) is None
+
+
+class TestMessageListRefreshes:
+    """Issue 30: the message list, like the status page, refreshes itself while a message on it
+    can still change (sending, scheduled, a receiver held by a worker, retries pending)."""
+
+    URL = reverse("messaging:message_list")
+    LIST_POLL = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TRIGGER": "message-results"}
+
+    def results(self, page: str) -> str:
+        return re.search(r'<div id="message-results".*?>', page, re.S).group(0)
+
+    def test_it_polls_while_a_cancelled_message_still_has_mail_in_flight(self, staff_client, make_user):
+        make_send(make_user, SENT)
+        message = make_send(make_user, (R.NOT_SENT, False, ""), SENT, status=M.CANCELLED)
+        assert 'data-polling="false"' in self.results(staff_client.get(self.URL).content.decode())
+        TestStillChanging().hold(message, in_flight_since=timezone.now())
+
+        opening = self.results(staff_client.get(self.URL, {"status": "cancelled"}).content.decode())
+        assert 'data-polling="true"' in opening and 'hx-trigger="every 5s"' in opening
+        assert 'hx-get="/messages/?status=cancelled"' in opening, "a refresh keeps the filter"
+
+        # The worker records what it handed over: the refresh shows it and polls no more.
+        TestStillChanging().hold(message, status=R.SENT, in_flight_since=None)
+        transitions.roll_up(message.pk)
+        refresh = staff_client.get(self.URL, {"status": "cancelled"}, **self.LIST_POLL).content.decode()
+        assert "<html" not in refresh and 'data-polling="false"' in self.results(refresh)
+        assert "hx-trigger" not in self.results(refresh)
+        row = re.search(rf'<tr [^>]*id="message-{message.pk}".*?</tr>', refresh, re.S).group(0)
+        assert re.findall(r">\s*(\d+)\s*</td>", row)[-3:] == ["2", "2", "0"], row
+
+    def test_sending_polls_every_5_seconds_and_pending_retries_every_15(self, staff_client, make_user):
+        sending_now = sending(make_user, SENT)
+        page = self.results(staff_client.get(self.URL).content.decode())
+        assert 'hx-trigger="every 5s"' in page
+        sending_now.delete()
+        make_send(make_user, SENT, RETRYING)
+        assert 'hx-trigger="every 15s"' in self.results(staff_client.get(self.URL).content.decode())
+
+    def test_only_the_page_shown_counts(self, staff_client, make_user):
+        sending(make_user, SENT)  # the oldest: on page 2
+        for _ in range(status_views.MESSAGES_PER_PAGE):
+            make_send(make_user, SENT)
+        first = self.results(staff_client.get(self.URL).content.decode())
+        assert 'data-polling="false"' in first
+        second = self.results(staff_client.get(self.URL, {"page": 2}).content.decode())
+        assert 'data-polling="true"' in second
+
+
+class TestActionsKeepTheFilters:
+    def test_pause_answers_with_the_receivers_the_page_was_filtered_to(self, staff_client, make_user):
+        message = sending(make_user, SENT, SENT)
+        page = staff_client.get(status_url(message, status="not_sent")).content.decode()
+        pause = reverse("messaging:message_pause", args=[message.pk])
+        assert f'hx-post="{pause}?status=not_sent"' in page
+        answer = staff_client.post(f"{pause}?status=not_sent", **{"HTTP_HX_REQUEST": "true"}).content.decode()
+        assert 'data-status="paused"' in answer
+        assert len(re.findall(r'<tr id="receiver-\d+"', answer)) == 1, (
+            "the answer shows only the filtered rows"
+        )
+        assert 'data-count="1"' in answer
+
 
 # Pages of the table ---------------------------------------------------------------------------------
 

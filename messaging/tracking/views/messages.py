@@ -46,6 +46,8 @@ CHECKED_HEADER = "X-Status-Checked"
 # The status page refreshes itself this often while sending, and while retries are pending.
 LIVE_POLL_SECONDS = 2
 RETRY_POLL_SECONDS = 15
+# The message list, while a message on it is live (its counts are read afresh on every refresh).
+LIST_POLL_SECONDS = 5
 
 CONTROL_DONE = {
     "pause": gettext_lazy("Paused: no further receivers are handed to the mail server until you resume."),
@@ -146,8 +148,21 @@ def message_list(request: HttpRequest) -> HttpResponse:
     message_filter = selectors.message_filter(request.GET)
     table = MessageTable(message_filter.qs)
     RequestConfig(request, paginate={"per_page": MESSAGES_PER_PAGE}).configure(table)
-    # The template calls it, so only full pages count the sends per week (not htmx filtering).
-    context = {"filter": message_filter, "table": table, "sends_per_week": selectors.sends_per_week}
+    # Read once here; the table then renders the same rows from the queryset's cache.
+    shown = [row.record for row in table.page.object_list]
+    change = selectors.pending_change_of(shown)
+    context = {
+        "filter": message_filter,
+        "table": table,
+        # The template calls it, so only full pages count the sends per week (not htmx requests).
+        "sends_per_week": selectors.sends_per_week,
+        "poll_seconds": LIST_POLL_SECONDS
+        if change == selectors.LIVE
+        else RETRY_POLL_SECONDS
+        if change
+        else None,
+        "query": request.GET.urlencode(),
+    }
     return render_page(request, "messaging/tracking/message_list.html", context, "results")
 
 
