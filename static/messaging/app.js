@@ -160,9 +160,10 @@
   // meanwhile would land nowhere (htmx:oobErrorNoTarget, or a swap into a detached element).
   // - A poll's answer is dropped while an action (any POST) is on its way, and once its own
   //   element or target is gone: the newer answer is on screen or coming, the next poll follows.
-  // - Any other answer whose target was replaced goes to the element that has its id now; one
-  //   whose asker is gone (an action's form inside the replaced summary) is swapped against the
-  //   whole document, as htmx would have had the form still been there.
+  // - Any other answer whose target was replaced goes to the element that has its id now. One
+  //   whose asker is gone (an action's form inside a summary that a newer answer replaced) has
+  //   only its out-of-band parts swapped, against the whole document: the action's outcome shows,
+  //   and the receivers the newer answer shows (maybe for a newer search) stay.
   // (Aborting polls instead, with hx-sync, logs htmx:sendAbort as an error.) The check listens on
   // the asking element itself: htmx dispatches the answer's events there, and an event dispatched
   // on an element no longer in the page never reaches a listener on the document.
@@ -188,7 +189,7 @@
     } else if (!asker.isConnected) {
       event.preventDefault();
       if (info.xhr.status >= 200 && info.xhr.status < 300 && info.xhr.response) {
-        htmx.swap(current, info.xhr.response, { swapStyle: "outerHTML" }, { eventInfo: info });
+        htmx.swap(current, info.xhr.response, { swapStyle: "none" }, { eventInfo: info });
       }
     } else {
       info.target = current;

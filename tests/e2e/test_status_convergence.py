@@ -251,14 +251,17 @@ def test_actions_while_a_poll_is_in_flight_log_no_error(
         actions += 1
     # A search whose answer comes after a pause's (its target was replaced: it goes to the new
     # one), and a resume whose answer comes after a search's (its form was replaced with the
-    # summary: swapped against the page).
+    # summary: its summary is swapped against the page, the newer search's receivers stay).
     cross_answers(page, {"search": "Ada1"}, {"click": "#pause-button"})
     status_is(page, "paused")
     expect(page.locator("#receiver-match-count")).to_have_attribute("data-count", "1")
     assert "q=Ada1" in page.url
-    cross_answers(page, {"click": "#resume-button"}, {"search": "Lovelace Ada1"})
+    cross_answers(page, {"click": "#resume-button"}, {"search": "Lovelace Ada2"})
     status_is(page, "sending")
-    expect(page.locator("#receiver-match-count")).to_have_attribute("data-count", "1")
+    # The receivers stay those of the newer search, and so does what the page polls for.
+    expect(page.locator("#receiver-results tbody tr")).to_have_count(1)
+    expect(page.locator("#receiver-results tbody tr")).to_contain_text("Ada2 Lovelace")
+    expect(page.locator("#receiver-results")).to_have_attribute("hx-get", re.compile(r"q=Lovelace\+Ada2"))
     expect(page.locator("#resume-button")).to_have_count(0)
     expect(page.locator("#status-summary .alert-success")).to_contain_text("Resumed")
     actions += 2
