@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
@@ -20,6 +19,7 @@ from messaging.engine import delivery, status, transitions
 from messaging.engine.status import TIMELINE_POINTS, progress_timeline, thinned
 from messaging.models import Message, MessageReceiver
 from messaging.tracking import selectors
+from tests.conftest import grant
 from tests.engine_helpers import SEND_ARGS, LanguageSubject
 
 RStatus = MessageReceiver.Status
@@ -242,13 +242,8 @@ class TestSendsPerWeek:
 
 
 @pytest.fixture
-def staff_client(client, make_user):
-    staff = make_user(is_staff=True, username="charts-staff")
-    staff.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="messaging", codename="view_message")
-    )
-    client.force_login(staff)
-    return client
+def staff(make_user):
+    return grant(make_user(is_staff=True, username="charts-staff"), "view_message")
 
 
 def json_script(html: str, element_id: str):

@@ -50,9 +50,8 @@ COUNT_SQL = "SELECT COUNT(*) FROM (SELECT"
 
 
 @pytest.fixture
-def staff_client(client, make_user):
-    client.force_login(grant(make_user(is_staff=True, username="staffer"), "view_message"))
-    return client
+def staff(make_user):
+    return grant(make_user(is_staff=True, username="staffer"), "view_message")
 
 
 def sent_message(**fields) -> Message:

@@ -7,25 +7,21 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
 from messaging.models import Message, MessageReceiver
 from messaging.tracking import people
+from tests.conftest import grant
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 @pytest.fixture
-def staff_client(client, make_user):
-    staff = make_user(is_staff=True, username="staffer", first_name="Stella", last_name="Staff")
-    staff.user_permissions.add(
-        Permission.objects.get(content_type__app_label="messaging", codename="view_message")
-    )
-    client.force_login(staff)
-    return client
+def staff(make_user):
+    user = make_user(is_staff=True, username="staffer", first_name="Stella", last_name="Staff")
+    return grant(user, "view_message")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
@@ -16,18 +15,17 @@ from messaging.models import AuditEvent, Message, MessageReceiver, Suppression
 from messaging.operations import retention
 from messaging.templatetags.messaging_format import language_label, when
 from messaging.tracking import status_labels
+from tests.conftest import grant
 
 M, R, Outcome = Message.Status, MessageReceiver.Status, MessageReceiver.Outcome
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 @pytest.fixture
-def staff_client(client, make_user):
-    staff = make_user(is_staff=True, username="staffer", first_name="Sam", last_name="Staff")
-    codenames = ["view_message", "compose_message", "send_message", "resend_message"]
-    staff.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
-    client.force_login(staff)
-    return client
+def staff(make_user):
+    """Who signs in (tests/conftest.py's staff_client): may watch, send and resend."""
+    user = make_user(is_staff=True, username="staffer", first_name="Sam", last_name="Staff")
+    return grant(user, "view_message", "compose_message", "send_message", "resend_message")
 
 
 def make_send(make_user, *states, status=M.ERROR) -> Message:

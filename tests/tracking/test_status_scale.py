@@ -25,7 +25,7 @@ from messaging.models import AuditEvent, Message, MessageReceiver, Suppression, 
 from messaging.tracking import paging, people, search, selectors
 from messaging.tracking.tables import ReceiverTable
 from messaging.tracking.views import messages as status_views
-from tests.tracking.test_status_reading import PERMANENT, RETRYING, SENT, make_send
+from tests.tracking.test_status_reading import PERMANENT, RETRYING, SENT, make_send, staff  # noqa: F401 (a fixture)
 
 M, R = Message.Status, MessageReceiver.Status
 POLL = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TRIGGER": "receiver-results"}
@@ -39,17 +39,6 @@ def fresh_cache():
     cache.clear()  # failure groups are kept between requests
     yield
     cache.clear()
-
-
-@pytest.fixture
-def staff_client(client, make_user):
-    from django.contrib.auth.models import Permission
-
-    staff = make_user(is_staff=True, username="staffer", first_name="Sam", last_name="Staff")
-    codenames = ["view_message", "compose_message", "send_message", "resend_message"]
-    staff.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
-    client.force_login(staff)
-    return client
 
 
 def status_url(message: Message, **params) -> str:

@@ -46,8 +46,9 @@ CHECKED_HEADER = "X-Status-Checked"
 # The status page refreshes itself this often while sending, and while retries are pending.
 LIVE_POLL_SECONDS = 2
 RETRY_POLL_SECONDS = 15
-# The message list, while a message on it is live (its counts are read afresh on every refresh).
-LIST_POLL_SECONDS = 5
+# The message list, while a message on it is live (its counts are read afresh on every refresh),
+# and while only retries are pending.
+LIST_POLL_SECONDS = {selectors.LIVE: 5, selectors.RETRYING: RETRY_POLL_SECONDS}
 
 CONTROL_DONE = {
     "pause": gettext_lazy("Paused: no further receivers are handed to the mail server until you resume."),
@@ -156,11 +157,7 @@ def message_list(request: HttpRequest) -> HttpResponse:
         "table": table,
         # The template calls it, so only full pages count the sends per week (not htmx requests).
         "sends_per_week": selectors.sends_per_week,
-        "poll_seconds": LIST_POLL_SECONDS
-        if change == selectors.LIVE
-        else RETRY_POLL_SECONDS
-        if change
-        else None,
+        "poll_seconds": LIST_POLL_SECONDS.get(change),
         "query": request.GET.urlencode(),
     }
     return render_page(request, "messaging/tracking/message_list.html", context, "results")
