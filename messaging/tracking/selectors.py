@@ -548,10 +548,10 @@ def pending_change(message: Message) -> str | None:
 def pending_change_of(messages: Sequence[Message]) -> str | None:
     """pending_change of several messages at once (a page of the message list): LIVE when one
     is live, else RETRYING when one has retries pending; at most three queries for them all."""
-    if any(message.is_in_progress or message.is_scheduled for message in messages):
-        return LIVE
     if not messages:
         return None
+    if any(message.is_in_progress or message.is_scheduled for message in messages):
+        return LIVE
     receivers = MessageReceiver.objects.filter(message__in=[message.pk for message in messages])
     if _held_by_workers(receivers):
         return LIVE

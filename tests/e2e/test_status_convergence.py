@@ -131,6 +131,27 @@ COUNT_OVERLAPS = """() => {
 }"""
 
 
+# Put in the page once (page.evaluate(HOLD_ANSWER)): holds a request's answer (its xhr's load,
+# which htmx sets before htmx:beforeSend) until the answer of the request `isOther` picks is in.
+HOLD_ANSWER = """() => {
+  window.holdAnswer = (xhr, isOther) => {
+    const load = xhr.onload;
+    let otherAnswered = false, held = null;
+    const answered = (event) => {
+      if (!isOther(event)) return;
+      document.removeEventListener("htmx:afterRequest", answered);
+      otherAnswered = true;
+      if (held) setTimeout(held, 0);
+    };
+    document.addEventListener("htmx:afterRequest", answered);
+    xhr.onload = function () {
+      const run = () => load.call(xhr);
+      if (otherAnswered) run(); else held = run;
+    };
+  };
+}"""
+
+
 # Presses the button (htmx asks its confirmation) as soon as the next poll has gone out, so the
 # poll's answer and the action's cross. Which one the page takes in first is up to the network;
 # `late` makes it the poll's that comes second (its load is held until the action's answer is
@@ -139,22 +160,7 @@ CLICK_DURING_NEXT_POLL = """([selector, late]) => new Promise((resolve) => {
   const armed = (event) => {
     if (event.detail.elt.id !== "receiver-results" || event.detail.requestConfig.verb !== "get") return;
     document.body.removeEventListener("htmx:beforeSend", armed);
-    if (late) {
-      const xhr = event.detail.xhr;
-      const load = xhr.onload;
-      let actionAnswered = false, held = null;
-      const answered = (done) => {
-        if (done.detail.requestConfig.verb === "get") return;
-        document.removeEventListener("htmx:afterRequest", answered);
-        actionAnswered = true;
-        if (held) setTimeout(held, 0);
-      };
-      document.addEventListener("htmx:afterRequest", answered);
-      xhr.onload = function () {
-        const run = () => load.call(xhr);
-        if (actionAnswered) run(); else held = run;
-      };
-    }
+    if (late) holdAnswer(event.detail.xhr, (done) => done.detail.requestConfig.verb !== "get");
     setTimeout(() => document.querySelector(selector).click(), 0);
     resolve();
   };
@@ -192,20 +198,7 @@ CROSS_ANSWERS = """([first, second]) => new Promise((resolve) => {
     if (event.detail.requestConfig.elt.id === "receiver-results") return;  // a poll
     sent.push(event.detail.xhr);
     if (sent.length === 1) {
-      const xhr = sent[0];
-      const load = xhr.onload;
-      let held = null, secondAnswered = false;
-      xhr.onload = function () {
-        const run = () => load.call(xhr);
-        if (secondAnswered) run(); else held = run;
-      };
-      const answered = (done) => {
-        if (done.detail.xhr !== sent[1]) return;
-        document.removeEventListener("htmx:afterRequest", answered);
-        secondAnswered = true;
-        if (held) setTimeout(held, 0);
-      };
-      document.addEventListener("htmx:afterRequest", answered);
+      holdAnswer(sent[0], (done) => done.detail.xhr === sent[1]);
       setTimeout(() => start(second), 0);
     } else {
       document.body.removeEventListener("htmx:beforeSend", track);
@@ -246,6 +239,7 @@ def test_actions_while_a_poll_is_in_flight_log_no_error(
     sign_in(page, live_server.url, staff, f"/messages/{message.pk}/")
     status_is(page, "sending")
     page.evaluate(COUNT_OVERLAPS)
+    page.evaluate(HOLD_ANSWER)
     actions = 0
 
     def something_changed(i: int) -> None:

@@ -59,6 +59,15 @@ def reserve(store, rules, token: str, at: float):
     return store.reserve(rules, token, T0 + at, HOLD)
 
 
+def test_a_full_rule_with_no_result_counted_yet_is_asked_again_soon_not_never():
+    # The slots that fill it are in flight, or their hold ran out as it was read: no end is
+    # known (this was an infinite wait, and an OverflowError in the lane that slept on it).
+    rule = per_second(1)[0]
+    for in_flight in (False, True):
+        assert rate_limits._wait(rule, T0, None, in_flight).seconds == rate_limits.POLL_SECONDS
+    assert rate_limits._wait(rule, T0, T0 + 0.25, False).seconds == pytest.approx(0.25)
+
+
 def test_a_window_admits_its_limit_then_waits_for_the_first_result(store):
     rules = per_second(3)
     assert [reserve(store, rules, f"t{i}", 0.0) for i in range(3)] == [None, None, None]
